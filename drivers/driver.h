@@ -1,0 +1,57 @@
+/* The driver interface: every driver (sim, modbus, mqtt, ...) is one static
+ * const vtable registered in drivers/registry.c.
+ *
+ * Life of a device: open() validates the parsed device settings and allocates
+ * (no I/O), add_point() binds a store tag to an address on the device, start()
+ * begins I/O, stop() ends it (no more samples after it returns), close()
+ * frees. Drivers on the loop thread write to the store directly; drivers with
+ * worker threads push through host->ingest. */
+#ifndef DP_DRIVER_H
+#define DP_DRIVER_H
+
+#include <uv.h>
+
+#include "../runtime/clock.h"
+#include "../runtime/ingest.h"
+#include "../runtime/settings.h"
+#include "../runtime/store.h"
+
+typedef struct dp_host {
+    uv_loop_t *loop; /* NULL in virtual time */
+    dp_clock_t *clock;
+    dp_store_t *store;
+    dp_ingest_t *ingest; /* NULL in virtual time */
+} dp_host_t;
+
+typedef struct dp_driver dp_driver_t;
+
+typedef struct dp_device {
+    char *name;
+    const dp_driver_t *driver;
+    dp_host_t *host;
+    void *cfg;  /* parsed device settings (driver->device_size bytes) */
+    void *impl; /* the driver's own state */
+} dp_device_t;
+
+struct dp_driver {
+    const char *name;
+    const char *summary;
+    const dp_setting_t *device_settings; /* fields of device "x" { ... } */
+    size_t device_size;
+    const dp_setting_t *point_settings; /* driver fields of a tag bound to a device */
+    size_t point_size;
+    int (*open)(dp_device_t *dev, char **err);
+    /* `point` is the parsed point settings; the driver keeps the pointer (it
+     * is freed by the host after close()). */
+    int (*add_point)(dp_device_t *dev, int tag, void *point, char **err);
+    int (*start)(dp_device_t *dev, char **err);
+    void (*stop)(dp_device_t *dev);
+    void (*close)(dp_device_t *dev);
+};
+
+/* NULL if no driver has that name. */
+const dp_driver_t *dp_driver_find(const char *name);
+/* NULL-terminated list of all drivers. */
+const dp_driver_t *const *dp_drivers(void);
+
+#endif

@@ -1,0 +1,36 @@
+/* Ingest: the thread-safe way into the store.
+ *
+ * Driver worker threads push samples; a uv_async wakes the loop thread, which
+ * drains the queue into the store in push order. The queue is bounded: a
+ * producer that finds it full waits (back-pressure on the device, never a
+ * dropped sample). */
+#ifndef DP_INGEST_H
+#define DP_INGEST_H
+
+#include <uv.h>
+
+#include "store.h"
+
+typedef struct dp_ingest dp_ingest_t;
+
+/* `loop` may be NULL (virtual time, tests): then nothing wakes the loop and
+ * the owner calls dp_ingest_drain() itself. capacity 0 means 1,048,576. */
+dp_ingest_t *dp_ingest_new(uv_loop_t *loop, dp_store_t *store, size_t capacity);
+/* Drains what is left into the store, closes the async handle; memory is freed
+ * in its close callback (run the loop once more). Accepts NULL. Producers
+ * must have stopped. */
+void dp_ingest_free(dp_ingest_t *in);
+
+/* Any thread. Copies v (strings too). A NULL or DP_NIL value changes only the
+ * quality. Returns 0, or DP_ESTATE once the ingest is closing. */
+int dp_ingest_push(dp_ingest_t *in, int tag, const dp_value_t *v, dp_time_t ts, int quality);
+
+/* Loop thread: writes every queued sample into the store; returns how many.
+ * Runs by itself from the async callback when a loop was given. */
+size_t dp_ingest_drain(dp_ingest_t *in);
+
+/* Totals since creation (approximate when read from another thread). */
+uint64_t dp_ingest_pushed(const dp_ingest_t *in);
+uint64_t dp_ingest_drained(const dp_ingest_t *in);
+
+#endif

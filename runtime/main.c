@@ -1,0 +1,5 @@
+/* Temporary entry point while the CLI is written. */
+int main(void)
+{
+    return 0;
+}
