@@ -68,6 +68,7 @@ typedef struct {
     uint32_t history;   /* ring length; 0: no history */
     uint32_t flags;     /* DP_TAG_* */
     const char *source; /* free-form "device:address" description; NULL: none */
+    double deadband;    /* default deadband for watchers that do not give one */
 } dp_tag_opts_t;
 
 /* Read-only view of a tag; valid until the tag is removed or the store freed. */
@@ -80,6 +81,7 @@ typedef struct {
     uint8_t quality;
     uint32_t flags;
     uint64_t writes; /* samples accepted so far */
+    double deadband; /* default deadband from the tag's declaration */
 } dp_tag_t;
 
 typedef struct dp_store dp_store_t;

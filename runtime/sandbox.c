@@ -1,0 +1,554 @@
+#include "sandbox.h"
+
+#include <ctype.h>
+#include <errno.h>
+#include <lauxlib.h>
+#include <lualib.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "embed.h"
+#include "log.h"
+
+/* Instructions between two runs of the count hook. Small enough that a
+ * runaway loop is caught promptly, large enough that the hook costs nothing
+ * measurable. */
+#define HOOK_STEP 1000
+
+#define MAX_REQUIRED 64
+
+struct dp_sandbox {
+    lua_State *L;
+    char *name;
+    char *module_dir;
+    dp_clock_t *clock;
+    uint64_t budget;
+    uint64_t used;
+    size_t mem_used;
+    size_t mem_limit;
+    bool in_call;
+    bool aborting;
+    dp_sb_status_t abort_status;
+    char abort_where[256];
+    char *required[MAX_REQUIRED + 1];
+    int nrequired;
+};
+
+/* The allocator: refuses growth beyond the cap. Reaching the cap during a call
+ * is a fault (like a runaway loop) so a script cannot loop on pcall around an
+ * allocation that keeps failing. */
+static void *sb_alloc(void *ud, void *ptr, size_t osize, size_t nsize)
+{
+    dp_sandbox_t *sb = ud;
+    size_t old = ptr != NULL ? osize : 0;
+    if (nsize == 0) {
+        free(ptr);
+        sb->mem_used -= old;
+        return NULL;
+    }
+    if (nsize > old && sb->mem_used + (nsize - old) > sb->mem_limit) {
+        if (sb->in_call && !sb->aborting) {
+            sb->aborting = true;
+            sb->abort_status = DP_SB_MEMORY;
+            snprintf(sb->abort_where, sizeof sb->abort_where, "memory cap of %zu KiB reached",
+                     sb->mem_limit >> 10);
+        }
+        return NULL;
+    }
+    void *p = realloc(ptr, nsize);
+    if (p != NULL)
+        sb->mem_used = sb->mem_used - old + nsize;
+    return p;
+}
+
+dp_sandbox_t *dp_sandbox_of(lua_State *L)
+{
+    void *ud = NULL;
+    lua_getallocf(L, &ud);
+    return ud;
+}
+
+/* Charges instructions to the current entry. Once a fault is declared the
+ * hook runs after every instruction and raises each time, so no Lua code can
+ * make progress until the stack is unwound back to C. */
+static void sb_hook(lua_State *L, lua_Debug *ar)
+{
+    (void)ar;
+    dp_sandbox_t *sb = dp_sandbox_of(L);
+    int step = lua_gethookcount(L);
+    if (!sb->in_call)
+        return;
+    if (!sb->aborting) {
+        if (step != HOOK_STEP)
+            lua_sethook(L, sb_hook, LUA_MASKCOUNT, HOOK_STEP);
+        sb->used += (uint64_t)step;
+        if (sb->used <= sb->budget)
+            return;
+        sb->aborting = true;
+        sb->abort_status = DP_SB_BUDGET;
+        lua_Debug info;
+        if (lua_getstack(L, 0, &info) && lua_getinfo(L, "Sl", &info) && info.currentline > 0) {
+            snprintf(sb->abort_where, sizeof sb->abort_where,
+                     "instruction budget of %llu exceeded at %s:%d", (unsigned long long)sb->budget,
+                     info.short_src, info.currentline);
+        } else {
+            snprintf(sb->abort_where, sizeof sb->abort_where, "instruction budget of %llu exceeded",
+                     (unsigned long long)sb->budget);
+        }
+    }
+    if (step != 1)
+        lua_sethook(L, sb_hook, LUA_MASKCOUNT, 1);
+    lua_pushstring(L, sb->abort_where);
+    lua_error(L);
+}
+
+/* pcall and xpcall that let ordinary errors be caught but re-raise faults. */
+static int finish_pcall(lua_State *L, int status, lua_KContext extra)
+{
+    if (status != LUA_OK && status != LUA_YIELD) {
+        dp_sandbox_t *sb = dp_sandbox_of(L);
+        if (sb->aborting || status == LUA_ERRMEM)
+            return lua_error(L);
+        lua_pushboolean(L, 0);
+        lua_pushvalue(L, -2);
+        return 2;
+    }
+    return lua_gettop(L) - (int)extra;
+}
+
+static int sb_pcall(lua_State *L)
+{
+    luaL_checkany(L, 1);
+    lua_pushboolean(L, 1);
+    lua_insert(L, 1);
+    int status = lua_pcallk(L, lua_gettop(L) - 2, LUA_MULTRET, 0, 0, finish_pcall);
+    return finish_pcall(L, status, 0);
+}
+
+static int sb_xpcall(lua_State *L)
+{
+    int n = lua_gettop(L);
+    luaL_checktype(L, 2, LUA_TFUNCTION);
+    lua_pushboolean(L, 1);
+    lua_pushvalue(L, 1);
+    lua_rotate(L, 3, 2);
+    int status = lua_pcallk(L, n - 2, LUA_MULTRET, 2, 2, finish_pcall);
+    return finish_pcall(L, status, 2);
+}
+
+static int sb_resume(lua_State *L)
+{
+    /* Upvalue 1 is the library's coroutine.resume. */
+    int n = lua_gettop(L);
+    lua_pushvalue(L, lua_upvalueindex(1));
+    lua_insert(L, 1);
+    lua_call(L, n, LUA_MULTRET);
+    dp_sandbox_t *sb = dp_sandbox_of(L);
+    if (sb->aborting && lua_toboolean(L, 1) == 0)
+        return lua_error(L);
+    return lua_gettop(L);
+}
+
+static int sb_print(lua_State *L)
+{
+    dp_sandbox_t *sb = dp_sandbox_of(L);
+    luaL_Buffer b;
+    luaL_buffinit(L, &b);
+    int n = lua_gettop(L);
+    for (int i = 1; i <= n; i++) {
+        if (i > 1)
+            luaL_addchar(&b, '\t');
+        luaL_tolstring(L, i, NULL);
+        luaL_addvalue(&b);
+    }
+    luaL_pushresult(&b);
+    dp_log_info(sb->name, "%s", lua_tostring(L, -1));
+    return 0;
+}
+
+/* load() restricted to text chunks: binary chunks can break the VM. */
+static int sb_load(lua_State *L)
+{
+    lua_settop(L, 4);
+    lua_pushvalue(L, lua_upvalueindex(1));
+    lua_pushvalue(L, 1);
+    lua_pushvalue(L, 2);
+    lua_pushliteral(L, "t");
+    if (lua_isnone(L, 4) || lua_isnil(L, 4)) {
+        lua_call(L, 3, 2);
+    } else {
+        lua_pushvalue(L, 4);
+        lua_call(L, 4, 2);
+    }
+    return lua_isnil(L, -2) ? 2 : 1;
+}
+
+static int sb_collectgarbage(lua_State *L)
+{
+    static const char *const allowed[] = {"collect", "count", "step", "isrunning", NULL};
+    luaL_checkoption(L, 1, "collect", allowed);
+    int n = lua_gettop(L);
+    lua_pushvalue(L, lua_upvalueindex(1));
+    lua_insert(L, 1);
+    lua_call(L, n, LUA_MULTRET);
+    return lua_gettop(L);
+}
+
+static double clock_seconds(lua_State *L)
+{
+    dp_sandbox_t *sb = dp_sandbox_of(L);
+    dp_time_t now = sb->clock != NULL ? dp_clock_now(sb->clock) : dp_wall_now();
+    return (double)now / 1e6;
+}
+
+/* os.time() and os.date() read the plant clock, so virtual time is honoured. */
+static int sb_os_time(lua_State *L)
+{
+    if (lua_isnoneornil(L, 1)) {
+        lua_pushinteger(L, (lua_Integer)clock_seconds(L));
+        return 1;
+    }
+    lua_pushvalue(L, lua_upvalueindex(1));
+    lua_pushvalue(L, 1);
+    lua_call(L, 1, 1);
+    return 1;
+}
+
+static int sb_os_date(lua_State *L)
+{
+    const char *fmt = luaL_optstring(L, 1, "%c");
+    lua_pushvalue(L, lua_upvalueindex(1));
+    lua_pushstring(L, fmt);
+    if (lua_isnoneornil(L, 2))
+        lua_pushinteger(L, (lua_Integer)clock_seconds(L));
+    else
+        lua_pushvalue(L, 2);
+    lua_call(L, 2, 1);
+    return 1;
+}
+
+char *dp_source_read(const char *path, size_t *len, char **err)
+{
+    if (strncmp(path, "embed:", 6) == 0) {
+        const dp_embed_file_t *f = dp_embed_find(path + 6);
+        if (f == NULL) {
+            dp_fail(err, DP_ENOENT, "%s: no such file in the binary", path);
+            return NULL;
+        }
+        char *copy = dp_xmalloc(f->len + 1);
+        memcpy(copy, f->data, f->len);
+        copy[f->len] = '\0';
+        if (len != NULL)
+            *len = f->len;
+        return copy;
+    }
+    FILE *fp = fopen(path, "rb");
+    if (fp == NULL) {
+        dp_fail(err, DP_ENOENT, "%s: %s", path, strerror(errno));
+        return NULL;
+    }
+    size_t cap = 4096, n = 0;
+    char *buf = dp_xmalloc(cap);
+    size_t got;
+    while ((got = fread(buf + n, 1, cap - n - 1, fp)) > 0) {
+        n += got;
+        if (cap - n - 1 == 0) {
+            cap *= 2;
+            buf = dp_xrealloc(buf, cap);
+        }
+    }
+    bool failed = ferror(fp) != 0;
+    fclose(fp);
+    if (failed) {
+        free(buf);
+        dp_fail(err, DP_EIO, "%s: read error", path);
+        return NULL;
+    }
+    buf[n] = '\0';
+    if (len != NULL)
+        *len = n;
+    return buf;
+}
+
+static bool module_name_ok(const char *name)
+{
+    if (*name == '\0' || *name == '.')
+        return false;
+    for (const char *p = name; *p; p++) {
+        if (!(isalnum((unsigned char)*p) || *p == '_' || *p == '-' || *p == '.'))
+            return false;
+        if (p[0] == '.' && p[1] == '.')
+            return false;
+    }
+    return name[strlen(name) - 1] != '.';
+}
+
+static void remember_required(dp_sandbox_t *sb, const char *path)
+{
+    if (strncmp(path, "embed:", 6) == 0 || sb->nrequired == MAX_REQUIRED)
+        return;
+    for (int i = 0; i < sb->nrequired; i++) {
+        if (strcmp(sb->required[i], path) == 0)
+            return;
+    }
+    sb->required[sb->nrequired++] = dp_xstrdup(path);
+    sb->required[sb->nrequired] = NULL;
+}
+
+/* require: "doppel.x" is the embedded stdlib (stdlib/x.lua); any other name is
+ * a module in the plant's own folder (dots become slashes). Nothing else is
+ * reachable: no C modules, no package.path. */
+static int sb_require(lua_State *L)
+{
+    dp_sandbox_t *sb = dp_sandbox_of(L);
+    const char *name = luaL_checkstring(L, 1);
+    lua_settop(L, 1);
+    luaL_getsubtable(L, LUA_REGISTRYINDEX, LUA_LOADED_TABLE);
+    lua_getfield(L, 2, name);
+    if (lua_toboolean(L, -1))
+        return 1;
+    lua_pop(L, 1);
+    if (!module_name_ok(name))
+        return luaL_error(L, "require \"%s\": bad module name", name);
+
+    char path[1024];
+    if (strncmp(name, "doppel.", 7) == 0) {
+        snprintf(path, sizeof path, "embed:stdlib/%s.lua", name + 7);
+    } else if (sb->module_dir != NULL) {
+        snprintf(path, sizeof path, "%s/%s.lua", sb->module_dir, name);
+        for (char *p = path + strlen(sb->module_dir) + 1; *p; p++) {
+            if (*p == '.' && strcmp(p, ".lua") != 0)
+                *p = '/';
+        }
+    } else {
+        return luaL_error(L, "module \"%s\" not found (only doppel.* modules here)", name);
+    }
+    char *err = NULL;
+    size_t len = 0;
+    char *code = dp_source_read(path, &len, &err);
+    if (code == NULL) {
+        lua_pushfstring(L, "module \"%s\" not found (%s)", name, err);
+        free(err);
+        return lua_error(L);
+    }
+    const char *shown = strncmp(path, "embed:", 6) == 0 ? path + 6 : path;
+    lua_pushfstring(L, "@%s", shown);
+    int rc = luaL_loadbufferx(L, code, len, lua_tostring(L, -1), "t");
+    free(code);
+    if (rc != LUA_OK)
+        return lua_error(L);
+    remember_required(sb, path);
+    lua_pushstring(L, name);
+    lua_call(L, 1, 1);
+    if (lua_isnil(L, -1)) {
+        lua_pop(L, 1);
+        lua_pushboolean(L, 1);
+    }
+    lua_pushvalue(L, -1);
+    lua_setfield(L, 2, name);
+    return 1;
+}
+
+static void wrap_upvalue(lua_State *L, int table, const char *field, lua_CFunction fn)
+{
+    lua_getfield(L, table, field);
+    lua_pushcclosure(L, fn, 1);
+    lua_setfield(L, table, field);
+}
+
+static void remove_fields(lua_State *L, int table, const char *const *fields)
+{
+    for (; *fields != NULL; fields++) {
+        lua_pushnil(L);
+        lua_setfield(L, table, *fields);
+    }
+}
+
+static int open_sandbox(lua_State *L)
+{
+    static const luaL_Reg libs[] = {
+        {LUA_GNAME, luaopen_base},        {LUA_TABLIBNAME, luaopen_table},
+        {LUA_STRLIBNAME, luaopen_string}, {LUA_MATHLIBNAME, luaopen_math},
+        {LUA_UTF8LIBNAME, luaopen_utf8},  {LUA_COLIBNAME, luaopen_coroutine},
+        {LUA_OSLIBNAME, luaopen_os},      {NULL, NULL},
+    };
+    for (const luaL_Reg *lib = libs; lib->name != NULL; lib++) {
+        luaL_requiref(L, lib->name, lib->func, 1);
+        lua_pop(L, 1);
+    }
+    lua_pushglobaltable(L);
+    int g = lua_gettop(L);
+    static const char *const unsafe_base[] = {"dofile", "loadfile", NULL};
+    remove_fields(L, g, unsafe_base);
+    lua_pushcfunction(L, sb_pcall);
+    lua_setfield(L, g, "pcall");
+    lua_pushcfunction(L, sb_xpcall);
+    lua_setfield(L, g, "xpcall");
+    lua_pushcfunction(L, sb_print);
+    lua_setfield(L, g, "print");
+    lua_pushcfunction(L, sb_require);
+    lua_setfield(L, g, "require");
+    wrap_upvalue(L, g, "load", sb_load);
+    wrap_upvalue(L, g, "collectgarbage", sb_collectgarbage);
+
+    lua_getfield(L, g, LUA_STRLIBNAME);
+    static const char *const unsafe_string[] = {"dump", NULL};
+    remove_fields(L, lua_gettop(L), unsafe_string);
+    lua_pop(L, 1);
+
+    lua_getfield(L, g, LUA_COLIBNAME);
+    wrap_upvalue(L, lua_gettop(L), "resume", sb_resume);
+    lua_pop(L, 1);
+
+    /* os: only what cannot reach outside the sandbox; time from the clock. */
+    lua_getfield(L, g, LUA_OSLIBNAME);
+    int os = lua_gettop(L);
+    static const char *const unsafe_os[] = {"execute", "exit",    "getenv",    "remove",
+                                            "rename",  "tmpname", "setlocale", NULL};
+    remove_fields(L, os, unsafe_os);
+    wrap_upvalue(L, os, "time", sb_os_time);
+    wrap_upvalue(L, os, "date", sb_os_date);
+    lua_pop(L, 1);
+
+    /* No io, package or debug tables at all. */
+    static const char *const absent[] = {"io", "package", "debug", NULL};
+    remove_fields(L, g, absent);
+    lua_pop(L, 1);
+    return 0;
+}
+
+dp_sandbox_t *dp_sandbox_new(const dp_sandbox_opts_t *opts)
+{
+    dp_sandbox_t *sb = dp_xcalloc(1, sizeof *sb);
+    sb->name = dp_xstrdup(opts->name != NULL ? opts->name : "?");
+    sb->module_dir = opts->module_dir != NULL ? dp_xstrdup(opts->module_dir) : NULL;
+    sb->clock = opts->clock;
+    sb->budget = opts->budget ? opts->budget : DP_SB_DEFAULT_BUDGET;
+    sb->mem_limit = opts->memory ? opts->memory : DP_SB_DEFAULT_MEMORY;
+    sb->required[0] = NULL;
+    sb->L = lua_newstate(sb_alloc, sb);
+    if (sb->L == NULL) {
+        dp_sandbox_free(sb);
+        return NULL;
+    }
+    lua_setwarnf(sb->L, NULL, NULL);
+    lua_pushcfunction(sb->L, open_sandbox);
+    if (lua_pcall(sb->L, 0, 0, 0) != LUA_OK) {
+        dp_sandbox_free(sb);
+        return NULL;
+    }
+    lua_sethook(sb->L, sb_hook, LUA_MASKCOUNT, HOOK_STEP);
+    return sb;
+}
+
+void dp_sandbox_free(dp_sandbox_t *sb)
+{
+    if (sb == NULL)
+        return;
+    if (sb->L != NULL)
+        lua_close(sb->L);
+    for (int i = 0; i < sb->nrequired; i++)
+        free(sb->required[i]);
+    free(sb->name);
+    free(sb->module_dir);
+    free(sb);
+}
+
+lua_State *dp_sandbox_state(dp_sandbox_t *sb)
+{
+    return sb->L;
+}
+
+static int msgh(lua_State *L)
+{
+    const char *msg = lua_tostring(L, 1);
+    if (msg == NULL) {
+        if (luaL_callmeta(L, 1, "__tostring") && lua_type(L, -1) == LUA_TSTRING)
+            msg = lua_tostring(L, -1);
+        else
+            msg = lua_pushfstring(L, "(error object is a %s value)", luaL_typename(L, 1));
+    }
+    luaL_traceback(L, L, msg, 1);
+    return 1;
+}
+
+dp_sb_status_t dp_sandbox_call(dp_sandbox_t *sb, int nargs, int nresults, char **err, char **trace)
+{
+    lua_State *L = sb->L;
+    int base = lua_gettop(L) - nargs;
+    lua_pushcfunction(L, msgh);
+    lua_insert(L, base);
+    /* Nested calls (a handler that triggers another entry) share the outer budget. */
+    bool outer = !sb->in_call;
+    if (outer) {
+        sb->in_call = true;
+        sb->used = 0;
+        sb->aborting = false;
+    }
+    int rc = lua_pcall(L, nargs, nresults, base);
+    dp_sb_status_t status = DP_SB_OK;
+    if (rc != LUA_OK) {
+        status = sb->aborting ? sb->abort_status : rc == LUA_ERRMEM ? DP_SB_MEMORY : DP_SB_ERROR;
+        const char *full = lua_tostring(L, -1);
+        if (full == NULL)
+            full = "(error object is not a string)";
+        const char *tb = strstr(full, "\nstack traceback:");
+        if (status == DP_SB_BUDGET || status == DP_SB_MEMORY) {
+            if (err != NULL) {
+                free(*err);
+                *err = dp_xstrdup(sb->aborting ? sb->abort_where : "memory cap reached");
+            }
+        } else if (err != NULL) {
+            free(*err);
+            *err = tb != NULL ? strndup(full, (size_t)(tb - full)) : dp_xstrdup(full);
+        }
+        if (trace != NULL) {
+            free(*trace);
+            *trace = dp_xstrdup(tb != NULL ? tb + 1 : "");
+        }
+        lua_pop(L, 1);
+    }
+    lua_remove(L, base);
+    if (outer) {
+        sb->in_call = false;
+        if (sb->aborting) {
+            sb->aborting = false;
+            lua_sethook(L, sb_hook, LUA_MASKCOUNT, HOOK_STEP);
+        }
+    }
+    return status;
+}
+
+int dp_sandbox_load(dp_sandbox_t *sb, const char *code, size_t len, const char *chunkname,
+                    char **err)
+{
+    /* Loading allocates; count it as a call so the memory cap applies. */
+    bool outer = !sb->in_call;
+    sb->in_call = true;
+    int rc = luaL_loadbufferx(sb->L, code, len, chunkname, "t");
+    if (outer)
+        sb->in_call = false;
+    if (rc != LUA_OK) {
+        dp_fail(err, rc == LUA_ERRMEM ? DP_ENOMEM : DP_ESCRIPT, "%s", lua_tostring(sb->L, -1));
+        lua_pop(sb->L, 1);
+        sb->aborting = false;
+        return rc == LUA_ERRMEM ? DP_ENOMEM : DP_ESCRIPT;
+    }
+    return 0;
+}
+
+size_t dp_sandbox_memory(const dp_sandbox_t *sb)
+{
+    return sb->mem_used;
+}
+
+uint64_t dp_sandbox_instructions(const dp_sandbox_t *sb)
+{
+    return sb->used;
+}
+
+const char *const *dp_sandbox_required_files(const dp_sandbox_t *sb)
+{
+    return (const char *const *)sb->required;
+}
