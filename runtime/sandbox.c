@@ -153,9 +153,9 @@ static int sb_resume(lua_State *L)
 static int sb_print(lua_State *L)
 {
     dp_sandbox_t *sb = dp_sandbox_of(L);
+    int n = lua_gettop(L);
     luaL_Buffer b;
     luaL_buffinit(L, &b);
-    int n = lua_gettop(L);
     for (int i = 1; i <= n; i++) {
         if (i > 1)
             luaL_addchar(&b, '\t');
@@ -181,7 +181,10 @@ static int sb_load(lua_State *L)
         lua_pushvalue(L, 4);
         lua_call(L, 4, 2);
     }
-    return lua_isnil(L, -2) ? 2 : 1;
+    if (lua_isnil(L, -2))
+        return 2;
+    lua_pop(L, 1);
+    return 1;
 }
 
 static int sb_collectgarbage(lua_State *L)
@@ -218,9 +221,10 @@ static int sb_os_time(lua_State *L)
 static int sb_os_date(lua_State *L)
 {
     const char *fmt = luaL_optstring(L, 1, "%c");
+    bool now = lua_isnoneornil(L, 2);
     lua_pushvalue(L, lua_upvalueindex(1));
     lua_pushstring(L, fmt);
-    if (lua_isnoneornil(L, 2))
+    if (now)
         lua_pushinteger(L, (lua_Integer)clock_seconds(L));
     else
         lua_pushvalue(L, 2);

@@ -23,9 +23,16 @@ for _, p in ipairs(pumps) do
    twin.on_change({ p .. ".flow", p .. ".power" }, update)
 end
 
--- Report the station's output once an hour.
-twin.every("1h", function()
-   local f = tags.total_flow
-   if f.value then log.info("total flow %.1f m3/h, %.3f kWh/m3", f.value,
-                            tags.specific_energy.value or 0) end
+-- Report the station's state: every 10 s live, hourly in virtual time.
+twin.every(clock.virtual and "1h" or "10s", function()
+   local parts = {}
+   for _, p in ipairs(pumps) do
+      local eff = tags[p .. ".efficiency"].value
+      parts[#parts + 1] = string.format("%s %s flow %.1f m3/h eff %s vib %.2f mm/s%s", p,
+         tags[p .. ".running"].value and "on " or "off", tags[p .. ".flow"].value or 0,
+         eff and string.format("%.1f%%", eff) or "-", tags[p .. ".vibration"].value or 0,
+         tags[p .. ".vibration_alarm"].value and " ALARM" or "")
+   end
+   log.info("%s | total %.1f m3/h, %.3f kWh/m3", table.concat(parts, " | "),
+            tags.total_flow.value or 0, tags.specific_energy.value or 0)
 end)

@@ -1,0 +1,166 @@
+/* The sandbox: allow-listed globals, the instruction budget and the memory cap. */
+#include <criterion/criterion.h>
+#include <lauxlib.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "runtime/sandbox.h"
+
+static dp_sandbox_t *sb;
+
+static void setup(void)
+{
+    dp_sandbox_opts_t o = {.name = "test", .budget = 1000000, .memory = 8 << 20};
+    sb = dp_sandbox_new(&o);
+    cr_assert_not_null(sb);
+}
+
+static void teardown(void)
+{
+    dp_sandbox_free(sb);
+}
+
+/* Runs code; returns the status, and *msg the error (caller frees). */
+static dp_sb_status_t run(const char *code, char **msg)
+{
+    char *err = NULL;
+    int rc = dp_sandbox_load(sb, code, strlen(code), "=test", &err);
+    cr_assert_eq(rc, 0, "compile error: %s", err);
+    dp_sb_status_t st = dp_sandbox_call(sb, 0, 0, &err, NULL);
+    if (msg != NULL)
+        *msg = err;
+    else
+        free(err);
+    return st;
+}
+
+static void run_ok(const char *code)
+{
+    char *msg = NULL;
+    dp_sb_status_t st = run(code, &msg);
+    cr_assert_eq(st, DP_SB_OK, "%s\n-> %s", code, msg ? msg : "");
+    free(msg);
+}
+
+TestSuite(sandbox, .init = setup, .fini = teardown);
+
+Test(sandbox, dangerous_globals_are_absent)
+{
+    run_ok("assert(os.execute == nil and os.exit == nil and os.getenv == nil)");
+    run_ok("assert(os.remove == nil and os.rename == nil and os.tmpname == nil)");
+    run_ok("assert(io == nil and package == nil and debug == nil)");
+    run_ok("assert(dofile == nil and loadfile == nil and string.dump == nil)");
+    run_ok("assert(type(os.time()) == 'number' and type(os.date()) == 'string')");
+    run_ok("assert(math.sqrt(4) == 2 and table.concat({1, 2}) == '12' and utf8.char(65) == 'A')");
+}
+
+Test(sandbox, escapes_are_refused)
+{
+    /* Each escape attempt must fail with a clear error, not run. */
+    const char *attempts[] = {
+        "io.popen('id')",
+        "os.execute('id')",
+        "package.loadlib('libc.so.6', 'system')",
+        "require('os').execute('id')",
+        "require('../../etc/passwd')",
+        "require('/etc/passwd')",
+        "debug.sethook()",
+        "collectgarbage('stop')",
+        "load(string.dump(function() end))",
+    };
+    for (size_t i = 0; i < sizeof attempts / sizeof attempts[0]; i++) {
+        char *msg = NULL;
+        cr_expect_eq(run(attempts[i], &msg), DP_SB_ERROR, "%s was not refused", attempts[i]);
+        cr_expect_not_null(msg);
+        free(msg);
+    }
+}
+
+Test(sandbox, binary_chunks_are_refused)
+{
+    /* A binary chunk (as string.dump would make) must not load, even with mode "b". */
+    run_ok("local f, err = load('\\27Lua\\84\\0', 'x', 'b'); assert(f == nil, 'loaded'); "
+           "assert(err:find('binary'), err)");
+    run_ok("local f = load('return 1 + 1'); assert(f() == 2)");
+}
+
+Test(sandbox, stdlib_require_works)
+{
+    run_ok("local a = require 'doppel.alarm'; assert(type(a.limit) == 'function')");
+    char *msg = NULL;
+    cr_assert_eq(run("require 'doppel.nonexistent'", &msg), DP_SB_ERROR);
+    cr_assert(strstr(msg, "doppel.nonexistent") != NULL, "%s", msg);
+    free(msg);
+}
+
+Test(sandbox, runaway_loop_is_stopped_with_location)
+{
+    char *msg = NULL;
+    dp_sb_status_t st = run("local x = 0\nwhile true do x = x + 1 end", &msg);
+    cr_assert_eq(st, DP_SB_BUDGET);
+    cr_assert(strstr(msg, "instruction budget") != NULL, "%s", msg);
+    cr_assert(strstr(msg, "test:2") != NULL, "no file:line in: %s", msg);
+    free(msg);
+    /* The state is still usable afterwards. */
+    run_ok("assert(1 + 1 == 2)");
+}
+
+Test(sandbox, pcall_cannot_swallow_the_budget)
+{
+    const char *attempts[] = {
+        "while true do pcall(function() while true do end end) end",
+        "while true do xpcall(function() while true do end end, function(e) return e end) end",
+        "local co = coroutine.create(function() while true do end end)\n"
+        "while true do coroutine.resume(co) end",
+        "while true do local ok = pcall(error, 'x') end",
+        "local f = coroutine.wrap(function() while true do end end)\n"
+        "while true do pcall(f) end",
+    };
+    for (size_t i = 0; i < sizeof attempts / sizeof attempts[0]; i++) {
+        char *msg = NULL;
+        dp_sb_status_t st = run(attempts[i], &msg);
+        cr_expect_eq(st, DP_SB_BUDGET, "not stopped: %s (%d: %s)", attempts[i], st, msg);
+        free(msg);
+    }
+    run_ok("assert(pcall(error, 'fine') == false)");
+}
+
+Test(sandbox, ordinary_errors_are_still_catchable)
+{
+    run_ok("local ok, err = pcall(error, 'boom'); assert(not ok and err:find('boom'))");
+    run_ok("local ok, err = xpcall(error, function(e) return 'handled ' .. e end, 'x');"
+           "assert(not ok and err == 'handled x')");
+}
+
+Test(sandbox, memory_cap_stops_a_blowup)
+{
+    char *msg = NULL;
+    dp_sb_status_t st = run("local t = {} for i = 1, 1e9 do t[i] = {i} end", &msg);
+    cr_assert_eq(st, DP_SB_MEMORY, "status %d: %s", st, msg);
+    cr_assert(strstr(msg, "memory cap") != NULL, "%s", msg);
+    free(msg);
+    cr_assert_lt(dp_sandbox_memory(sb), (size_t)8 << 20);
+
+    st = run("while true do pcall(function() local t = {} for i = 1, 1e9 do t[i] = {} end end) "
+             "end",
+             &msg);
+    cr_assert(st == DP_SB_MEMORY || st == DP_SB_BUDGET, "status %d: %s", st, msg);
+    free(msg);
+
+    st = run("local s = string.rep('x', 1 << 30)", &msg);
+    cr_assert_eq(st, DP_SB_MEMORY, "status %d: %s", st, msg);
+    free(msg);
+    run_ok("collectgarbage() assert(#string.rep('y', 1000) == 1000)");
+}
+
+Test(sandbox, budget_is_per_call)
+{
+    /* Many cheap calls in a row must not add up to a fault. */
+    for (int i = 0; i < 200; i++)
+        run_ok("local s = 0 for i = 1, 20000 do s = s + i end");
+}
+
+Test(sandbox, print_goes_to_the_log)
+{
+    run_ok("print('hello', 1, true)");
+}
