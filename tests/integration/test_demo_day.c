@@ -1,0 +1,117 @@
+/* Runs the bundled demo pump station for one simulated day in virtual time
+ * and checks what its twins computed and the alarms they raised. */
+#include <criterion/criterion.h>
+#include <msgpack.h>
+#include <string.h>
+#include <uv.h>
+
+#include "runtime/log.h"
+#include "runtime/plant.h"
+
+#define T0     INT64_C(1767225600000000) /* 2026-01-01T00:00:00Z */
+#define HOUR   (3600 * DP_US_PER_SEC)
+#define MINUTE (60 * DP_US_PER_SEC)
+
+typedef struct {
+    char twin[16];
+    char state[16];
+    char name[32];
+    dp_time_t ts;
+} alarm_t;
+
+static alarm_t alarms[64];
+static int nalarms;
+
+/* Reads a string field of the event's msgpack map. */
+static void field(const dp_event_t *ev, const char *key, char *out, size_t size)
+{
+    out[0] = '\0';
+    msgpack_unpacked u;
+    msgpack_unpacked_init(&u);
+    if (msgpack_unpack_next(&u, ev->payload, ev->payload_len, NULL) == MSGPACK_UNPACK_SUCCESS &&
+        u.data.type == MSGPACK_OBJECT_MAP) {
+        for (uint32_t i = 0; i < u.data.via.map.size; i++) {
+            msgpack_object k = u.data.via.map.ptr[i].key, v = u.data.via.map.ptr[i].val;
+            if (k.type == MSGPACK_OBJECT_STR && k.via.str.size == strlen(key) &&
+                memcmp(k.via.str.ptr, key, k.via.str.size) == 0 && v.type == MSGPACK_OBJECT_STR)
+                snprintf(out, size, "%.*s", (int)v.via.str.size, v.via.str.ptr);
+        }
+    }
+    msgpack_unpacked_destroy(&u);
+}
+
+static void on_event(const dp_event_t *ev, void *ud)
+{
+    (void)ud;
+    if (strcmp(ev->kind, "alarm") != 0 || nalarms == 64)
+        return;
+    alarm_t *a = &alarms[nalarms++];
+    snprintf(a->twin, sizeof a->twin, "%s", ev->twin);
+    field(ev, "state", a->state, sizeof a->state);
+    field(ev, "name", a->name, sizeof a->name);
+    a->ts = ev->ts;
+}
+
+static double num(dp_plant_t *p, const char *name)
+{
+    dp_store_t *s = dp_plant_store(p);
+    int id = dp_store_find(s, name);
+    cr_assert_geq(id, 0, "no tag %s", name);
+    cr_assert_eq(dp_store_get(s, id)->v.type, DP_NUM, "%s has no number", name);
+    return dp_store_get(s, id)->v.u.n;
+}
+
+Test(demo, one_simulated_day_in_virtual_time)
+{
+    dp_log_set_level(DP_LOG_WARN);
+    char *err = NULL;
+    dp_plant_opts_t o = {.path = "embed:examples/pump-station/plant.lua", .start = T0};
+    dp_plant_t *p = dp_plant_open(&o, &err);
+    cr_assert_not_null(p, "%s", err);
+    dp_plant_on_event(p, on_event, NULL);
+    cr_assert_eq(dp_plant_start(p, &err), 0, "%s", err);
+
+    uint64_t t0 = uv_hrtime();
+    int64_t steps = dp_plant_run_until(p, T0 + 24 * HOUR);
+    double secs = (double)(uv_hrtime() - t0) / 1e9;
+    cr_log_info("one day: %lld timer events in %.2f s", (long long)steps, secs);
+    cr_assert_gt(steps, 500000);
+
+    /* P101's vibration fault (14:00 for 40 min) raises one alarm after the
+     * 30 s on-delay and clears when the fault ends; nothing else alarms. */
+    cr_assert_eq(nalarms, 2, "expected 2 alarm transitions, got %d", nalarms);
+    cr_assert_str_eq(alarms[0].twin, "P101");
+    cr_assert_str_eq(alarms[0].name, "vibration_high");
+    cr_assert_str_eq(alarms[0].state, "active");
+    cr_assert_geq(alarms[0].ts, T0 + 14 * HOUR + 30 * DP_US_PER_SEC);
+    cr_assert_lt(alarms[0].ts, T0 + 14 * HOUR + 2 * MINUTE);
+    cr_assert_str_eq(alarms[1].twin, "P101");
+    cr_assert_str_eq(alarms[1].state, "cleared");
+    cr_assert_geq(alarms[1].ts, T0 + 14 * HOUR + 40 * MINUTE);
+    cr_assert_lt(alarms[1].ts, T0 + 14 * HOUR + 42 * MINUTE);
+
+    /* Derived tags are computed and plausible. */
+    double eff1 = num(p, "P101.efficiency"), eff2 = num(p, "P102.efficiency");
+    cr_assert(eff1 > 55 && eff1 < 90, "P101 efficiency %.1f%%", eff1);
+    cr_assert(eff2 > 55 && eff2 < 90, "P102 efficiency %.1f%%", eff2);
+    /* P101 runs all day; P102 runs half of every 8 h. Minute ticks at 1..1440. */
+    cr_assert_float_eq(num(p, "P101.run_hours"), 24.0, 1e-6);
+    cr_assert_float_eq(num(p, "P102.run_hours"), 12.0, 2.0 / 60);
+    /* P102 starts at 0 h, 8 h, 16 h and 24 h (the run includes its end). */
+    cr_assert_eq(num(p, "P102.starts"), 4);
+    cr_assert_eq(num(p, "P101.starts"), 1);
+    double total = num(p, "station.total_flow");
+    cr_assert(total > 80 && total < 300, "total flow %.1f", total);
+    cr_assert_eq(dp_store_get(dp_plant_store(p),
+                              dp_store_find(dp_plant_store(p), "P101.vibration_alarm"))
+                     ->v.u.b,
+                 false);
+
+    for (int i = 0; i < dp_plant_twin_count(p); i++) {
+        dp_twin_stats_t st;
+        dp_twin_get_stats(dp_plant_twin_at(p, i), &st);
+        cr_assert_eq(st.errors + st.faults, 0, "twin %s had errors",
+                     dp_twin_name(dp_plant_twin_at(p, i)));
+    }
+    dp_plant_free(p);
+}
