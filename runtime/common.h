@@ -30,8 +30,7 @@ const char *dp_strerror(int err);
 
 /* Sets *err (when err is not NULL) to a malloc'd formatted message and returns
  * code. The caller frees *err. A helper for the "char **err" convention. */
-int dp_fail(char **err, int code, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
+int dp_fail(char **err, int code, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
 
 /* Allocation that aborts on out-of-memory: used for the runtime's own small
  * structures, where there is no sensible way to continue. Script memory goes

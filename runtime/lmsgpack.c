@@ -660,7 +660,7 @@ static int parse_container(reader *r, msgpack_object *o, size_t start, uint64_t 
 
 static int parse_str(reader *r, msgpack_object *o, size_t start, uint64_t n, bool bin)
 {
-    const char *ptr;
+    const char *ptr = NULL;
     int rc = rd_bytes(r, start, n, &ptr);
     if (rc != DP_OK)
         return rc;
@@ -678,8 +678,8 @@ static int parse_str(reader *r, msgpack_object *o, size_t start, uint64_t n, boo
 
 static int parse_ext(reader *r, msgpack_object *o, size_t start, uint64_t n)
 {
-    uint64_t type;
-    const char *ptr;
+    uint64_t type = 0;
+    const char *ptr = NULL;
     int rc = rd_uint(r, start, 1, &type);
     if (rc == DP_OK)
         rc = rd_bytes(r, start, n, &ptr);

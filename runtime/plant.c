@@ -326,9 +326,10 @@ static char *bundled_classes(void)
     for (const dp_embed_file_t *f = dp_embed_files; f->path != NULL; f++) {
         if (strncmp(f->path, "twins/", 6) != 0)
             continue;
-        if (s[0])
-            strcat(s, ", ");
-        strncat(s, f->path + 6, strlen(f->path + 6) - 4);
+        size_t used = strlen(s);
+        /* The name without "twins/" and ".lua". */
+        snprintf(s + used, n - used, "%s%.*s", used ? ", " : "", (int)(strlen(f->path) - 10),
+                 f->path + 6);
     }
     return s;
 }
@@ -847,6 +848,8 @@ void dp_plant_stop(dp_plant_t *p)
     if (p == NULL || p->stopped)
         return;
     p->stopped = true;
+    for (int i = 0; i < p->ntwins; i++)
+        dp_twin_stop(p->twins[i]);
     for (int i = 0; i < p->ndevices; i++) {
         if (p->devices[i]->started)
             p->devices[i]->dev.driver->stop(&p->devices[i]->dev);

@@ -41,8 +41,9 @@ int64_t dp_plant_run_until(dp_plant_t *plant, dp_time_t until);
 /* Stops devices, timers and handles (idempotent). In real time, run the loop
  * afterwards so handles close. */
 void dp_plant_stop(dp_plant_t *plant);
-/* Frees everything. Call after dp_plant_stop() and, in real time, after the
- * loop has run the close callbacks. Accepts NULL. */
+/* Frees everything (stopping first if needed). In real time, run the loop
+ * again afterwards: the clock's libuv handle is closed here and its memory is
+ * freed in the close callback. Accepts NULL. */
 void dp_plant_free(dp_plant_t *plant);
 
 /* Reloads one twin (by name) or all (name NULL). Returns 0 if all succeeded. */

@@ -37,7 +37,10 @@ typedef struct dp_setting {
 } dp_setting_t;
 
 /* Terminates a descriptor array. */
-#define DP_SETTINGS_END {.name = NULL}
+#define DP_SETTINGS_END                                                                            \
+    {                                                                                              \
+        .name = NULL                                                                               \
+    }
 
 /* Parses the table at `idx` into `out` (zeroed by the caller). Keys listed in
  * `ignore` (NULL-terminated, may be NULL) are skipped, not refused. */

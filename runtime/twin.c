@@ -62,6 +62,7 @@ struct dp_twin {
     dp_twin_stats_t stats;
     dp_time_t fault_times[16];
     int nfaults;
+    bool stopped;
 };
 
 static void report(version_t *ver, const char *what, dp_sb_status_t st, char *msg, char *trace);
@@ -1031,7 +1032,7 @@ static void on_batch(dp_sub_t *sub, const dp_change_t *changes, size_t n, void *
     (void)sub;
     dp_twin_t *tw = ud;
     version_t *ver = tw->cur;
-    if (ver == NULL || tw->stats.suspended)
+    if (ver == NULL || tw->stats.suspended || tw->stopped)
         return;
     uint64_t t0 = uv_hrtime();
     for (size_t i = 0; i < n && !tw->stats.suspended; i++) {
@@ -1176,6 +1177,16 @@ void dp_twin_get_stats(const dp_twin_t *tw, dp_twin_stats_t *out)
 dp_sandbox_t *dp_twin_sandbox(dp_twin_t *tw)
 {
     return tw->cur != NULL ? tw->cur->sb : NULL;
+}
+
+void dp_twin_stop(dp_twin_t *tw)
+{
+    if (tw->cur != NULL) {
+        while (tw->cur->timers != NULL)
+            ltimer_free(tw->cur->timers);
+    }
+    dp_store_unwatch_all(tw->host->store, tw->sub);
+    tw->stopped = true;
 }
 
 void dp_twin_resume(dp_twin_t *tw)

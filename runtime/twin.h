@@ -79,6 +79,9 @@ void dp_twin_get_stats(const dp_twin_t *twin, dp_twin_stats_t *out);
 /* The live version's Lua state, for the REPL and tests (loop thread only).
  * NULL before the first successful load. */
 dp_sandbox_t *dp_twin_sandbox(dp_twin_t *twin);
+/* Stops the live version's timers and handlers for good (plant shutdown);
+ * state stays readable. */
+void dp_twin_stop(dp_twin_t *twin);
 /* Lifts a suspension without reloading. */
 void dp_twin_resume(dp_twin_t *twin);
 
