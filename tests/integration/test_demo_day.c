@@ -102,10 +102,10 @@ Test(demo, one_simulated_day_in_virtual_time)
     cr_assert_eq(num(p, "P101.starts"), 1);
     double total = num(p, "station.total_flow");
     cr_assert(total > 80 && total < 300, "total flow %.1f", total);
-    cr_assert_eq(dp_store_get(dp_plant_store(p),
-                              dp_store_find(dp_plant_store(p), "P101.vibration_alarm"))
-                     ->v.u.b,
-                 false);
+    cr_assert_eq(
+        dp_store_get(dp_plant_store(p), dp_store_find(dp_plant_store(p), "P101.vibration_alarm"))
+            ->v.u.b,
+        false);
 
     for (int i = 0; i < dp_plant_twin_count(p); i++) {
         dp_twin_stats_t st;

@@ -170,9 +170,10 @@ static void do_reload(uv_timer_t *t)
 Test(reload, no_sample_lost_or_doubled_while_reloading_under_load)
 {
     th_write(dir, "plant.lua", "twin 'A' { script = 'a.lua', tags = { x = {} } }\n");
-    th_write(dir, "a.lua", "state.n = state.n or 0; state.sum = state.sum or 0\n"
-                           "twin.on_change('x', function(v) state.n = state.n + 1; "
-                           "state.sum = state.sum + v end)\n");
+    th_write(dir, "a.lua",
+             "state.n = state.n or 0; state.sum = state.sum or 0\n"
+             "twin.on_change('x', function(v) state.n = state.n + 1; "
+             "state.sum = state.sum + v end)\n");
     uv_loop_t loop;
     uv_loop_init(&loop);
     dp_plant_t *p = open_real(&loop, false);

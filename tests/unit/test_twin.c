@@ -26,13 +26,14 @@ static const char *counter_plant = "plant { name = 'test' }\n"
 Test(twin, on_change_receives_every_sample_in_order)
 {
     th_write(dir, "plant.lua", counter_plant);
-    th_write(dir, "a.lua", "state.n = state.n or 0\n"
-                           "state.last = 0\n"
-                           "twin.on_change('x', function(v, tag)\n"
-                           "  assert(tag.name == 'A.x')\n"
-                           "  assert(v == state.last + 1, 'out of order')\n"
-                           "  state.last = v; state.n = state.n + 1\n"
-                           "end)\n");
+    th_write(dir, "a.lua",
+             "state.n = state.n or 0\n"
+             "state.last = 0\n"
+             "twin.on_change('x', function(v, tag)\n"
+             "  assert(tag.name == 'A.x')\n"
+             "  assert(v == state.last + 1, 'out of order')\n"
+             "  state.last = v; state.n = state.n + 1\n"
+             "end)\n");
     dp_plant_t *p = th_open(dir);
     for (int i = 1; i <= 1000; i++) {
         th_set(p, "A.x", i, T0 + i);
@@ -50,9 +51,10 @@ Test(twin, on_change_receives_every_sample_in_order)
 Test(twin, deadband_filters_small_changes)
 {
     th_write(dir, "plant.lua", counter_plant);
-    th_write(dir, "a.lua", "state.n = 0\n"
-                           "twin.on_change('x', function() state.n = state.n + 1 end, "
-                           "{ deadband = 0.5 })\n");
+    th_write(dir, "a.lua",
+             "state.n = 0\n"
+             "twin.on_change('x', function() state.n = state.n + 1 end, "
+             "{ deadband = 0.5 })\n");
     dp_plant_t *p = th_open(dir);
     double values[] = {10, 10.2, 10.4, 10.6, 10.7, 11.2, 11.0, 10.5};
     /* Notified: 10 (first), 10.6 (> 0.5 from 10), 11.2 (0.6 from 10.6), 10.5 (0.7 from 11.2). */
@@ -66,12 +68,13 @@ Test(twin, deadband_filters_small_changes)
 Test(twin, timers_fire_in_virtual_time_and_cancel)
 {
     th_write(dir, "plant.lua", counter_plant);
-    th_write(dir, "a.lua", "state.every, state.after, state.cancelled = 0, 0, 0\n"
-                           "twin.every('1s', function() state.every = state.every + 1 end)\n"
-                           "twin.after('2500ms', function() state.after = clock.now() end)\n"
-                           "local t = twin.every('100ms', function()\n"
-                           "  state.cancelled = state.cancelled + 1 end)\n"
-                           "twin.after('1s', function() t:cancel() end)\n");
+    th_write(dir, "a.lua",
+             "state.every, state.after, state.cancelled = 0, 0, 0\n"
+             "twin.every('1s', function() state.every = state.every + 1 end)\n"
+             "twin.after('2500ms', function() state.after = clock.now() end)\n"
+             "local t = twin.every('100ms', function()\n"
+             "  state.cancelled = state.cancelled + 1 end)\n"
+             "twin.after('1s', function() t:cancel() end)\n");
     dp_plant_t *p = th_open(dir);
     dp_plant_run_until(p, T0 + 10 * DP_US_PER_SEC);
     cr_assert_eq(th_eval(p, "A", "state.every"), 10);
@@ -86,14 +89,15 @@ Test(twin, timers_fire_in_virtual_time_and_cancel)
 Test(twin, derived_tags_and_input_tags)
 {
     th_write(dir, "plant.lua", counter_plant);
-    th_write(dir, "a.lua", "twin.tag('double', { unit = 'kW', history = 10 })\n"
-                           "twin.on_change('x', function(v) tags.double = 2 * v end)\n"
-                           "twin.on_start(function()\n"
-                           "  local ok, err = pcall(function() tags.y = 1 end)\n"
-                           "  assert(not ok and err:find('input tag'), err)\n"
-                           "  local ok2, err2 = pcall(function() return tags.nope end)\n"
-                           "  assert(not ok2 and err2:find('no tag \"nope\"'), err2)\n"
-                           "end)\n");
+    th_write(dir, "a.lua",
+             "twin.tag('double', { unit = 'kW', history = 10 })\n"
+             "twin.on_change('x', function(v) tags.double = 2 * v end)\n"
+             "twin.on_start(function()\n"
+             "  local ok, err = pcall(function() tags.y = 1 end)\n"
+             "  assert(not ok and err:find('input tag'), err)\n"
+             "  local ok2, err2 = pcall(function() return tags.nope end)\n"
+             "  assert(not ok2 and err2:find('no tag \"nope\"'), err2)\n"
+             "end)\n");
     dp_plant_t *p = th_open(dir);
     for (int i = 1; i <= 15; i++)
         th_set(p, "A.x", i, T0 + i);
@@ -115,11 +119,13 @@ static const char *two_twins = "plant { name = 'test', max_faults = 3 }\n"
 Test(twin, runaway_twin_is_stopped_and_suspended_others_keep_running)
 {
     th_write(dir, "plant.lua", two_twins);
-    th_write(dir, "bad.lua", "twin.every('1s', function()\n"
-                             "  while true do pcall(function() while true do end end) end\n"
-                             "end)\n");
-    th_write(dir, "good.lua", "state.n = 0\n"
-                              "twin.every('1s', function() state.n = state.n + 1 end)\n");
+    th_write(dir, "bad.lua",
+             "twin.every('1s', function()\n"
+             "  while true do pcall(function() while true do end end) end\n"
+             "end)\n");
+    th_write(dir, "good.lua",
+             "state.n = 0\n"
+             "twin.every('1s', function() state.n = state.n + 1 end)\n");
     dp_plant_t *p = th_open(dir);
     dp_plant_run_until(p, T0 + 20 * DP_US_PER_SEC);
     cr_assert_eq(th_eval(p, "good", "state.n"), 20);
@@ -135,14 +141,17 @@ Test(twin, runaway_twin_is_stopped_and_suspended_others_keep_running)
 
 Test(twin, memory_blowup_is_stopped_others_keep_running)
 {
-    th_write(dir, "plant.lua", "plant { name = 'test' }\n"
-                               "twin 'bad' { script = 'bad.lua', memory_mb = 4 }\n"
-                               "twin 'good' { script = 'good.lua' }\n");
-    th_write(dir, "bad.lua", "twin.after('1s', function()\n"
-                             "  local t = {} for i = 1, 1e9 do t[i] = tostring(i) end\n"
-                             "end)\n");
-    th_write(dir, "good.lua", "state.n = 0\n"
-                              "twin.every('1s', function() state.n = state.n + 1 end)\n");
+    th_write(dir, "plant.lua",
+             "plant { name = 'test' }\n"
+             "twin 'bad' { script = 'bad.lua', memory_mb = 4 }\n"
+             "twin 'good' { script = 'good.lua' }\n");
+    th_write(dir, "bad.lua",
+             "twin.after('1s', function()\n"
+             "  local t = {} for i = 1, 1e9 do t[i] = tostring(i) end\n"
+             "end)\n");
+    th_write(dir, "good.lua",
+             "state.n = 0\n"
+             "twin.every('1s', function() state.n = state.n + 1 end)\n");
     dp_plant_t *p = th_open(dir);
     dp_plant_run_until(p, T0 + 5 * DP_US_PER_SEC);
     cr_assert_eq(th_eval(p, "good", "state.n"), 5);
@@ -157,11 +166,12 @@ Test(twin, memory_blowup_is_stopped_others_keep_running)
 Test(twin, handler_errors_are_reported_and_do_not_stop_the_twin)
 {
     th_write(dir, "plant.lua", counter_plant);
-    th_write(dir, "a.lua", "state.n = 0\n"
-                           "twin.on_change('x', function(v)\n"
-                           "  if v % 2 == 0 then error('even value ' .. v) end\n"
-                           "  state.n = state.n + 1\n"
-                           "end)\n");
+    th_write(dir, "a.lua",
+             "state.n = 0\n"
+             "twin.on_change('x', function(v)\n"
+             "  if v % 2 == 0 then error('even value ' .. v) end\n"
+             "  state.n = state.n + 1\n"
+             "end)\n");
     dp_plant_t *p = th_open(dir);
     for (int i = 1; i <= 10; i++)
         th_set(p, "A.x", i, T0 + i);
@@ -190,10 +200,11 @@ Test(twin, reload_swaps_code_and_keeps_state)
     th_set(p, "A.x", 1, T0);
     dp_plant_flush(p);
     cr_assert_eq(th_eval(p, "A", "state.n"), 1);
-    th_write(dir, "a.lua", "state.n = state.n or 0\n"
-                           "twin.on_change('x', function() state.n = state.n + 10 end)\n"
-                           "twin.tag('version')\n"
-                           "twin.on_start(function() tags.version = 2 end)\n");
+    th_write(dir, "a.lua",
+             "state.n = state.n or 0\n"
+             "twin.on_change('x', function() state.n = state.n + 10 end)\n"
+             "twin.tag('version')\n"
+             "twin.on_start(function() tags.version = 2 end)\n");
     char *err = NULL;
     cr_assert_eq(dp_plant_reload(p, "A", &err), 0, "%s", err);
     th_set(p, "A.x", 2, T0 + 1);
@@ -250,8 +261,7 @@ Test(twin, reload_with_error_in_on_start_keeps_old_version)
 
 Test(twin, reload_with_runaway_on_start_keeps_old_version)
 {
-    reload_must_fail("twin.on_start(function()\n  while true do end\nend)\n",
-                     "instruction budget");
+    reload_must_fail("twin.on_start(function()\n  while true do end\nend)\n", "instruction budget");
 }
 
 Test(twin, reload_refuses_state_that_cannot_be_kept)
@@ -274,8 +284,9 @@ Test(twin, changes_queued_before_a_reload_reach_the_new_version_once)
     /* Queue samples, reload before they are delivered: they go to v2 only. */
     for (int i = 1; i <= 5; i++)
         th_set(p, "A.x", i, T0 + i);
-    th_write(dir, "a.lua", "state.n = state.n or 0\n"
-                           "twin.on_change('x', function() state.n = state.n + 100 end)\n");
+    th_write(dir, "a.lua",
+             "state.n = state.n or 0\n"
+             "twin.on_change('x', function() state.n = state.n + 100 end)\n");
     cr_assert_eq(dp_plant_reload(p, "A", NULL), 0);
     dp_plant_flush(p);
     cr_assert_eq(th_eval(p, "A", "state.n"), 500);
@@ -285,12 +296,14 @@ Test(twin, changes_queued_before_a_reload_reach_the_new_version_once)
 Test(twin, timers_of_the_old_version_stop_on_reload)
 {
     th_write(dir, "plant.lua", counter_plant);
-    th_write(dir, "a.lua", "state.old = state.old or 0\n"
-                           "twin.every('1s', function() state.old = state.old + 1 end)\n");
+    th_write(dir, "a.lua",
+             "state.old = state.old or 0\n"
+             "twin.every('1s', function() state.old = state.old + 1 end)\n");
     dp_plant_t *p = th_open(dir);
     dp_plant_run_until(p, T0 + 3 * DP_US_PER_SEC);
-    th_write(dir, "a.lua", "state.old = state.old or 0; state.new = 0\n"
-                           "twin.every('1s', function() state.new = state.new + 1 end)\n");
+    th_write(dir, "a.lua",
+             "state.old = state.old or 0; state.new = 0\n"
+             "twin.every('1s', function() state.new = state.new + 1 end)\n");
     cr_assert_eq(dp_plant_reload(p, NULL, NULL), 0);
     dp_plant_run_until(p, T0 + 10 * DP_US_PER_SEC);
     cr_assert_eq(th_eval(p, "A", "state.old"), 3);
@@ -300,15 +313,17 @@ Test(twin, timers_of_the_old_version_stop_on_reload)
 
 Test(twin, reload_lifts_a_suspension)
 {
-    th_write(dir, "plant.lua", "plant { name = 'test', max_faults = 1 }\n"
-                               "twin 'A' { script = 'a.lua', budget = 10000 }\n");
+    th_write(dir, "plant.lua",
+             "plant { name = 'test', max_faults = 1 }\n"
+             "twin 'A' { script = 'a.lua', budget = 10000 }\n");
     th_write(dir, "a.lua", "twin.after('1s', function() while true do end end)\n");
     dp_plant_t *p = th_open(dir);
     dp_plant_run_until(p, T0 + 2 * DP_US_PER_SEC);
     dp_twin_stats_t st;
     dp_twin_get_stats(dp_plant_twin(p, "A"), &st);
     cr_assert(st.suspended);
-    th_write(dir, "a.lua", "state.ok = 0\ntwin.every('1s', function() state.ok = state.ok + 1 end)\n");
+    th_write(dir, "a.lua",
+             "state.ok = 0\ntwin.every('1s', function() state.ok = state.ok + 1 end)\n");
     cr_assert_eq(dp_plant_reload(p, "A", NULL), 0);
     dp_plant_run_until(p, T0 + 5 * DP_US_PER_SEC);
     dp_twin_get_stats(dp_plant_twin(p, "A"), &st);
@@ -321,11 +336,12 @@ Test(twin, require_reaches_plant_modules_and_stdlib_only)
 {
     th_write(dir, "plant.lua", counter_plant);
     th_write(dir, "helper.lua", "return { twice = function(x) return 2 * x end }\n");
-    th_write(dir, "a.lua", "local h = require 'helper'\n"
-                           "local alarm = require 'doppel.alarm'\n"
-                           "assert(type(alarm.limit) == 'function')\n"
-                           "state.v = h.twice(21)\n"
-                           "assert(not pcall(require, 'nothere'))\n");
+    th_write(dir, "a.lua",
+             "local h = require 'helper'\n"
+             "local alarm = require 'doppel.alarm'\n"
+             "assert(type(alarm.limit) == 'function')\n"
+             "state.v = h.twice(21)\n"
+             "assert(not pcall(require, 'nothere'))\n");
     dp_plant_t *p = th_open(dir);
     cr_assert_eq(th_eval(p, "A", "state.v"), 42);
     dp_plant_free(p);
@@ -355,9 +371,10 @@ Test(twin, bad_plant_files_are_refused_with_a_clear_message)
     plant_error("device 'd' { driver = 'sim' }\n"
                 "twin 'A' { script = 'a.lua', tags = { x = { device = 'd', wave = 'sinus' } } }",
                 "twin A, tag x: wave: unknown value \"sinus\"");
-    plant_error("device 'd' { driver = 'sim' }\n"
-                "twin 'A' { script = 'a.lua', tags = { x = { device = 'd', every = '5 parsecs' } } }",
-                "twin A, tag x: every:");
+    plant_error(
+        "device 'd' { driver = 'sim' }\n"
+        "twin 'A' { script = 'a.lua', tags = { x = { device = 'd', every = '5 parsecs' } } }",
+        "twin A, tag x: every:");
     plant_error("twin 'A' { script = 'a.lua' }\ntwin 'A' { script = 'a.lua' }",
                 "twin \"A\" is declared twice");
     plant_error("twin 'A'", "twin \"A\" has no settings table");
