@@ -477,12 +477,16 @@ static int msgh(lua_State *L)
     return 1;
 }
 
-dp_sb_status_t dp_sandbox_call(dp_sandbox_t *sb, int nargs, int nresults, char **err, char **trace)
+int dp_sandbox_push_handler(dp_sandbox_t *sb)
+{
+    lua_pushcfunction(sb->L, msgh);
+    return lua_gettop(sb->L);
+}
+
+dp_sb_status_t dp_sandbox_call_h(dp_sandbox_t *sb, int handler, int nargs, int nresults, char **err,
+                                 char **trace)
 {
     lua_State *L = sb->L;
-    int base = lua_gettop(L) - nargs;
-    lua_pushcfunction(L, msgh);
-    lua_insert(L, base);
     /* Nested calls (a handler that triggers another entry) share the outer budget. */
     bool outer = !sb->in_call;
     if (outer) {
@@ -490,7 +494,7 @@ dp_sb_status_t dp_sandbox_call(dp_sandbox_t *sb, int nargs, int nresults, char *
         sb->used = 0;
         sb->aborting = false;
     }
-    int rc = lua_pcall(L, nargs, nresults, base);
+    int rc = lua_pcall(L, nargs, nresults, handler);
     dp_sb_status_t status = DP_SB_OK;
     if (rc != LUA_OK) {
         status = sb->aborting ? sb->abort_status : rc == LUA_ERRMEM ? DP_SB_MEMORY : DP_SB_ERROR;
@@ -513,7 +517,6 @@ dp_sb_status_t dp_sandbox_call(dp_sandbox_t *sb, int nargs, int nresults, char *
         }
         lua_pop(L, 1);
     }
-    lua_remove(L, base);
     if (outer) {
         sb->in_call = false;
         if (sb->aborting) {
@@ -521,6 +524,17 @@ dp_sb_status_t dp_sandbox_call(dp_sandbox_t *sb, int nargs, int nresults, char *
             lua_sethook(L, sb_hook, LUA_MASKCOUNT, HOOK_STEP);
         }
     }
+    return status;
+}
+
+dp_sb_status_t dp_sandbox_call(dp_sandbox_t *sb, int nargs, int nresults, char **err, char **trace)
+{
+    lua_State *L = sb->L;
+    int base = lua_gettop(L) - nargs;
+    lua_pushcfunction(L, msgh);
+    lua_insert(L, base);
+    dp_sb_status_t status = dp_sandbox_call_h(sb, base, nargs, nresults, err, trace);
+    lua_remove(L, base);
     return status;
 }
 

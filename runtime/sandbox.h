@@ -51,6 +51,11 @@ dp_sandbox_t *dp_sandbox_of(lua_State *L);
  * failure *err (when not NULL) receives "message" and *trace (when not NULL)
  * the traceback; callers free both. Never raises, never exits. */
 dp_sb_status_t dp_sandbox_call(dp_sandbox_t *sb, int nargs, int nresults, char **err, char **trace);
+/* For many calls in a row (a batch of changes): push the traceback handler
+ * once, then call with its stack index. Same contract as dp_sandbox_call. */
+int dp_sandbox_push_handler(dp_sandbox_t *sb);
+dp_sb_status_t dp_sandbox_call_h(dp_sandbox_t *sb, int handler, int nargs, int nresults, char **err,
+                                 char **trace);
 /* Compiles a chunk (text only, never binary) and pushes it as a function.
  * chunkname is shown in messages ("@twins/pump.lua" style). */
 int dp_sandbox_load(dp_sandbox_t *sb, const char *code, size_t len, const char *chunkname,

@@ -995,36 +995,53 @@ static void call_handler(version_t *ver, const char *what, int nargs)
     free(trace);
 }
 
-static void dispatch(version_t *ver, const dp_change_t *c)
+/* Pushes the tag object for a handle from the cache table at `cache`. */
+static void push_cached_tag(lua_State *L, version_t *ver, int cache, int id)
+{
+    if (lua_rawgeti(L, cache, id + 1) == LUA_TNIL) {
+        lua_pop(L, 1);
+        push_tag(L, ver, id);
+    }
+}
+
+static void report_change(version_t *ver, const dp_change_t *c, dp_sb_status_t st, char *msg,
+                          char *trace)
+{
+    char what[160];
+    snprintf(what, sizeof what, "on_change(%s)",
+             dp_store_get(ver->twin->host->store, c->tag)->name);
+    report(ver, what, st, msg, trace);
+}
+
+/* Calls the handler(s) for one change: fn(value, tag). The message handler
+ * and the tag cache are on the stack at `handler` and `cache`. */
+static void dispatch(version_t *ver, const dp_change_t *c, int handler, int cache)
 {
     lua_State *L = ver->L;
-    int ref = ver->handlers[c->tag];
-    char what[160];
-    if (lua_rawgeti(L, LUA_REGISTRYINDEX, ref) == LUA_TFUNCTION) {
+    char *msg = NULL, *trace = NULL;
+    if (lua_rawgeti(L, LUA_REGISTRYINDEX, ver->handlers[c->tag]) == LUA_TFUNCTION) {
         push_value(L, &c->v);
-        push_tag(L, ver, c->tag);
+        push_cached_tag(L, ver, cache, c->tag);
         ver->twin->stats.calls++;
-        char *msg = NULL, *trace = NULL;
-        dp_sb_status_t st = dp_sandbox_call(ver->sb, 2, 0, &msg, &trace);
-        if (st != DP_SB_OK) {
-            snprintf(what, sizeof what, "on_change(%s)",
-                     dp_store_get(ver->twin->host->store, c->tag)->name);
-            report(ver, what, st, msg, trace);
+        dp_sb_status_t st = dp_sandbox_call_h(ver->sb, handler, 2, 0, &msg, &trace);
+        if (st != DP_SB_OK)
+            report_change(ver, c, st, msg, trace);
+    } else {
+        int list = lua_gettop(L);
+        lua_Integer n = (lua_Integer)lua_rawlen(L, list);
+        for (lua_Integer i = 1; i <= n && !ver->twin->stats.suspended; i++) {
+            lua_rawgeti(L, list, i);
+            push_value(L, &c->v);
+            push_cached_tag(L, ver, cache, c->tag);
+            ver->twin->stats.calls++;
+            dp_sb_status_t st = dp_sandbox_call_h(ver->sb, handler, 2, 0, &msg, &trace);
+            if (st != DP_SB_OK)
+                report_change(ver, c, st, msg, trace);
         }
-        free(msg);
-        free(trace);
-        return;
+        lua_settop(L, list - 1);
     }
-    lua_Integer n = (lua_Integer)lua_rawlen(L, -1);
-    for (lua_Integer i = 1; i <= n && !ver->twin->stats.suspended; i++) {
-        lua_rawgeti(L, -1, i);
-        push_value(L, &c->v);
-        push_tag(L, ver, c->tag);
-        snprintf(what, sizeof what, "on_change(%s)",
-                 dp_store_get(ver->twin->host->store, c->tag)->name);
-        call_handler(ver, what, 2);
-    }
-    lua_pop(L, 1);
+    free(msg);
+    free(trace);
 }
 
 static void on_batch(dp_sub_t *sub, const dp_change_t *changes, size_t n, void *ud)
@@ -1035,11 +1052,17 @@ static void on_batch(dp_sub_t *sub, const dp_change_t *changes, size_t n, void *
     if (ver == NULL || tw->stats.suspended || tw->stopped)
         return;
     uint64_t t0 = uv_hrtime();
+    lua_State *L = ver->L;
+    int top = lua_gettop(L);
+    int handler = dp_sandbox_push_handler(ver->sb);
+    lua_rawgeti(L, LUA_REGISTRYINDEX, ver->tagcache_ref);
+    int cache = lua_gettop(L);
     for (size_t i = 0; i < n && !tw->stats.suspended; i++) {
         const dp_change_t *c = &changes[i];
         if (c->tag < ver->nhandlers && ver->handlers[c->tag] != LUA_NOREF)
-            dispatch(ver, c);
+            dispatch(ver, c, handler, cache);
     }
+    lua_settop(L, top);
     tw->stats.cpu_us += (uv_hrtime() - t0) / 1000;
 }
 
