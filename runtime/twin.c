@@ -334,6 +334,8 @@ static int tags_pairs(lua_State *L)
 
 static void add_watch(version_t *ver, int id, double deadband)
 {
+    if (deadband < 0)
+        deadband = dp_store_get(ver->twin->host->store, id)->deadband;
     for (int i = 0; i < ver->nwatches; i++) {
         if (ver->watches[i].tag == id) {
             if (deadband < ver->watches[i].deadband)
@@ -382,14 +384,14 @@ static int api_on_change(lua_State *L)
 {
     version_t *ver = upver(L);
     luaL_checktype(L, 2, LUA_TFUNCTION);
-    double deadband = 0;
+    double deadband = -1; /* -1: each tag's declared default */
     if (!lua_isnoneornil(L, 3)) {
         luaL_checktype(L, 3, LUA_TTABLE);
         lua_getfield(L, 3, "deadband");
         if (!lua_isnil(L, -1))
             deadband = luaL_checknumber(L, -1);
         lua_pop(L, 1);
-        if (!(deadband >= 0))
+        if (!(deadband >= 0) && deadband != -1)
             return luaL_argerror(L, 3, "deadband must be >= 0");
     }
     if (lua_istable(L, 1)) {

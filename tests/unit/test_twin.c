@@ -65,6 +65,24 @@ Test(twin, deadband_filters_small_changes)
     dp_plant_free(p);
 }
 
+Test(twin, tag_declared_deadband_is_the_default)
+{
+    th_write(dir, "plant.lua", "twin 'A' { script = 'a.lua', tags = { x = { deadband = 1 } } }\n");
+    th_write(dir, "a.lua",
+             "state.n, state.m = 0, 0\n"
+             "twin.on_change('x', function() state.n = state.n + 1 end)\n"
+             "twin.on_change('x', function() state.m = state.m + 1 end)\n");
+    dp_plant_t *p = th_open(dir);
+    double values[] = {0, 0.5, 0.9, 1.5, 2.0, 2.6};
+    /* Notified: 0, 1.5 (> 1 from 0), 2.6 (> 1 from 1.5); both handlers run. */
+    for (size_t i = 0; i < sizeof values / sizeof values[0]; i++)
+        th_set(p, "A.x", values[i], T0 + (dp_time_t)i);
+    dp_plant_flush(p);
+    cr_assert_eq(th_eval(p, "A", "state.n"), 3);
+    cr_assert_eq(th_eval(p, "A", "state.m"), 3);
+    dp_plant_free(p);
+}
+
 Test(twin, timers_fire_in_virtual_time_and_cancel)
 {
     th_write(dir, "plant.lua", counter_plant);
