@@ -22,6 +22,12 @@ void dp_log_set_clock(struct dp_clock *clock);
  * REPL and tests use it to see recent lines. `line` is valid during the call. */
 typedef void (*dp_log_cb)(dp_log_level_t level, const char *twin, const char *msg, void *ud);
 void dp_log_set_hook(dp_log_cb cb, void *ud);
+/* Further hooks, called after the one set above in the order added (at most
+ * DP_LOG_MAX_HOOKS). Adding returns DP_ENOMEM when full; removing a hook that
+ * is not there does nothing. Loop thread only. */
+#define DP_LOG_MAX_HOOKS 8
+int dp_log_add_hook(dp_log_cb cb, void *ud);
+void dp_log_remove_hook(dp_log_cb cb, void *ud);
 
 /* twin may be NULL for plant-level lines. */
 void dp_log(dp_log_level_t level, const char *twin, const char *fmt, ...)

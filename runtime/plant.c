@@ -942,6 +942,11 @@ int dp_plant_device_count(const dp_plant_t *p)
     return p->ndevices;
 }
 
+struct dp_device *dp_plant_device_at(dp_plant_t *p, int i)
+{
+    return i >= 0 && i < p->ndevices ? &p->devices[i]->dev : NULL;
+}
+
 struct dp_ingest *dp_plant_ingest(dp_plant_t *p)
 {
     return p->ingest;

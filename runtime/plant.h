@@ -61,6 +61,8 @@ int dp_plant_twin_count(const dp_plant_t *plant);
 dp_twin_t *dp_plant_twin_at(dp_plant_t *plant, int i);
 dp_twin_t *dp_plant_twin(dp_plant_t *plant, const char *name);
 int dp_plant_device_count(const dp_plant_t *plant);
+/* The i-th device (0 .. count-1) or NULL; valid until dp_plant_free(). */
+struct dp_device *dp_plant_device_at(dp_plant_t *plant, int i);
 /* Delivers queued change notifications now (tests, benchmarks). */
 size_t dp_plant_flush(dp_plant_t *plant);
 /* The ingest queue (NULL in virtual time). */
