@@ -20,7 +20,8 @@ typedef struct dp_host {
     uv_loop_t *loop; /* NULL in virtual time */
     dp_clock_t *clock;
     dp_store_t *store;
-    dp_ingest_t *ingest; /* NULL in virtual time */
+    dp_ingest_t *ingest;    /* NULL in virtual time */
+    struct dp_guard *guard; /* commands: writers report outcomes with dp_guard_complete() */
 } dp_host_t;
 
 typedef struct dp_driver dp_driver_t;
@@ -47,6 +48,11 @@ struct dp_driver {
     int (*start)(dp_device_t *dev, char **err);
     void (*stop)(dp_device_t *dev);
     void (*close)(dp_device_t *dev);
+    /* Optional: starts writing `v` to the device point bound to `tag`, for
+     * command `id` (already checked by the guard), and reports the outcome
+     * with dp_guard_complete(dev->host->guard, id, ...) from any thread.
+     * An error return fails the command at once with *err as the reason. */
+    int (*write)(dp_device_t *dev, uint64_t id, int tag, const dp_value_t *v, char **err);
 };
 
 /* NULL if no driver has that name. */
