@@ -26,6 +26,14 @@ typedef struct dp_host {
 
 typedef struct dp_driver dp_driver_t;
 
+/* One statistic of a device (requests, errors, last error, latency, ...),
+ * for the REPL, the HTTP API and /metrics. `text` is NULL for numbers. */
+typedef struct {
+    const char *name;
+    double value;
+    const char *text;
+} dp_stat_t;
+
 typedef struct dp_device {
     char *name;
     const dp_driver_t *driver;
@@ -53,6 +61,9 @@ struct dp_driver {
      * with dp_guard_complete(dev->host->guard, id, ...) from any thread.
      * An error return fails the command at once with *err as the reason. */
     int (*write)(dp_device_t *dev, uint64_t id, int tag, const dp_value_t *v, char **err);
+    /* Optional, loop thread: fills up to `max` statistics and returns how
+     * many; strings stay valid until the next call. */
+    size_t (*stats)(dp_device_t *dev, dp_stat_t *out, size_t max);
 };
 
 /* NULL if no driver has that name. */

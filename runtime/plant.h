@@ -63,6 +63,10 @@ dp_twin_t *dp_plant_twin(dp_plant_t *plant, const char *name);
 int dp_plant_device_count(const dp_plant_t *plant);
 /* The i-th device (0 .. count-1) or NULL; valid until dp_plant_free(). */
 struct dp_device *dp_plant_device_at(dp_plant_t *plant, int i);
+/* The plant's guard: every command goes through it (command.h). */
+struct dp_guard *dp_plant_guard(dp_plant_t *plant);
+/* The plant's alarm list (alarms.h). */
+struct dp_alarms *dp_plant_alarms(dp_plant_t *plant);
 /* Delivers queued change notifications now (tests, benchmarks). */
 size_t dp_plant_flush(dp_plant_t *plant);
 /* The ingest queue (NULL in virtual time). */
