@@ -12,6 +12,7 @@
 #include <lauxlib.h>
 
 #include "clock.h"
+#include "cmd_test.h"
 #include "log.h"
 #include "plant.h"
 #include "sandbox.h"
@@ -39,6 +40,7 @@ static int cmd_run(int argc, char **argv, options_t *o);
 static int cmd_check(int argc, char **argv, options_t *o);
 static int cmd_version(int argc, char **argv, options_t *o);
 static int cmd_help(int argc, char **argv, options_t *o);
+static int cmd_test(int argc, char **argv, options_t *o);
 
 static const command_t commands[] = {
     {"run", "[PLANT.lua]", "run a plant (no argument: the bundled demo pump station)",
@@ -56,6 +58,14 @@ static const command_t commands[] = {
      "its twins' scripts loaded (on_start does not run). Any other Lua file is\n"
      "compiled. Prints one line per file; the exit status is 0 only if all are valid.\n",
      cmd_check},
+    {"test", "[PATH...]", "run twin tests (*_test.lua) in virtual time",
+     "Finds *_test.lua files under each PATH (files or directories, searched\n"
+     "recursively; none: the current directory) and runs every case in a fresh\n"
+     "plant in virtual time. Prints one line per case and \"N passed, N failed\";\n"
+     "the exit status is 0 if all passed, 1 if any failed, 2 for a bad PATH.\n"
+     "Twin log lines below warn are hidden unless --log-level is given.\n"
+     "See docs/testing.md for the test API.\n",
+     cmd_test},
     {"version", "", "print the version", "Prints doppel's version and its libraries'.\n",
      cmd_version},
     {"help", "[COMMAND]", "show help for a command", "Shows help.\n", cmd_help},
@@ -339,6 +349,13 @@ static int cmd_check(int argc, char **argv, options_t *o)
     for (int i = 0; i < argc; i++)
         failed += check_one(argv[i], o);
     return failed ? 1 : 0;
+}
+
+/* ---- test ------------------------------------------------------------ */
+
+static int cmd_test(int argc, char **argv, options_t *o)
+{
+    return dp_cmd_test(argc, argv, o->log_level == NULL);
 }
 
 /* ---- version, help --------------------------------------------------- */
