@@ -43,22 +43,47 @@ typedef struct {
     msgpack_sbuffer sbuf;
     msgpack_packer pk;
     int io_error;
+    dp_time_t ts_sec; /* the second whose "YYYY-MM-DDTHH:MM:SS" is in ts_text */
+    char ts_text[32];
 } replay_t;
 
 /* ---- output ----------------------------------------------------------- */
 
-/* The shortest decimal form that reads back as the same double. */
+/* %.15g when that reads back as the same double (most values), else %.17g,
+ * which always does: exact, and the same text on every run. */
 static void format_number(double d, char *buf, size_t size)
 {
     if (d == floor(d) && fabs(d) < 1e15) {
-        snprintf(buf, size, "%.0f", d);
+        snprintf(buf, size, "%lld", (long long)d);
         return;
     }
-    for (int prec = 15; prec <= 17; prec++) {
-        snprintf(buf, size, "%.*g", prec, d);
-        if (strtod(buf, NULL) == d)
-            return;
+    snprintf(buf, size, "%.15g", d);
+    double back;
+    if (!dp__parse_decimal(buf, &back))
+        back = strtod(buf, NULL);
+    if (back != d)
+        snprintf(buf, size, "%.17g", d);
+}
+
+/* ISO 8601 UTC with milliseconds, or microseconds when the time has them;
+ * the date and time of day are formatted once per second. */
+static const char *format_ts(replay_t *r, dp_time_t ts)
+{
+    dp_time_t us = ((ts % DP_US_PER_SEC) + DP_US_PER_SEC) % DP_US_PER_SEC;
+    dp_time_t sec = ts - us;
+    if (sec != r->ts_sec || r->ts_text[0] == '\0') {
+        dp_time_format(sec, r->ts_text, sizeof r->ts_text);
+        r->ts_sec = sec;
     }
+    /* ts_text is "YYYY-MM-DDTHH:MM:SS.000Z": rewrite the fraction. */
+    char *frac = strchr(r->ts_text, '.');
+    if (frac == NULL)
+        return r->ts_text;
+    if (us % 1000 == 0)
+        snprintf(frac, 6, ".%03dZ", (int)(us / 1000));
+    else
+        snprintf(frac, 9, ".%06dZ", (int)us);
+    return r->ts_text;
 }
 
 static void csv_field(FILE *f, const char *s)
@@ -143,10 +168,8 @@ static void emit(replay_t *r, dp_time_t ts, const char *type, const char *twin, 
 {
     r->st->records++;
     if (r->o->format == DP_REPLAY_CSV) {
-        char t[40];
-        dp_time_format(ts, t, sizeof t);
         FILE *f = r->out;
-        fputs(t, f);
+        fputs(format_ts(r, ts), f);
         fputc(',', f);
         fputs(type, f);
         fputc(',', f);
@@ -255,6 +278,17 @@ static void on_event(const dp_event_t *ev, void *ud)
     emit(r, ev->ts, "event", ev->twin, ev->kind, NULL, ev->text, ev->payload, ev->payload_len);
 }
 
+static void on_command(const dp_cmd_t *cmd, void *ud)
+{
+    replay_t *r = ud;
+    char detail[512];
+    snprintf(detail, sizeof detail, "%s: %s", dp_cmd_outcome_name(cmd->outcome),
+             cmd->reason ? cmd->reason : "");
+    r->st->commands++;
+    emit(r, cmd->done_ts ? cmd->done_ts : cmd->ts, "command", cmd->origin, cmd->tag, &cmd->value,
+         detail, NULL, 0);
+}
+
 /* ---- progress ---------------------------------------------------------- */
 
 static void human(double n, char *buf, size_t size)
@@ -339,31 +373,54 @@ int dp_replay_run(const dp_replay_opts_t *o, dp_replay_stats_t *st, char **err)
     }
     st->start = st->end = start;
 
-    dp_plant_opts_t po = {.path = o->plant, .start = start};
+    /* Until the plant is open, output goes to memory: on_start may raise
+     * events and commands, and a plant that fails to open leaves no file. */
+    char *early = NULL;
+    size_t early_len = 0;
+    r.out = open_memstream(&early, &early_len);
+    msgpack_sbuffer_init(&r.sbuf);
+    msgpack_packer_init(&r.pk, &r.sbuf, msgpack_sbuffer_write);
+    if (o->format == DP_REPLAY_CSV)
+        fputs("timestamp,type,twin,name,value,detail\n", r.out);
+    /* Shadow mode: commands are judged by the guard and written out, never
+     * sent to a device. */
+    dp_plant_opts_t po = {.path = o->plant,
+                          .start = start,
+                          .shadow = true,
+                          .on_event = on_event,
+                          .event_ud = &r,
+                          .on_command = on_command,
+                          .command_ud = &r};
     r.plant = dp_plant_open(&po, err);
+    fclose(r.out);
+    r.out = NULL;
     if (r.plant == NULL) {
+        free(early);
         rc = DP_EINVAL;
         goto out;
     }
     r.store = dp_plant_store(r.plant);
     dp_log_set_clock(dp_plant_clock(r.plant));
-    if (o->out != NULL) {
-        r.out = fopen(o->out, "wb");
-        if (r.out == NULL) {
-            rc = dp_fail(err, DP_EIO, "--out %s: %s", o->out, strerror(errno));
-            goto out;
-        }
-    } else {
-        r.out = stdout;
+    r.out = o->out != NULL ? fopen(o->out, "wb") : stdout;
+    if (r.out == NULL) {
+        free(early);
+        rc = dp_fail(err, DP_EIO, "--out %s: %s", o->out, strerror(errno));
+        goto out;
     }
     setvbuf(r.out, NULL, _IOFBF, 1 << 16);
-    msgpack_sbuffer_init(&r.sbuf);
-    msgpack_packer_init(&r.pk, &r.sbuf, msgpack_sbuffer_write);
-    if (o->format == DP_REPLAY_CSV)
-        fputs("timestamp,type,twin,name,value,detail\n", r.out);
+    if (early_len > 0 && fwrite(early, 1, early_len, r.out) != early_len)
+        r.io_error = DP_EIO;
+    free(early);
+    /* The derived tags' values after on_start, then every change. */
     r.sub = dp_store_sub_new(r.store, on_changes, &r);
+    for (int i = 0; i < dp_store_count(r.store); i++) {
+        const dp_tag_t *t = dp_store_get(r.store, i);
+        if ((t->flags & DP_TAG_DERIVED) && t->v.type != DP_NIL) {
+            dp_change_t ch = {.tag = i, .v = t->v, .ts = t->ts, .quality = t->quality};
+            on_changes(r.sub, &ch, 1, &r);
+        }
+    }
     watch_derived(&r);
-    dp_plant_on_event(r.plant, on_event, &r);
 
     /* Wide files name their tags up front: check them all before running. */
     if (dp_recording_wide(rec)) {

@@ -859,10 +859,16 @@ dp_plant_t *dp_plant_open(const dp_plant_opts_t *opts, char **err)
                                     .guard = p->guard,
                                     .emit = emit,
                                     .check_only = opts->check_only};
+    if (opts->on_event != NULL)
+        dp_plant_on_event(p, opts->on_event, opts->event_ud);
+    if (opts->on_command != NULL)
+        dp_guard_on_command(p->guard, opts->on_command, opts->command_ud);
     int read_rc = read_plant_file(p, err);
     p->source = NULL;
     if (read_rc < 0)
         goto fail;
+    if (opts->shadow && !dp_guard_shadow(p->guard))
+        dp_guard_set_shadow(p->guard, true, p->loop == NULL ? "virtual-time run" : "options");
     for (int i = 0; i < p->ntwins; i++) {
         char *inner = NULL;
         if (dp_twin_load(p->twins[i], NULL, 0, &inner) < 0) {

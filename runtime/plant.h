@@ -10,6 +10,7 @@
 #include <uv.h>
 
 #include "clock.h"
+#include "command.h"
 #include "event.h"
 #include "store.h"
 #include "twin.h"
@@ -32,6 +33,15 @@ typedef struct {
      * where scripts and modules are found. NULL: read `path`. */
     const char *source;
     size_t source_len;
+    /* Shadow mode from the start, whatever the plant file says (replay and
+     * tests: commands are judged and recorded, never written). */
+    bool shadow;
+    /* Listeners added before any twin loads, so events and commands raised
+     * by on_start are seen too (NULL: none). */
+    dp_event_cb on_event;
+    void *event_ud;
+    dp_cmd_cb on_command;
+    void *command_ud;
 } dp_plant_opts_t;
 
 /* Reads the plant file, opens devices, adds tags, loads every twin (running

@@ -243,3 +243,41 @@ Test(recording, replay_is_deterministic_and_msgpack_decodes)
     free(a);
     free(b);
 }
+
+/* Commands in a replay are judged by the guard in shadow mode and written
+ * out; the tag itself is never written. Values set by on_start come first. */
+Test(recording, replay_writes_commands_in_shadow_and_initial_values)
+{
+    th_write(
+        dir, "plant.lua",
+        "plant { name = 'test' }\n"
+        "twin 'A' { script = 'a.lua', tags = { x = {}, sp = { writable = true, max = 5 } } }\n");
+    th_write(dir, "a.lua",
+             "twin.tag('ready')\n"
+             "twin.on_start(function() tags.ready = true end)\n"
+             "twin.on_change('x', function(v) twin.write('sp', 2 * v) end)\n");
+    th_write(dir, "rec.csv", "timestamp,A.x\n1767225600,1\n1767225601,\"s\"\n1767225602,3\n");
+    char plant[512], input[512], out[512];
+    snprintf(plant, sizeof plant, "%s/plant.lua", dir);
+    snprintf(input, sizeof input, "%s/rec.csv", dir);
+    snprintf(out, sizeof out, "%s/out.csv", dir);
+    dp_log_level_t level = dp_log_get_level();
+    dp_log_set_level(DP_LOG_OFF);
+    dp_replay_opts_t o = {.plant = plant, .input = input, .out = out};
+    dp_replay_stats_t st;
+    char *err = NULL;
+    int rc = dp_replay_run(&o, &st, &err);
+    dp_log_set_level(level);
+    cr_assert_eq(rc, 0, "%s", err ? err : "");
+    cr_assert_eq(st.commands, 2, "the string sample makes the handler fail before writing");
+    size_t len;
+    char *text = slurp(out, &len);
+    const char *want = "timestamp,type,twin,name,value,detail\n"
+                       "2026-01-01T00:00:00.000Z,tag,A,ready,true,\n"
+                       "2026-01-01T00:00:00.000Z,command,twin:A,A.sp,2,\"shadow: shadow mode, "
+                       "nothing was written\"\n"
+                       "2026-01-01T00:00:02.000Z,command,twin:A,A.sp,6,rejected: max: 6 is "
+                       "above the maximum 5\n";
+    cr_assert_str_eq(text, want);
+    free(text);
+}
