@@ -112,7 +112,7 @@ static void newest_segment(const char *dir, char *out, size_t size)
 {
     DIR *d = opendir(dir);
     cr_assert_not_null(d);
-    char best[64] = "";
+    char best[300] = "";
     struct dirent *e;
     while ((e = readdir(d)) != NULL) {
         size_t l = strlen(e->d_name);
