@@ -361,6 +361,23 @@ static void on_event(const dp_event_t *ev, void *ud)
         dp_journal_append_event(ps->journal, ev);
 }
 
+static const char *outcome_name(dp_cmd_outcome_t o)
+{
+    switch (o) {
+    case DP_CMD_PENDING:
+        return "pending";
+    case DP_CMD_DONE:
+        return "done";
+    case DP_CMD_REJECTED:
+        return "rejected";
+    case DP_CMD_FAILED:
+        return "failed";
+    case DP_CMD_SHADOW:
+        return "shadow";
+    }
+    return "unknown";
+}
+
 static void on_command(const dp_cmd_t *cmd, void *ud)
 {
     dp_persist_t *ps = ud;
@@ -370,7 +387,7 @@ static void on_command(const dp_cmd_t *cmd, void *ud)
     const char *twin = strncmp(cmd->origin, "twin:", 5) == 0 ? cmd->origin + 5 : NULL;
     char *detail = twin != NULL ? NULL : dp_xasprintf("%s (by %s)", cmd->reason, cmd->origin);
     dp_journal_append_command(ps->journal, cmd->done_ts, twin, cmd->tag, &cmd->value,
-                              dp_cmd_outcome_name(cmd->outcome),
+                              outcome_name(cmd->outcome),
                               detail != NULL ? detail : cmd->reason);
     free(detail);
 }
