@@ -387,8 +387,7 @@ static void on_command(const dp_cmd_t *cmd, void *ud)
     const char *twin = strncmp(cmd->origin, "twin:", 5) == 0 ? cmd->origin + 5 : NULL;
     char *detail = twin != NULL ? NULL : dp_xasprintf("%s (by %s)", cmd->reason, cmd->origin);
     dp_journal_append_command(ps->journal, cmd->done_ts, twin, cmd->tag, &cmd->value,
-                              outcome_name(cmd->outcome),
-                              detail != NULL ? detail : cmd->reason);
+                              outcome_name(cmd->outcome), detail != NULL ? detail : cmd->reason);
     free(detail);
 }
 

@@ -425,7 +425,8 @@ static size_t list_snaps(const char *dir, uint64_t **out)
         (*out)[n++] = seq;
     }
     closedir(d);
-    qsort(*out, n, sizeof **out, cmp_desc);
+    if (n > 1)
+        qsort(*out, n, sizeof **out, cmp_desc);
     return n;
 }
 
