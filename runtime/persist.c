@@ -303,6 +303,7 @@ dp_persist_t *dp_persist_open(const dp_persist_opts_t *o, char **err)
     ps->loop = o->loop;
 
     dp_snapshot_t *snap = NULL;
+    dp_snapshot_remove_stale(ps->snap_dir);
     if (dp_snapshot_load_latest(ps->snap_dir, &snap, NULL) == 0)
         dp_log_info(NULL, "recovery: snapshot %s/%020" PRIu64 ".snap loaded", ps->snap_dir,
                     snap->seq);
