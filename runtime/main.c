@@ -79,13 +79,14 @@ static const command_t commands[] = {
      "See docs/testing.md for the test API.\n",
      cmd_test},
     {"replay", "PLANT", "run a plant's twins over a recording (--input FILE)",
-     "Runs the plant's twins over a CSV recording in virtual time (devices are not\n"
-     "started; commands never reach a device) and writes derived tag changes,\n"
-     "alarms, events and commands as CSV or msgpack. The same plant and input\n"
-     "give byte-identical output. See docs/replay.md for the formats.\n\n"
+     "Runs the plant's twins over a CSV recording or a journal in virtual time\n"
+     "(devices are not started; commands never reach a device) and writes derived\n"
+     "tag changes, alarms, events and commands as CSV or msgpack. The same plant\n"
+     "and input give byte-identical output. See docs/replay.md for the formats.\n\n"
      "Options:\n"
-     "  --input FILE       the recording: CSV, long (timestamp,tag,value[,quality])\n"
-     "                     or wide (timestamp,TAG,TAG...)\n"
+     "  --input FILE|DIR   the recording: CSV, long (timestamp,tag,value[,quality])\n"
+     "                     or wide (timestamp,TAG,TAG...); or a journal folder\n"
+     "                     (a data dir, or its journal/ folder)\n"
      "  --speed max|N      as fast as possible (default) or N times real time\n"
      "  --from TIME        skip samples before TIME (ISO 8601 UTC or epoch seconds)\n"
      "  --to TIME          stop at TIME\n"
