@@ -31,6 +31,9 @@ typedef struct {
      * replay plant); NULL: from the data dir's snapshot and journal when the
      * plant journals (real time with a data_dir), else empty. */
     const struct dp_snapshot *seed;
+    /* Commands pass the guard but nothing is ever written (shadow mode,
+     * whatever the plant file says): recovery's replay copy. */
+    bool shadow;
 } dp_plant_opts_t;
 
 /* Reads the plant file, opens devices, adds tags, loads every twin (running
