@@ -712,3 +712,21 @@ Test(journal, follower_thread_while_writing_and_rotating)
     cr_assert_eq(f.seen, 20000u);
     th_rmdir(dir);
 }
+
+Test(journal, one_writer_per_directory)
+{
+    char *dir = th_tmpdir();
+    dp_journal_t *j = jopen(dir, NULL);
+    char *err = NULL;
+    cr_assert_null(dp_journal_open(dir, NULL, NULL, 0, &err));
+    cr_assert(strstr(err, "in use by another doppel process") != NULL, "%s", err);
+    free(err);
+    /* Readers need no lock. */
+    dp_jreader_t *r = dp_jreader_open(dir, NULL, NULL, NULL, &err);
+    cr_assert_not_null(r);
+    dp_jreader_free(r);
+    dp_journal_close(j);
+    j = jopen(dir, NULL);
+    dp_journal_close(j);
+    th_rmdir(dir);
+}
