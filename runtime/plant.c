@@ -35,6 +35,8 @@ struct dp_plant {
     char *path;
     char *dir;
     char *data_dir;
+    const char *source; /* opts->source, used while reading the plant file only */
+    size_t source_len;
     uv_loop_t *loop;
     dp_clock_t *clock;
     dp_store_t *store;
@@ -659,8 +661,12 @@ static int read_plant_file(dp_plant_t *p, char **err)
     lua_pushcfunction(L, open_plant_env);
     dp_sandbox_call(sb, 0, 0, NULL, NULL);
 
-    size_t len = 0;
-    char *code = dp_source_read(p->path, &len, err);
+    size_t len = p->source_len;
+    char *code = p->source != NULL ? dp_xmalloc(len + 1) : dp_source_read(p->path, &len, err);
+    if (p->source != NULL) {
+        memcpy(code, p->source, len);
+        code[len] = '\0';
+    }
     if (code == NULL) {
         rc = DP_ENOENT;
         goto out;
@@ -841,15 +847,14 @@ dp_plant_t *dp_plant_open(const dp_plant_opts_t *opts, char **err)
     p->name = dp_xstrdup(base[0] && strcmp(base, ".") != 0 ? base : "plant");
     p->data_dir = dp_xstrdup(opts->data_dir != NULL ? opts->data_dir : "data");
     p->loop = opts->loop;
+    p->source = opts->source;
+    p->source_len = opts->source_len;
     p->watch = opts->watch && opts->loop != NULL && !opts->check_only;
     p->clock =
         opts->loop != NULL ? dp_clock_new_real(opts->loop) : dp_clock_new_virtual(opts->start);
     p->store = dp_store_new();
     p->ingest = opts->loop != NULL ? dp_ingest_new(opts->loop, p->store, 0) : NULL;
     p->guard = dp_guard_new(p->store, p->clock, opts->loop);
-    if (opts->shadow)
-        dp_guard_set_shadow(p->guard, true,
-                            "the replay copy of the plant (its commands are never sent)");
     p->host = (dp_host_t){.loop = opts->loop,
                           .clock = p->clock,
                           .store = p->store,
@@ -860,8 +865,16 @@ dp_plant_t *dp_plant_open(const dp_plant_opts_t *opts, char **err)
                                     .guard = p->guard,
                                     .emit = emit,
                                     .check_only = opts->check_only};
-    if (read_plant_file(p, err) < 0)
+    if (opts->on_event != NULL)
+        dp_plant_on_event(p, opts->on_event, opts->event_ud);
+    if (opts->on_command != NULL)
+        dp_guard_on_command(p->guard, opts->on_command, opts->command_ud);
+    int read_rc = read_plant_file(p, err);
+    p->source = NULL;
+    if (read_rc < 0)
         goto fail;
+    if (opts->shadow && !dp_guard_shadow(p->guard))
+        dp_guard_set_shadow(p->guard, true, "this run (replay, test or recovery: never sent)");
     /* Durability: a real-time plant with a data dir journals, and starts
      * from what recovery makes of its snapshot and journal. */
     const struct dp_snapshot *seed = opts->seed;
