@@ -744,6 +744,8 @@ static int mb_start(dp_device_t *dev, char **err)
         md->async = dp_xcalloc(1, sizeof *md->async);
         uv_async_init(host->loop, md->async, on_async);
         md->async->data = md;
+        /* Log lines alone never keep the loop running (stop() flushes them). */
+        uv_unref((uv_handle_t *)md->async);
         uv_mutex_init(&md->mu);
         uv_cond_init(&md->cond);
     }

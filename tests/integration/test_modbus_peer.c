@@ -101,7 +101,7 @@ static void expect_bool(mb_run_t *r, const char *tag, bool want)
     cr_assert_eq(t->v.u.b, want, "%s", tag);
 }
 
-Test(modbus_peer, pymodbus_tcp_every_type_every_order, .timeout = 60)
+Test(modbus_peer, pymodbus_tcp_every_type_every_order)
 {
     dp_log_set_level(DP_LOG_WARN);
     int port = mb_free_port();
@@ -158,7 +158,7 @@ Test(modbus_peer, pymodbus_tcp_every_type_every_order, .timeout = 60)
     mb_kill(&peer);
 }
 
-Test(modbus_peer, rtu_two_units_on_a_pty_pair, .timeout = 60)
+Test(modbus_peer, rtu_two_units_on_a_pty_pair)
 {
     dp_log_set_level(DP_LOG_WARN);
     char tmpl[] = "/tmp/doppel-rtu-XXXXXX";
@@ -211,7 +211,7 @@ Test(modbus_peer, rtu_two_units_on_a_pty_pair, .timeout = 60)
     cr_assert_eq(system(cmd), 0);
 }
 
-Test(modbus_peer, peer_killed_and_restarted, .timeout = 90)
+Test(modbus_peer, peer_killed_and_restarted)
 {
     dp_log_set_level(DP_LOG_ERROR);
     int port = mb_free_port();
@@ -270,7 +270,7 @@ static bool three_timeouts(mb_run_t *r, void *ud)
     return stat_of(r, 1, "timeouts") >= 3;
 }
 
-Test(modbus_peer, slow_peer_times_out_and_others_keep_their_rate, .timeout = 90)
+Test(modbus_peer, slow_peer_times_out_and_others_keep_their_rate)
 {
     dp_log_set_level(DP_LOG_ERROR);
     int port = mb_free_port(), slow_port = mb_free_port();
@@ -308,7 +308,7 @@ Test(modbus_peer, slow_peer_times_out_and_others_keep_their_rate, .timeout = 90)
     mb_kill(&slow);
 }
 
-Test(modbus_peer, garbage_bytes, .timeout = 60)
+Test(modbus_peer, garbage_bytes)
 {
     dp_log_set_level(DP_LOG_ERROR);
     int port = mb_free_port();
