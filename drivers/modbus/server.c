@@ -23,10 +23,6 @@
 #include "../../runtime/command.h"
 #include "../../runtime/log.h"
 
-/* Temporary, until runtime/command.c lands: host->guard is NULL before then
- * and writes are refused before the guard is called. */
-#pragma weak dp_guard_submit
-
 /* ---- settings ------------------------------------------------------------ */
 
 typedef struct {
