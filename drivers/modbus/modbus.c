@@ -30,6 +30,7 @@
 #include <string.h>
 #include <sys/socket.h>
 
+#include "../../runtime/command.h"
 #include "../../runtime/log.h"
 
 /* ---- settings ------------------------------------------------------------ */
@@ -142,6 +143,11 @@ static const dp_setting_t device_settings[] = {
      .min = 0.001,
      .max = 3600,
      .doc = "...up to this."},
+    {.name = "multi_write",
+     .type = DP_SET_BOOL,
+     .offset = CFG(multi_write),
+     .doc = "Write single coils and registers with FC15/FC16 too (for devices without "
+            "FC05/FC06)."},
     {.name = "stale_polls",
      .type = DP_SET_INT,
      .offset = CFG(stale_polls),
@@ -190,6 +196,14 @@ typedef struct {
 
 #define LOG_LINES 32
 
+/* A write waiting for the worker. */
+typedef struct wjob {
+    struct wjob *next;
+    uint64_t id;
+    size_t point; /* index into points */
+    uint16_t regs[DP_MB_MAX_WRITE_REGS];
+} wjob_t;
+
 typedef struct mb_dev {
     dp_device_t *dev;
     const dp_mb_client_cfg_t *cfg;
@@ -211,12 +225,14 @@ typedef struct mb_dev {
     /* Guarded by mu. */
     bool stop;
     int sock; /* the worker's socket, so stop() can interrupt a blocking read */
+    wjob_t *wq_head, *wq_tail;
     char log[LOG_LINES][256];
     int log_level[LOG_LINES];
     int nlog;
     uint64_t log_dropped;
     struct {
         uint64_t requests, errors, timeouts, exceptions, reconnects, samples;
+        uint64_t writes, write_errors;
         double latency_ms, latency_sum_ms, latency_max_ms;
         uint64_t latency_n;
         bool connected;
@@ -265,7 +281,12 @@ static int mb_add_point(dp_device_t *dev, int tag, void *point, char **err)
         p->unit_id = md->cfg->unit_id;
     if (md->rtu && p->unit_id == 0)
         return dp_fail(err, DP_EINVAL, "unit_id: 0 is broadcast on RTU and never answers");
-    if (p->verify && dp_mb_is_bit_area(p->area) && p->area != DP_MB_COIL)
+    const dp_tag_t *info = dp_store_get(dev->host->store, tag);
+    if (info != NULL && (info->flags & DP_TAG_WRITABLE) && p->area != DP_MB_COIL &&
+        p->area != DP_MB_HOLDING)
+        return dp_fail(err, DP_EINVAL, "writable: area \"%s\" is read-only (coil or holding)",
+                       dp_mb_area_names[p->area]);
+    if (p->verify && p->area != DP_MB_COIL && p->area != DP_MB_HOLDING)
         return dp_fail(err, DP_EINVAL, "verify: area \"%s\" is read-only",
                        dp_mb_area_names[p->area]);
     for (size_t i = 0; i < md->npoints; i++) {
@@ -398,11 +419,12 @@ static bool stopping(mb_dev_t *md)
     return s;
 }
 
-/* Waits until `deadline_ns` or stop; returns true when stopping. */
+/* Waits until `deadline_ns`, stop or a queued write; returns true when
+ * stopping. */
 static bool wait_until(mb_dev_t *md, uint64_t deadline_ns)
 {
     uv_mutex_lock(&md->mu);
-    while (!md->stop) {
+    while (!md->stop && md->wq_head == NULL) {
         uint64_t now = uv_hrtime();
         if (now >= deadline_ns)
             break;
@@ -511,6 +533,94 @@ static void note_error(mb_dev_t *md, const char *what, int e)
     uv_mutex_unlock(&md->mu);
 }
 
+static wjob_t *take_write(mb_dev_t *md)
+{
+    uv_mutex_lock(&md->mu);
+    wjob_t *j = md->wq_head;
+    if (j != NULL) {
+        md->wq_head = j->next;
+        if (md->wq_head == NULL)
+            md->wq_tail = NULL;
+    }
+    uv_mutex_unlock(&md->mu);
+    return j;
+}
+
+static void complete(mb_dev_t *md, wjob_t *j, const char *reason)
+{
+    uv_mutex_lock(&md->mu);
+    md->st.writes++;
+    if (reason != NULL)
+        md->st.write_errors++;
+    uv_mutex_unlock(&md->mu);
+    dp_guard_complete(md->dev->host->guard, j->id, reason ? DP_CMD_FAILED : DP_CMD_DONE, reason);
+    free(j);
+}
+
+/* Fails every queued write (not connected, or stopping). */
+static void fail_writes(mb_dev_t *md, const char *reason)
+{
+    wjob_t *j;
+    while ((j = take_write(md)) != NULL)
+        complete(md, j, reason);
+}
+
+/* Performs one write (and its read-back); returns 0, an errno value, or -1
+ * for a read-back mismatch (detail in `why`). */
+static int do_write(mb_dev_t *md, modbus_t *ctx, const wjob_t *j, char *why, size_t whylen)
+{
+    const dp_mb_point_t *p = md->points[j->point].cfg;
+    int addr = (int)p->address, n = dp_mb_width(p), rc;
+    bool multi = md->cfg->multi_write;
+    uint16_t regs[DP_MB_MAX_WRITE_REGS];
+    memcpy(regs, j->regs, sizeof regs[0] * (size_t)n);
+    if (modbus_set_slave(ctx, (int)p->unit_id) < 0)
+        return errno;
+    if (p->area == DP_MB_COIL) {
+        uint8_t bit = regs[0] ? 1 : 0;
+        rc = multi ? modbus_write_bits(ctx, addr, 1, &bit) : modbus_write_bit(ctx, addr, bit);
+    } else if (p->type == DP_MB_BIT) {
+        /* One bit of a register: read, change the bit, write the register. */
+        uint16_t cur;
+        if (modbus_read_registers(ctx, addr, 1, &cur) != 1)
+            return errno != 0 ? errno : EMBBADDATA;
+        uint16_t mask = (uint16_t)(1u << p->bit);
+        regs[0] = (uint16_t)(regs[0] ? cur | mask : cur & ~mask);
+        rc = multi ? modbus_write_registers(ctx, addr, 1, regs)
+                   : modbus_write_register(ctx, addr, regs[0]);
+    } else if (n == 1 && !multi) {
+        rc = modbus_write_register(ctx, addr, regs[0]);
+    } else {
+        rc = modbus_write_registers(ctx, addr, n, regs);
+    }
+    if (rc < 0)
+        return errno != 0 ? errno : EIO;
+    if (!p->verify)
+        return 0;
+    uint16_t back[DP_MB_MAX_WRITE_REGS];
+    if (p->area == DP_MB_COIL) {
+        uint8_t bit;
+        if (modbus_read_bits(ctx, addr, 1, &bit) != 1)
+            return errno != 0 ? errno : EMBBADDATA;
+        back[0] = bit;
+    } else if (modbus_read_registers(ctx, addr, n, back) != n) {
+        return errno != 0 ? errno : EMBBADDATA;
+    }
+    for (int i = 0; i < n; i++) {
+        uint16_t want = regs[i], got = back[i];
+        if (p->type == DP_MB_BIT) {
+            want &= (uint16_t)(1u << p->bit);
+            got &= (uint16_t)(1u << p->bit);
+        }
+        if (want != got) {
+            snprintf(why, whylen, "read-back differs: register %d holds 0x%04x, wrote 0x%04x",
+                     addr + i, back[i], regs[i]);
+            return -1;
+        }
+    }
+    return 0;
+}
+
 static void worker(void *arg)
 {
     mb_dev_t *md = arg;
@@ -540,6 +650,7 @@ static void worker(void *arg)
                          modbus_strerror(e));
                 uv_mutex_unlock(&md->mu);
                 warned = true;
+                fail_writes(md, R_DISCONNECTED);
                 if (was_connected || !md->reqs[0].bad)
                     mark_all_bad(md, R_DISCONNECTED);
                 was_connected = false;
@@ -562,6 +673,30 @@ static void worker(void *arg)
             warned = false;
         }
 
+        /* Writes first: a command should not wait behind a poll cycle. */
+        wjob_t *j = take_write(md);
+        if (j != NULL) {
+            char why[160] = "";
+            int e = do_write(md, ctx, j, why, sizeof why);
+            if (e == 0) {
+                complete(md, j, NULL);
+                continue;
+            }
+            const char *reason = e < 0 ? why : error_reason(e);
+            complete(md, j, reason);
+            if (e > 0) {
+                note_error(md, "write", e);
+                if (reason == R_DISCONNECTED || reason == R_BAD_RESPONSE ||
+                    (reason == R_TIMEOUT && !md->rtu)) {
+                    close_ctx(md, &ctx);
+                    mark_all_bad(md, R_DISCONNECTED);
+                } else if (e == ETIMEDOUT) {
+                    modbus_flush(ctx);
+                }
+            }
+            continue;
+        }
+
         /* The next request due. */
         req_t *q = NULL;
         for (size_t i = 0; i < md->nreq; i++) {
@@ -569,11 +704,14 @@ static void worker(void *arg)
                 q = &md->reqs[i];
         }
         if (q == NULL) {
-            wait_until(md, UINT64_MAX);
-            break;
+            if (wait_until(md, UINT64_MAX))
+                break;
+            continue;
         }
         if (wait_until(md, q->due_ns))
             break;
+        if (uv_hrtime() < q->due_ns)
+            continue; /* woken by a write */
 
         int e = 0;
         for (int attempt = 0; attempt <= c->retries; attempt++) {
@@ -638,6 +776,7 @@ static void worker(void *arg)
         mark_bad(md, q, reason);
     }
     close_ctx(md, &ctx);
+    fail_writes(md, "device stopped");
 }
 
 /* ---- virtual time: reading this plant's server in process ---------------- */
@@ -803,6 +942,40 @@ static void mb_close(dp_device_t *dev)
     dev->impl = NULL;
 }
 
+static int mb_write(dp_device_t *dev, uint64_t id, int tag, const dp_value_t *v, char **err)
+{
+    mb_dev_t *md = dev->impl;
+    size_t k = 0;
+    while (k < md->npoints && md->points[k].tag != tag)
+        k++;
+    if (k == md->npoints)
+        return dp_fail(err, DP_ENOENT, "tag is not bound to device %s", dev->name);
+    const dp_mb_point_t *p = md->points[k].cfg;
+    if (p->area != DP_MB_COIL && p->area != DP_MB_HOLDING)
+        return dp_fail(err, DP_EINVAL, "area \"%s\" is read-only", dp_mb_area_names[p->area]);
+    if (!md->started)
+        return dp_fail(err, DP_ESTATE, "device %s is not running", dev->name);
+    if (md->loopback)
+        return dp_fail(err, DP_ESTATE, "Modbus writes need real time");
+    wjob_t *j = dp_xcalloc(1, sizeof *j);
+    int rc = dp_mb_encode(p, v, j->regs, err);
+    if (rc < 0) {
+        free(j);
+        return rc;
+    }
+    j->id = id;
+    j->point = k;
+    uv_mutex_lock(&md->mu);
+    if (md->wq_tail != NULL)
+        md->wq_tail->next = j;
+    else
+        md->wq_head = j;
+    md->wq_tail = j;
+    uv_cond_broadcast(&md->cond);
+    uv_mutex_unlock(&md->mu);
+    return 0;
+}
+
 static size_t mb_stats(dp_device_t *dev, dp_stat_t *out, size_t max)
 {
     mb_dev_t *md = dev->impl;
@@ -820,6 +993,8 @@ static size_t mb_stats(dp_device_t *dev, dp_stat_t *out, size_t max)
         {"exceptions", (double)md->st.exceptions, NULL},
         {"reconnects", (double)md->st.reconnects, NULL},
         {"samples", (double)md->st.samples, NULL},
+        {"writes", (double)md->st.writes, NULL},
+        {"write_errors", (double)md->st.write_errors, NULL},
         {"latency_ms", md->st.latency_ms, NULL},
         {"latency_avg_ms", md->st.latency_n ? md->st.latency_sum_ms / (double)md->st.latency_n : 0,
          NULL},
@@ -845,5 +1020,6 @@ const dp_driver_t dp_modbus_driver = {
     .start = mb_start,
     .stop = mb_stop,
     .close = mb_close,
+    .write = mb_write,
     .stats = mb_stats,
 };

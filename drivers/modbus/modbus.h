@@ -40,6 +40,7 @@ typedef struct {
     dp_time_t reconnect_min;
     dp_time_t reconnect_max;
     int64_t stale_polls;
+    bool multi_write;
 } dp_mb_client_cfg_t;
 
 /* Device settings of the server (dp_modbus_server_driver.device_settings). */

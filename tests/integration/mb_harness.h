@@ -20,6 +20,7 @@
 
 #include "runtime/log.h"
 #include "drivers/driver.h"
+#include "runtime/command.h"
 #include "runtime/plant.h"
 
 #define MB_PYTHON "/usr/bin/python3"

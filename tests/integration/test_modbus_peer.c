@@ -333,3 +333,114 @@ Test(modbus_peer, garbage_bytes)
     mb_close(&r);
     mb_kill(&peer);
 }
+
+/* ---- writes ---------------------------------------------------------------- */
+
+typedef struct {
+    int n;
+    dp_cmd_outcome_t outcome[16];
+    char reason[16][160];
+} outcomes_t;
+
+static void on_cmd(const dp_cmd_t *cmd, void *ud)
+{
+    outcomes_t *o = ud;
+    if (cmd->outcome == DP_CMD_PENDING || o->n == 16)
+        return;
+    o->outcome[o->n] = cmd->outcome;
+    snprintf(o->reason[o->n], sizeof o->reason[0], "%s", cmd->reason);
+    o->n++;
+}
+
+static bool got_outcomes(mb_run_t *r, void *ud)
+{
+    (void)r;
+    return ((outcomes_t *)ud)->n > 0;
+}
+
+/* Submits a command and runs until its outcome; returns it. */
+static dp_cmd_outcome_t write_tag(mb_run_t *r, const char *tag, dp_value_t v, char *reason)
+{
+    outcomes_t o = {0};
+    dp_guard_submit(dp_plant_guard(r->plant), "test", tag, &v, on_cmd, &o);
+    mb_run_until(r, got_outcomes, &o, 20, "command outcome");
+    snprintf(reason, 160, "%s", o.reason[0]);
+    return o.outcome[0];
+}
+
+static bool value_is(mb_run_t *r, void *ud)
+{
+    const void **w = ud; /* { tag, &double } */
+    const dp_tag_t *t = mb_tag(r, w[0]);
+    double want = *(const double *)w[1];
+    if (t->v.type == DP_BOOL)
+        return t->v.u.b == (want != 0);
+    return t->v.type == DP_NUM && t->v.u.n == want;
+}
+
+static void wait_value(mb_run_t *r, const char *tag, double want)
+{
+    const void *w[2] = {tag, &want};
+    char what[200];
+    snprintf(what, sizeof what, "%s reads %g", tag, want);
+    mb_run_until(r, value_is, w, 20, what);
+}
+
+Test(modbus_peer, writes_pass_the_guard_and_reach_the_peer)
+{
+    dp_log_set_level(DP_LOG_ERROR);
+    int port = mb_free_port();
+    pid_t peer = mb_peer_tcp(port, NULL);
+    mb_run_t r;
+    char *plant = dp_xasprintf(
+        "device 'peer' { driver = 'modbus', host = '127.0.0.1', port = %d, timeout = '500ms' }\n"
+        "twin 'm' { script = 't.lua', tags = {\n"
+        "  sp = { device = 'peer', address = 180, writable = true, min = 0, max = 3000,\n"
+        "         every = '100ms', verify = true },\n"
+        "  fsp = { device = 'peer', address = 182, type = 'f32', order = 'CDAB', scale = 0.5,\n"
+        "          writable = true, every = '100ms' },\n"
+        "  d = { device = 'peer', address = 184, type = 'f64', order = 'DCBA', writable = true,\n"
+        "        every = '100ms' },\n"
+        "  run = { device = 'peer', area = 'coil', address = 20, writable = true,\n"
+        "          every = '100ms', verify = true },\n"
+        "  b3 = { device = 'peer', address = 160, type = 'bit', bit = 3, writable = true,\n"
+        "         every = '100ms' },\n"
+        "  b0 = { device = 'peer', address = 160, type = 'bit', bit = 0, every = '100ms' },\n"
+        "  far = { device = 'peer', address = 5000, writable = true, every = '1s' },\n"
+        "  ro = { device = 'peer', address = 190, every = '100ms' },\n"
+        "} }\n",
+        port);
+    mb_open(&r, plant);
+    free(plant);
+    mb_wait_writes(&r, "m.sp", 1, 20);
+    char reason[160];
+
+    cr_assert_eq(write_tag(&r, "m.sp", dp_num(2600), reason), DP_CMD_DONE, "%s", reason);
+    wait_value(&r, "m.sp", 2600);
+    cr_assert_eq(write_tag(&r, "m.fsp", dp_num(-42.5), reason), DP_CMD_DONE, "%s", reason);
+    wait_value(&r, "m.fsp", -42.5);
+    cr_assert_eq(write_tag(&r, "m.d", dp_num(2.718281828459045), reason), DP_CMD_DONE, "%s",
+                 reason);
+    wait_value(&r, "m.d", 2.718281828459045);
+    cr_assert_eq(write_tag(&r, "m.run", dp_bool(true), reason), DP_CMD_DONE, "%s", reason);
+    wait_value(&r, "m.run", 1);
+    /* One bit of a register: its neighbours keep their value. */
+    cr_assert_eq(write_tag(&r, "m.b3", dp_bool(true), reason), DP_CMD_DONE, "%s", reason);
+    wait_value(&r, "m.b3", 1);
+    cr_assert(mb_tag(&r, "m.b0")->v.u.b, "bit 0 of register 160 was changed");
+
+    /* Refused by the guard: nothing is written. */
+    cr_assert_eq(write_tag(&r, "m.sp", dp_num(5000), reason), DP_CMD_REJECTED);
+    cr_assert_eq(write_tag(&r, "m.ro", dp_num(1), reason), DP_CMD_REJECTED);
+    mb_run_for(&r, 0.3);
+    cr_assert_eq(mb_tag(&r, "m.sp")->v.u.n, 2600);
+    /* Refused by the device: the command fails with the exception. */
+    cr_assert_eq(write_tag(&r, "m.far", dp_num(1), reason), DP_CMD_FAILED);
+    cr_assert_str_eq(reason, "exception 2: illegal data address");
+    /* A value the register cannot hold fails before anything is sent. */
+    cr_assert_eq(write_tag(&r, "m.fsp", dp_num(1e300), reason), DP_CMD_FAILED);
+    cr_assert_not_null(strstr(reason, "out of range"), "%s", reason);
+    cr_assert_geq(stat_of(&r, 0, "writes"), 6);
+    mb_close(&r);
+    mb_kill(&peer);
+}
