@@ -239,6 +239,31 @@ void dp_plant_on_event(dp_plant_t *p, dp_event_cb cb, void *ud)
     p->listeners[p->nlisteners++] = (listener_t){cb, ud};
 }
 
+/* twin.device_stats(name), through the driver's stats entry. */
+static int device_stats(dp_twin_host_t *host, const char *name, lua_State *L)
+{
+    dp_plant_t *p = (dp_plant_t *)((char *)host - offsetof(dp_plant_t, twin_host));
+    for (int i = 0; i < p->ndevices; i++) {
+        dp_device_t *dev = &p->devices[i]->dev;
+        if (strcmp(dev->name, name) != 0)
+            continue;
+        dp_stat_t st[64];
+        size_t n = dev->driver->stats != NULL ? dev->driver->stats(dev, st, 64) : 0;
+        lua_createtable(L, 0, (int)n + 1);
+        lua_pushstring(L, dev->driver->name);
+        lua_setfield(L, -2, "driver");
+        for (size_t k = 0; k < n; k++) {
+            if (st[k].text != NULL)
+                lua_pushstring(L, st[k].text);
+            else
+                lua_pushnumber(L, st[k].value);
+            lua_setfield(L, -2, st[k].name);
+        }
+        return 1;
+    }
+    return 0;
+}
+
 /* ---- the plant file --------------------------------------------------- */
 
 /* The plant file runs in a sandbox whose globals declare things:
@@ -864,7 +889,8 @@ dp_plant_t *dp_plant_open(const dp_plant_opts_t *opts, char **err)
                                     .clock = p->clock,
                                     .guard = p->guard,
                                     .emit = emit,
-                                    .check_only = opts->check_only};
+                                    .check_only = opts->check_only,
+                                    .device_stats = device_stats};
     if (opts->on_event != NULL)
         dp_plant_on_event(p, opts->on_event, opts->event_ud);
     if (opts->on_command != NULL)
@@ -873,15 +899,8 @@ dp_plant_t *dp_plant_open(const dp_plant_opts_t *opts, char **err)
     p->source = NULL;
     if (read_rc < 0)
         goto fail;
-    if (opts->shadow && !dp_guard_shadow(p->guard)) {
-        /* Asked for by the caller (replay, tests), which says so itself: not
-         * worth the guard's warning. */
-        dp_log_level_t level = dp_log_get_level();
-        if (level < DP_LOG_ERROR)
-            dp_log_set_level(DP_LOG_ERROR);
-        dp_guard_set_shadow(p->guard, true, "the caller");
-        dp_log_set_level(level);
-    }
+    if (opts->shadow && !dp_guard_shadow(p->guard))
+        dp_guard_set_shadow(p->guard, true, "this run (replay, test or recovery: never sent)");
     /* Durability: a real-time plant with a data dir journals, and starts
      * from what recovery makes of its snapshot and journal. */
     const struct dp_snapshot *seed = opts->seed;
@@ -906,6 +925,15 @@ dp_plant_t *dp_plant_open(const dp_plant_opts_t *opts, char **err)
         const dp_snap_twin_t *st = dp_snapshot_twin(seed, dp_twin_name(p->twins[i]));
         if (dp_twin_load(p->twins[i], st ? st->state : NULL, st ? st->len : 0, &inner) < 0) {
             dp_fail(err, DP_ESCRIPT, "twin %s: %s", dp_twin_name(p->twins[i]), inner);
+            free(inner);
+            goto fail;
+        }
+    }
+    for (int i = 0; i < p->ndevices; i++) {
+        device_t *d = p->devices[i];
+        char *inner = NULL;
+        if (d->dev.driver->bind != NULL && d->dev.driver->bind(&d->dev, &inner) < 0) {
+            dp_fail(err, DP_EINVAL, "device %s: %s", d->dev.name, inner ? inner : "bind failed");
             free(inner);
             goto fail;
         }
@@ -1008,6 +1036,8 @@ void dp_plant_free(dp_plant_t *p)
         free(d->dev.name);
         free(d);
     }
+    /* The guard first: failing its pending commands calls its listeners,
+     * the journal's among them. */
     dp_guard_free(p->guard);
     dp_persist_free(p->persist);
     dp_store_free(p->store);
@@ -1066,14 +1096,14 @@ struct dp_device *dp_plant_device_at(dp_plant_t *p, int i)
     return i >= 0 && i < p->ndevices ? &p->devices[i]->dev : NULL;
 }
 
-dp_guard_t *dp_plant_guard(dp_plant_t *p)
-{
-    return p->guard;
-}
-
 struct dp_persist *dp_plant_persist(dp_plant_t *p)
 {
     return p->persist;
+}
+
+dp_guard_t *dp_plant_guard(dp_plant_t *p)
+{
+    return p->guard;
 }
 
 struct dp_ingest *dp_plant_ingest(dp_plant_t *p)
