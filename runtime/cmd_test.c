@@ -692,6 +692,7 @@ static int open_host(lua_State *L)
 
 typedef struct {
     int passed, failed;
+    int unreadable; /* test files that could not be read: exit status 2 */
 } tally_t;
 
 static void print_indented(const char *msg)
@@ -887,6 +888,7 @@ static void run_file(const char *file, tally_t *tally)
         print_indented(err);
         free(err);
         tally->failed++;
+        tally->unreadable++;
         return;
     }
     const char *slash = strrchr(file, '/');
@@ -995,10 +997,12 @@ static void walk(const char *dir, list_t *out)
         char *path =
             strcmp(dir, ".") == 0 ? dp_xstrdup(names.v[i]) : dp_xasprintf("%s/%s", dir, names.v[i]);
         struct stat st;
-        if (stat(path, &st) == 0 && S_ISDIR(st.st_mode)) {
+        bool ok = stat(path, &st) == 0;
+        if (ok && S_ISDIR(st.st_mode)) {
             walk(path, out);
             free(path);
-        } else if (S_ISREG(st.st_mode) && is_test_file(names.v[i])) {
+        } else if ((!ok || S_ISREG(st.st_mode)) && is_test_file(names.v[i])) {
+            /* A test file that cannot be read (a dangling link) is reported. */
             list_add(out, path);
         } else {
             free(path);
@@ -1053,5 +1057,5 @@ int dp_cmd_test(int npaths, char **paths, bool quiet_logs)
     free(files.v);
     dp_log_set_level(level);
     printf("%d passed, %d failed\n", tally.passed, tally.failed);
-    return tally.failed > 0 ? 1 : 0;
+    return tally.unreadable > 0 ? 2 : tally.failed > 0 ? 1 : 0;
 }
