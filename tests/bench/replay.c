@@ -96,7 +96,7 @@ int main(void)
     f = fopen(script, "w");
     fputs("-- no rules: the plumbing baseline\n", f);
     fclose(f);
-    dp_log_set_level(DP_LOG_WARN);
+    dp_log_set_level(DP_LOG_ERROR);
     const double span = (ROWS - 1);
     int status = 0;
 
