@@ -45,9 +45,10 @@ local function efficiency(flow, head, power)
    return 100 * water_kw / power
 end
 
+-- Tag objects read the live value on every access: look them up once.
+local f, h, p, run_tag = tags.flow, tags.head, tags.power, tags.running
 twin.on_change({ "flow", "head", "power" }, function()
-   local f, h, p = tags.flow, tags.head, tags.power
-   if not (f.good and h.good and p.good) or not tags.running.value then return end
+   if not (f.good and h.good and p.good) or not run_tag.value then return end
    local eta = efficiency(f.value, h.value, p.value)
    if eta then
       tags.efficiency = eta
