@@ -49,7 +49,7 @@ end
 ---@field severity? string         "low", "medium", "high" or "critical" (default "medium")
 ---@field priority? integer        1 (highest) .. 4; default from severity (critical 1 .. low 4)
 ---@field message? string          text for operators
----@field group? string            first-out group: the first alarm of the group to activate is marked
+---@field group? string            first-out group: the first of the group to activate is marked
 ---@field tag? string              derived boolean tag mirroring whether the alarm is active
 ---@field suppress_when? fun():boolean suppression by design: while it returns true, not annunciated
 
@@ -145,13 +145,15 @@ end
 ---@return doppel.alarm.Alarm
 function M.limit(opts)
    local self = common("limit", opts)
-   if (opts.high == nil) == (opts.low == nil) then fail("limit", "give exactly one of high or low") end
+   if (opts.high == nil) == (opts.low == nil) then
+      fail("limit", "give exactly one of high or low")
+   end
    local lim = opts.high or opts.low
    if type(lim) ~= "number" or lim ~= lim then
       fail("limit", (opts.high and "high" or "low") .. " must be a number")
    end
    local hyst = opts.hysteresis or 0
-   if type(hyst) ~= "number" or not (hyst >= 0) then
+   if type(hyst) ~= "number" or hyst ~= hyst or hyst < 0 then
       fail("limit", "hysteresis must be a number >= 0")
    end
    self.high, self.low, self.hysteresis = opts.high, opts.low, hyst
@@ -169,8 +171,8 @@ end
 function Alarm:_wanted(v)
    if self.high == nil and self.low == nil then return v end
    if self.active then
-      if self.high then return not (v < self.high - self.hysteresis) end
-      return not (v > self.low + self.hysteresis)
+      if self.high then return v >= self.high - self.hysteresis end
+      return v <= self.low + self.hysteresis
    end
    if self.high then return v > self.high end
    return v < self.low
@@ -204,7 +206,9 @@ end
 function Alarm:update(v, t)
    local discrete = self.high == nil and self.low == nil
    if discrete then
-      if type(v) ~= "boolean" then error("alarm:update: v must be a boolean (discrete alarm)", 2) end
+      if type(v) ~= "boolean" then
+         error("alarm:update: v must be a boolean (discrete alarm)", 2)
+      end
    elseif type(v) ~= "number" or v ~= v then
       error("alarm:update: v must be a number", 2)
    end
