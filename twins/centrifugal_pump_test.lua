@@ -1,0 +1,135 @@
+-- Centrifugal pump twin: performance against its curve, cavitation, vibration, counters.
+local test = require "doppel.test"
+
+local function pump(t, extra_params, extra_tags)
+   local params = { rated_flow = 130, rated_head = 48, rated_power = 22, shutoff_head = 60 }
+   for k, v in pairs(extra_params or {}) do params[k] = v end
+   local tg = {
+      flow = { unit = "m3/h" }, head = { unit = "m" }, power = { unit = "kW" },
+      vibration = { unit = "mm/s" }, running = {},
+   }
+   for k, v in pairs(extra_tags or {}) do tg[k] = v end
+   t:twin { name = "P1", class = "centrifugal_pump", params = params, tags = tg }
+end
+
+local function operate(t, flow, head, power)
+   t:set("P1.running", true)
+   t:set("P1.flow", flow)
+   t:set("P1.head", head)
+   t:set("P1.power", power)
+   t:set("P1.vibration", 2.0)
+   t:advance("1s")
+end
+
+test.case("efficiency, BEP ratio and head against the curve", function(t)
+   pump(t)
+   operate(t, 130, 45, 22)
+   local hyd = 998 * 9.81 * (130 / 3600) * 45 / 1000
+   t:near(t:get("P1.efficiency"), 100 * hyd / 22, 1e-6)
+   t:near(t:get("P1.bep_ratio"), 1, 1e-12)
+   t:near(t:get("P1.expected_head"), 48, 1e-9)
+   t:near(t:get("P1.head_deviation"), 100 * (45 - 48) / 48, 1e-9)
+   t:ok(t:get("P1.expected_power") > 20 and t:get("P1.expected_power") < 23)
+end)
+
+test.case("speed moves the curve by the affinity laws", function(t)
+   pump(t, { rated_speed = 1480 }, { speed = { unit = "rpm" } })
+   t:set("P1.speed", 1184)
+   operate(t, 104, 30.72, 11.3)
+   t:near(t:get("P1.bep_ratio"), 1, 1e-12)
+   t:near(t:get("P1.expected_head"), 48 * 0.64, 1e-9)
+   t:near(t:get("P1.head_deviation"), 0, 1e-9)
+end)
+
+test.case("vibration alarm after its on-delay; a lasting one raises a work order", function(t)
+   pump(t, { vib_alarm = 7.1, wo_after = "5min" })
+   operate(t, 120, 46, 20)
+   t:set("P1.vibration", 9.5)
+   t:advance("29s")
+   t:eq(t:get("P1.vibration_alarm"), false)
+   t:advance("2s")
+   t:eq(t:get("P1.vibration_alarm"), true)
+   local ev = t:events("alarm")
+   t:eq(#ev, 1)
+   t:eq(ev[1].data.name, "vibration_high")
+   t:eq(ev[1].data.severity, "high")
+   t:eq(#t:events("work_order"), 0)
+   t:advance("6min")
+   local wo = t:events("work_order")
+   t:eq(#wo, 1)
+   t:eq(wo[1].data.reason, "vibration high")
+   t:eq(wo[1].data.evidence.vibration, 9.5)
+   t:advance("1h")
+   t:eq(#t:events("work_order"), 1, "deduplicated")
+   -- Back below the limit minus hysteresis: cleared.
+   t:set("P1.vibration", 6.0)
+   t:advance("1s")
+   t:eq(t:get("P1.vibration_alarm"), false)
+   t:eq(#t:events("alarm"), 2)
+end)
+
+test.case("cavitation risk from the NPSH margin", function(t)
+   pump(t, { npshr = 4, npsh_margin = 1.3, vapour_pressure = 2.34 },
+        { suction_pressure = { unit = "kPa" } })
+   operate(t, 130, 46, 21)
+   -- 101.3 kPa abs: NPSHa = (101.3 - 2.34) / (998 * 9.81) * 1000 = 10.1 m; margin 2.5.
+   t:set("P1.suction_pressure", 101.3)
+   t:advance("1s")
+   t:near(t:get("P1.npsh_available"), (101.3 - 2.34) * 1000 / (998 * 9.81), 1e-9)
+   t:near(t:get("P1.npsh_margin"), (101.3 - 2.34) * 1000 / (998 * 9.81) / 4, 1e-9)
+   t:eq(t:get("P1.cavitation_risk"), false)
+   -- Suction drawn down to 60 kPa abs: margin 1.47, still fine; 50 kPa: 1.22, at risk.
+   t:set("P1.suction_pressure", 60)
+   t:advance("30s")
+   t:eq(t:get("P1.cavitation_risk"), false)
+   t:set("P1.suction_pressure", 50)
+   t:advance("19s")
+   t:eq(t:get("P1.cavitation_risk"), false, "on-delay")
+   t:advance("2s")
+   t:eq(t:get("P1.cavitation_risk"), true)
+   local ev = t:events("alarm")
+   t:eq(ev[#ev].data.name, "cavitation_risk")
+end)
+
+test.case("run hours, starts and state across a stop", function(t)
+   pump(t)
+   operate(t, 120, 46, 20)
+   t:advance("2h")
+   t:near(t:get("P1.run_hours"), 2, 1 / 60 + 1e-9)
+   t:set("P1.running", false)
+   t:advance("1h")
+   local h = t:get("P1.run_hours")
+   t:set("P1.running", true)
+   t:advance("30min")
+   t:near(t:get("P1.run_hours"), h + 0.5, 1 / 60 + 1e-9)
+   t:eq(t:get("P1.starts"), 2)
+   t:eq(t:state("P1").starts, 2)
+end)
+
+test.case("a whatif recommendation of a lower speed for a lower demand", function(t)
+   pump(t, { recommend = { every = "15min", demand = 100, static_head = 20, allow_write = false } })
+   operate(t, 130, 48, 22)
+   t:advance("15min")
+   local ev = t:events("recommendation")
+   t:eq(#ev, 1)
+   local r = ev[1].data
+   t:near(r.predicted_flow, 100, 0.2)
+   t:ok(r.value < 1480 and r.value > 1000, "speed " .. r.value)
+   t:ok(r.saving_kw > 3, "saving " .. r.saving_kw)
+   t:eq(r.issued, false)
+   t:eq(r.reason, "recommendation only (writing not allowed)")
+   t:near(t:get("P1.recommended_speed"), r.value, 0.5)
+   t:eq(#t:commands(), 0)
+end)
+
+test.case("missing or bad params are refused naming the param", function(t)
+   t:raises(function()
+      t:twin { name = "P1", class = "centrifugal_pump", params = { rated_flow = 130 },
+               tags = { flow = {}, head = {}, power = {}, vibration = {}, running = {} } }
+   end, "params.rated_head is required")
+   t:raises(function()
+      t:twin { name = "P1", class = "centrifugal_pump",
+               params = { rated_flow = 130, rated_head = 48, rated_power = 22, shutoff_head = 40 },
+               tags = { flow = {}, head = {}, power = {}, vibration = {}, running = {} } }
+   end, "shutoff_head must be a number > rated_head")
+end)
