@@ -22,6 +22,7 @@ typedef struct {
 
 static alarm_t alarms[64];
 static int nalarms;
+static int nrecommendations;
 
 /* Reads a string field of the event's msgpack map. */
 static void field(const dp_event_t *ev, const char *key, char *out, size_t size)
@@ -44,6 +45,8 @@ static void field(const dp_event_t *ev, const char *key, char *out, size_t size)
 static void on_event(const dp_event_t *ev, void *ud)
 {
     (void)ud;
+    if (strcmp(ev->kind, "recommendation") == 0 && strcmp(ev->twin, "P101") == 0)
+        nrecommendations++;
     if (strcmp(ev->kind, "alarm") != 0 || nalarms == 64)
         return;
     alarm_t *a = &alarms[nalarms++];
@@ -113,6 +116,20 @@ Test(demo, one_simulated_day_in_virtual_time)
     cr_assert_eq(num(p, "P101.starts"), 1);
     double total = num(p, "station.total_flow");
     cr_assert(total > 80 && total < 300, "total flow %.1f", total);
+    /* Station energy: about 20 kW + 19 kW half the time over a day. */
+    double kwh = num(p, "station.energy"), cost = num(p, "station.energy_cost");
+    cr_assert(kwh > 600 && kwh < 850, "station energy %.1f kWh", kwh);
+    cr_assert(cost > 0.11 * kwh && cost < 0.24 * kwh, "cost %.2f for %.1f kWh", cost, kwh);
+    double sec = num(p, "station.energy_per_m3");
+    cr_assert(sec > 0.12 && sec < 0.25, "specific energy %.3f kWh/m3", sec);
+    cr_assert_eq(num(p, "station.active_alarms"), 0);
+    /* What-if: a recommendation every 15 min while P101 runs (it always does),
+     * a lower speed for a demand below its flow, nothing written. */
+    cr_assert_eq(nrecommendations, 96, "%d recommendations", nrecommendations);
+    double speed = num(p, "P101.recommended_speed");
+    cr_assert(speed > 1000 && speed < 1480, "recommended speed %.0f rpm", speed);
+    cr_assert(num(p, "P101.predicted_saving") > 0);
+
     cr_assert_eq(
         dp_store_get(dp_plant_store(p), dp_store_find(dp_plant_store(p), "P101.vibration_alarm"))
             ->v.u.b,
