@@ -20,6 +20,8 @@
 --- ```
 local optimize = require "doppel.optimize"
 
+local to_seconds = require "doppel._duration"
+
 local M = {}
 
 local function fail(fn, msg)
@@ -44,7 +46,7 @@ local function seconds(fn, field, d)
       return d
    end
    if type(d) ~= "string" then fail(fn, field .. " must be a duration (\"10s\" or seconds)") end
-   local ok, s = pcall(duration, d)
+   local ok, s = pcall(to_seconds, d)
    if not ok then fail(fn, field .. ": " .. tostring(s)) end
    return s
 end
@@ -486,7 +488,7 @@ function M.whatif(model, candidates, opts)
    if dt <= 0 then fail("whatif", "step must be > 0") end
    if horizon / dt > 1e6 then fail("whatif", "horizon / step exceeds 1e6 steps") end
    local t0 = opts.start
-   if t0 == nil then t0 = clock.now() end
+   if t0 == nil then t0 = type(clock) == "table" and clock.now() or 0 end
    if not finite(t0) then fail("whatif", "start must be a number (clock seconds)") end
    if opts.x0 ~= nil and type(opts.x0) ~= "table" then fail("whatif", "x0 must be a table") end
    local x0 = opts.x0 or (model.init and model.init()) or {}

@@ -59,5 +59,6 @@ test.case("bad params are refused naming the param", function(t)
    t:raises(function()
       t:twin { name = "C1", class = "air_compressor", params = { rated_flow = 10 },
                tags = { loaded = {}, power = {} } }
+      t:get("C1.power")
    end, "params.rated_power is required")
 end)

@@ -18,7 +18,8 @@
 --- longer than wo_after.
 ---
 --- Params:
----   rated_flow (m3/h, required), rated_head (m, required), rated_power (kW, required)
+---   rated_flow (m3/h, required), rated_head (m; without it no curve: no expected_head,
+---   head_deviation, expected_power, cavitation or recommendation), rated_power (kW)
 ---   shutoff_head (m, default 1.25 * rated_head), rated_speed (rpm, default 1480)
 ---   best_efficiency (0..1, default from the rated point: rho g Q H / P)
 ---   density (kg/m3, default 998), npshr (m at rated flow, default 3)
@@ -45,17 +46,23 @@ local function need(name)
    return v
 end
 
-local rated_flow, rated_head, rated_power = need("rated_flow"), need("rated_head"),
-   need("rated_power")
+local rated_flow = need("rated_flow")
+-- Without rated_head the pump curve is unknown: the curve-based tags,
+-- cavitation risk and the what-if recommendation are left out.
+local rated_head = params.rated_head ~= nil and need("rated_head") or nil
+local rated_power = params.rated_power ~= nil and need("rated_power") or nil
 local density = params.density or 998
 local rated_speed = params.rated_speed or 1480
-local best_eff = params.best_efficiency or
-   math.min(0.95, density * G * (rated_flow / 3600) * rated_head / 1000 / rated_power)
-local curve = sim.pump_curve {
-   rated_flow = rated_flow, rated_head = rated_head, shutoff_head = params.shutoff_head,
-   best_efficiency = best_eff, rated_speed = rated_speed, density = density,
-   npshr = params.npshr,
-}
+local curve
+if rated_head then
+   local best_eff = params.best_efficiency or (rated_power and
+      math.min(0.95, density * G * (rated_flow / 3600) * rated_head / 1000 / rated_power)) or 0.75
+   curve = sim.pump_curve {
+      rated_flow = rated_flow, rated_head = rated_head, shutoff_head = params.shutoff_head,
+      best_efficiency = best_eff, rated_speed = rated_speed, density = density,
+      npshr = params.npshr,
+   }
+end
 
 local function has(tag)
    return (pcall(function() return tags[tag] end))
@@ -63,9 +70,11 @@ end
 
 twin.tag("efficiency", { unit = "%", history = 3600 })
 twin.tag("bep_ratio", { history = 3600 })
-twin.tag("expected_head", { unit = "m" })
-twin.tag("head_deviation", { unit = "%", history = 3600 })
-twin.tag("expected_power", { unit = "kW" })
+if curve then
+   twin.tag("expected_head", { unit = "m" })
+   twin.tag("head_deviation", { unit = "%", history = 3600 })
+   twin.tag("expected_power", { unit = "kW" })
+end
 twin.tag("run_hours", { unit = "h" })
 twin.tag("starts")
 
@@ -117,6 +126,7 @@ twin.on_change({ "flow", "head", "power" }, function()
       tags.bep_ratio = f.value / (rated_flow * n / rated_speed)
       if low_eff then low_eff:update(eta) end
    end
+   if not curve then return end
    local eh = curve:head(math.max(0, f.value), n)
    tags.expected_head = eh
    if eh > 0 then tags.head_deviation = 100 * (h.value - eh) / eh end
@@ -124,7 +134,7 @@ twin.on_change({ "flow", "head", "power" }, function()
 end)
 
 -- Cavitation risk from the NPSH margin, when the suction pressure is measured.
-if has("suction_pressure") then
+if curve and has("suction_pressure") then
    twin.tag("npsh_available", { unit = "m" })
    twin.tag("npsh_margin")
    local margin_min = params.npsh_margin or 1.3
@@ -193,6 +203,7 @@ end)
 local rec = params.recommend
 if rec ~= nil then
    if type(rec) ~= "table" then error("params.recommend must be a table", 0) end
+   if not curve then error("params.recommend needs the pump curve: give params.rated_head", 0) end
    twin.tag("recommended_speed", { unit = "rpm", history = 100 })
    twin.tag("predicted_saving", { unit = "kW", history = 100 })
    local static = rec.static_head or 0.4 * rated_head
@@ -225,7 +236,8 @@ if rec ~= nil then
          min_change = rec.min_change or 10,
       }
       if r.value == nil then
-         log.warn("no speed meets a demand of %.1f m3/h: %s", need_flow, r.reason)
+         -- Demand above what the pump gives at full speed: nothing to recommend.
+         log.debug("no speed meets a demand of %.1f m3/h: %s", need_flow, r.reason)
          return
       end
       tags.recommended_speed = r.value

@@ -55,8 +55,13 @@ test.case("a falling UA gives a trend, days to cleaning and a work order", funct
    t:ok(wo[2].ts - wo[1].ts >= 7 * 86400, "reminder after the window")
 end)
 
-test.case("bad params are refused naming the param", function(t)
-   t:raises(function() hx(t, { ua_clean = 0 }) end, "params.ua_clean is required")
-   t:raises(function() hx(t, { flow_side = "left" }) end, "params.flow_side must be")
-   t:raises(function() hx(t, { arrangement = "cross" }) end, "params.arrangement must be")
-end)
+for _, bad in ipairs({ { { ua_clean = 0 }, "params.ua_clean is required" },
+                       { { flow_side = "left" }, "params.flow_side must be" },
+                       { { arrangement = "cross" }, "params.arrangement must be" } }) do
+   test.case("bad params are refused: " .. bad[2], function(t)
+      t:raises(function()
+         hx(t, bad[1])
+         t:get("E1.hot_in")
+      end, bad[2])
+   end)
+end

@@ -14,7 +14,7 @@ twin.tag("energy_per_m3", { unit = "kWh/m3" })
 twin.tag("active_alarms")
 
 local pumps = params.pumps
-local tariff = energy.tariff(params.tariff)
+local tariff = params.tariff and energy.tariff(params.tariff)
 -- The meter's totals live in `state`, so they survive reloads.
 local meter = energy.meter_from(state.meter, { tariff = tariff, max_gap = "5min" })
 
