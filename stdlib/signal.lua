@@ -30,7 +30,7 @@ local function show(v)
 end
 
 local function rate_of(fn, rate)
-   if type(rate) ~= "number" or not (rate > 0) or rate == math.huge then
+   if type(rate) ~= "number" or rate ~= rate or rate <= 0 or rate == math.huge then
       fail(fn, "rate must be a positive number of samples per second, got " .. show(rate))
    end
    return rate

@@ -135,8 +135,12 @@ local function drop_oldest(self)
       if self.m2 < 0 then self.m2 = 0 end
       self.mean_ = nm
    end
-   if self.mx[(self.mxh - 1) % cap + 1] == i and self.mxh <= self.mxt then self.mxh = self.mxh + 1 end
-   if self.mn[(self.mnh - 1) % cap + 1] == i and self.mnh <= self.mnt then self.mnh = self.mnh + 1 end
+   if self.mxh <= self.mxt and self.mx[(self.mxh - 1) % cap + 1] == i then
+      self.mxh = self.mxh + 1
+   end
+   if self.mnh <= self.mnt and self.mn[(self.mnh - 1) % cap + 1] == i then
+      self.mnh = self.mnh + 1
+   end
    self.first = i + 1
 end
 
