@@ -303,11 +303,13 @@ static int l_spectrum(lua_State *L)
     return 1;
 }
 
-/* features(block) -> { mean, rms, std, peak, crest, kurtosis } */
+/* features(block [, fn]) -> { mean, rms, std, peak, crest, kurtosis } */
 static int l_features(lua_State *L)
 {
     size_t n = 0;
-    double *x = check_block(L, 1, "features", "block", &n, 0);
+    /* The Lua wrappers pass their own name (rms, peak, ...) for messages. */
+    const char *fn = luaL_optstring(L, 2, "features");
+    double *x = check_block(L, 1, fn, "block", &n, 0);
     dp_signal_features_t f;
     dp_signal_features(x, n, &f);
     lua_createtable(L, 0, 6);

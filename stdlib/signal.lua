@@ -160,19 +160,19 @@ end
 
 ---@param block number[]
 ---@return number
-function M.rms(block) return core.features(block).rms end
+function M.rms(block) return core.features(block, "rms").rms end
 
 ---@param block number[]
 ---@return number
-function M.peak(block) return core.features(block).peak end
+function M.peak(block) return core.features(block, "peak").peak end
 
 ---@param block number[]
 ---@return number
-function M.crest_factor(block) return core.features(block).crest end
+function M.crest_factor(block) return core.features(block, "crest_factor").crest end
 
 ---@param block number[]
 ---@return number
-function M.kurtosis(block) return core.features(block).kurtosis end
+function M.kurtosis(block) return core.features(block, "kurtosis").kurtosis end
 
 --- Band energy of a block (see Spectrum:band_energy).
 ---@param block number[]
