@@ -12,10 +12,14 @@
 ---   expected_power (kW)     the curve's power at this flow and speed
 ---   npsh_available (m), npsh_margin (ratio NPSHa / NPSHr), cavitation_risk (bool)
 ---   run_hours (h), starts, vibration_alarm (bool)
+---   vibration_anomaly (0..1: rolling z-score of each sample, doppel.detect)
+---   vibration_rul (d: time until the hourly vibration trend reaches vib_alarm, with
+---   vibration_rul_low as the lower bound of its 90 % interval, doppel.predict)
+---   health (0..1: the worst of vibration and head deviation against their limits)
 ---   recommended_speed (rpm), predicted_saving (kW)  with params.recommend
 --- Alarms (plant alarm list): vibration_high, cavitation_risk, low_efficiency.
 --- Work orders (doppel.cmms): "vibration high" when vibration_high stays active
---- longer than wo_after.
+--- longer than wo_after; "vibration trend" when vibration_rul falls below rul_wo_days.
 ---
 --- Params:
 ---   rated_flow (m3/h, required), rated_head (m; without it no curve: no expected_head,
@@ -29,11 +33,15 @@
 ---   vib_hysteresis (mm/s, default 0.6), vib_on_delay (default "30s")
 ---   min_efficiency (%, optional: low_efficiency alarm below it)
 ---   wo_after (default "10min"): vibration alarm duration that raises a work order
+---   anomaly_window (samples, default 360), rul_wo_days (default 7), vib_good (mm/s,
+---   default 2.8: ISO 10816-3 zone A/B)
 ---   recommend (optional table): { every = "15min", demand = m3/h or tag name,
 ---     static_head = m, min_speed = rpm, max_speed = rpm, horizon = "1h",
 ---     setpoint = "speed_sp" (tag written when allow_write), allow_write = false }
 local alarm = require "doppel.alarm"
 local cmms = require "doppel.cmms"
+local detect = require "doppel.detect"
+local predict = require "doppel.predict"
 local sim = require "doppel.sim"
 
 local G = 9.81
@@ -165,9 +173,49 @@ if curve and has("suction_pressure") then
    end)
 end
 
+-- Predictive maintenance on vibration: an anomaly score per sample, and an
+-- hourly trend towards the alarm limit giving the remaining useful life.
+twin.tag("vibration_anomaly", { history = 3600 })
+twin.tag("vibration_rul", { unit = "d" })
+twin.tag("vibration_rul_low", { unit = "d" })
+twin.tag("health", { history = 1440 })
+local vib_limit = params.vib_alarm or 7.1
+local anomaly = detect.zscore { size = params.anomaly_window or 360 }
+local trend = predict.trend { span = "7d", model = "linear", min_points = 6 }
+local indicators = { { name = "vibration", good = params.vib_good or 2.8, bad = vib_limit } }
+if curve then indicators[2] = { name = "head_deviation", good = 0, bad = -15 } end
+local health = predict.health_index { indicators = indicators, combine = "min" }
+local vib_sum, vib_n = 0, 0
+
 twin.on_change("vibration", function(v, tag)
    if not tag.good then return end
    vibration:update(v)
+   tags.vibration_anomaly = anomaly:update(v)
+   vib_sum, vib_n = vib_sum + v, vib_n + 1
+end)
+
+twin.every("1h", function()
+   if vib_n > 0 then
+      trend:push(vib_sum / vib_n, clock.now())
+      vib_sum, vib_n = 0, 0
+   end
+   local r = trend:rul(vib_limit)
+   if r then
+      tags.vibration_rul = r.rul / 86400
+      tags.vibration_rul_low = r.lower / 86400
+      if r.rul / 86400 < (params.rul_wo_days or 7) then
+         cmms.work_order {
+            asset = twin.name, reason = "vibration trend", priority = 3,
+            description = "vibration rising towards its alarm limit: plan a bearing inspection",
+            evidence = { vibration = tags.vibration.value, limit = vib_limit,
+                         rul_days = r.rul / 86400, rul_low_days = r.lower / 86400,
+                         slope_per_day = r.slope * 86400, r2 = r.r2 },
+         }
+      end
+   end
+   local h = health:compute { vibration = tags.vibration.value,
+                              head_deviation = curve and tags.head_deviation.value or nil }
+   if h then tags.health = h end
 end)
 
 -- A vibration alarm that persists becomes a work order (deduplicated).

@@ -246,3 +246,35 @@ test.case("a shut-off head below the rated head is refused", function(t)
       t:get("P1.flow")
    end, "shutoff_head must be a number > rated_head")
 end)
+
+test.case("a rising vibration trend gives its remaining life and a work order", function(t)
+   pump(t, { rul_wo_days = 7 })
+   t:set("P1.running", true)
+   -- 2.0 mm/s rising 0.1 mm/s per hour: 7.1 is reached 51 h after the start.
+   for h = 0, 11 do
+      t:set("P1.vibration", 2.0 + 0.1 * h)
+      t:advance("1h")
+   end
+   -- Hourly means are pushed at the end of each hour: 2.0 at 1 h, ..., 3.1 at 12 h.
+   t:near(t:get("P1.vibration_rul"), (7.1 - 3.1) / 0.1 / 24, 0.01)
+   t:ok(t:get("P1.vibration_rul_low") <= t:get("P1.vibration_rul"))
+   local wo = t:events("work_order")
+   t:eq(#wo, 1)
+   t:eq(wo[1].data.reason, "vibration trend")
+   t:near(wo[1].data.evidence.slope_per_day, 2.4, 1e-6)
+   local h = t:get("P1.health")
+   t:near(h, 1 - (3.1 - 2.8) / (7.1 - 2.8), 1e-9, "health from vibration alone")
+end)
+
+test.case("a vibration spike scores as an anomaly", function(t)
+   pump(t, { anomaly_window = 60 })
+   t:set("P1.running", true)
+   for i = 1, 60 do
+      t:set("P1.vibration", 2.0 + 0.05 * (i % 3))
+      t:advance("10s")
+   end
+   t:ok(t:get("P1.vibration_anomaly") < 0.9, "ordinary samples")
+   t:set("P1.vibration", 5.0)
+   t:advance("10s")
+   t:ok(t:get("P1.vibration_anomaly") > 0.99, "spike " .. t:get("P1.vibration_anomaly"))
+end)

@@ -23,6 +23,7 @@ typedef struct {
 static alarm_t alarms[64];
 static int nalarms;
 static int nrecommendations;
+static int nwork_orders;
 
 /* Reads a string field of the event's msgpack map. */
 static void field(const dp_event_t *ev, const char *key, char *out, size_t size)
@@ -47,6 +48,8 @@ static void on_event(const dp_event_t *ev, void *ud)
     (void)ud;
     if (strcmp(ev->kind, "recommendation") == 0 && strcmp(ev->twin, "P101") == 0)
         nrecommendations++;
+    if (strcmp(ev->kind, "work_order") == 0)
+        nwork_orders++;
     if (strcmp(ev->kind, "alarm") != 0 || nalarms == 64)
         return;
     alarm_t *a = &alarms[nalarms++];
@@ -129,6 +132,21 @@ Test(demo, one_simulated_day_in_virtual_time)
     double speed = num(p, "P101.recommended_speed");
     cr_assert(speed > 1000 && speed < 1480, "recommended speed %.0f rpm", speed);
     cr_assert(num(p, "P101.predicted_saving") > 0);
+    /* Predictive maintenance: P101 wears faster than P102. */
+    cr_log_info(
+        "P101 rul %.2f d (low %.2f), health %.2f, anomaly %.2f; P102 rul %.2f d health %.2f",
+        num(p, "P101.vibration_rul"), num(p, "P101.vibration_rul_low"), num(p, "P101.health"),
+        num(p, "P101.vibration_anomaly"), num(p, "P102.vibration_rul"), num(p, "P102.health"));
+    double rul1 = num(p, "P101.vibration_rul"), rul2 = num(p, "P102.vibration_rul");
+    cr_assert(rul1 > 0.5 && rul1 < 5, "P101 vibration RUL %.2f d", rul1);
+    cr_assert(rul2 > 3 * rul1, "P102 RUL %.2f d vs P101 %.2f d", rul2, rul1);
+    cr_assert(num(p, "P101.vibration_rul_low") <= rul1);
+    for (int k = 0; k < 2; k++) {
+        double h = num(p, k ? "P102.health" : "P101.health");
+        cr_assert(h >= 0 && h <= 1, "health %.2f", h);
+    }
+    /* Work orders: P101's lasting vibration alarm and its vibration trend. */
+    cr_assert_eq(nwork_orders, 2, "%d work orders", nwork_orders);
 
     cr_assert_eq(
         dp_store_get(dp_plant_store(p), dp_store_find(dp_plant_store(p), "P101.vibration_alarm"))
