@@ -16,7 +16,8 @@
 ---   vibration_rul (d: time until the hourly vibration trend reaches vib_alarm, with
 ---   vibration_rul_low as the lower bound of its 90 % interval, doppel.predict)
 ---   health (0..1: the worst of vibration and head deviation against their limits)
----   recommended_speed (rpm), predicted_saving (kW)  with params.recommend
+---   recommended_speed (rpm), predicted_saving (kW)  with params.recommend, and
+---   setpoint_outcome (the guard's verdict on the last write) with allow_write
 --- Alarms (plant alarm list): vibration_high, cavitation_risk, low_efficiency.
 --- Work orders (doppel.cmms): "vibration high" when vibration_high stays active
 --- longer than wo_after; "vibration trend" when vibration_rul falls below rul_wo_days.
@@ -37,7 +38,8 @@
 ---   default 2.8: ISO 10816-3 zone A/B)
 ---   recommend (optional table): { every = "15min", demand = m3/h or tag name,
 ---     static_head = m, min_speed = rpm, max_speed = rpm, horizon = "1h",
----     setpoint = "speed_sp" (tag written when allow_write), allow_write = false }
+---     setpoint = "speed_sp" (a writable tag, written through the guard when
+---     allow_write), allow_write = false, min_change = 10 (rpm) }
 local alarm = require "doppel.alarm"
 local cmms = require "doppel.cmms"
 local detect = require "doppel.detect"
@@ -253,6 +255,11 @@ if rec ~= nil then
    if type(rec) ~= "table" then error("params.recommend must be a table", 0) end
    if not curve then error("params.recommend needs the pump curve: give params.rated_head", 0) end
    twin.tag("recommended_speed", { unit = "rpm", history = 100 })
+   -- The guard's verdict on the last setpoint written: "done", "rejected: ...", ...
+   if rec.allow_write then twin.tag("setpoint_outcome") end
+   local function on_outcome(r)
+      tags.setpoint_outcome = r.ok and r.outcome or (r.outcome .. ": " .. tostring(r.reason))
+   end
    twin.tag("predicted_saving", { unit = "kW", history = 100 })
    local static = rec.static_head or 0.4 * rated_head
    local function demand()
@@ -280,7 +287,9 @@ if rec ~= nil then
          objective = function(p) return p.integral.power end,
          constraints = { function(p) return need_flow - p.mean.flow end },
          horizon = rec.horizon or "1h", step = rec.horizon or "1h",
-         write = { tag = rec.setpoint or "speed_sp", allow = rec.allow_write == true },
+         write = { tag = rec.setpoint or "speed_sp", allow = rec.allow_write == true,
+                   current = rec.allow_write and twin.get(rec.setpoint or "speed_sp") or nil,
+                   on_outcome = on_outcome },
          min_change = rec.min_change or 10,
       }
       if r.value == nil then
@@ -295,7 +304,7 @@ if rec ~= nil then
          setpoint = "speed", value = math.floor(r.value + 0.5), current = speed(),
          demand = need_flow, predicted_flow = r.predicted.mean.flow,
          predicted_power = r.predicted.mean.power, saving_kw = saving,
-         issued = r.issued, reason = r.reason,
+         issued = r.issued, reason = r.reason, command = r.command,
       })
    end
    twin.every(rec.every or "15min", recommend)

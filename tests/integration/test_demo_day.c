@@ -1,11 +1,13 @@
 /* Runs the bundled demo pump station for one simulated day in virtual time
  * and checks what its twins computed and the alarms they raised. */
 #include <criterion/criterion.h>
+#include <math.h>
 #include <msgpack.h>
 #include <string.h>
 #include <uv.h>
 
 #include "runtime/alarms.h"
+#include "runtime/command.h"
 #include "runtime/log.h"
 #include "runtime/plant.h"
 
@@ -24,6 +26,22 @@ static alarm_t alarms[64];
 static int nalarms;
 static int nrecommendations;
 static int nwork_orders;
+static int ncommands, ncommands_done;
+static double last_command = -1;
+
+/* Every command the recommendation issues is done by the guard (a writable
+ * tag without a device is written to the store) and within its limits. */
+static void on_command(const dp_cmd_t *cmd, void *ud)
+{
+    (void)ud;
+    ncommands++;
+    cr_assert_str_eq(cmd->tag, "P101.speed_sp");
+    cr_assert_str_eq(cmd->origin, "twin:P101");
+    cr_assert_eq(cmd->outcome, DP_CMD_DONE, "command %s: %s", cmd->tag, cmd->reason);
+    cr_assert(cmd->value.u.n >= 900 && cmd->value.u.n <= 1480);
+    ncommands_done++;
+    last_command = cmd->value.u.n;
+}
 
 /* Reads a string field of the event's msgpack map. */
 static void field(const dp_event_t *ev, const char *key, char *out, size_t size)
@@ -76,6 +94,7 @@ Test(demo, one_simulated_day_in_virtual_time)
     dp_plant_t *p = dp_plant_open(&o, &err);
     cr_assert_not_null(p, "%s", err);
     dp_plant_on_event(p, on_event, NULL);
+    dp_guard_on_command(dp_plant_guard(p), on_command, NULL);
     cr_assert_eq(dp_plant_start(p, &err), 0, "%s", err);
 
     uint64_t t0 = uv_hrtime();
@@ -132,6 +151,16 @@ Test(demo, one_simulated_day_in_virtual_time)
     double speed = num(p, "P101.recommended_speed");
     cr_assert(speed > 1000 && speed < 1480, "recommended speed %.0f rpm", speed);
     cr_assert(num(p, "P101.predicted_saving") > 0);
+    /* P101 writes its recommendation through the guard when it moves by 10
+     * rpm or more; P102 only recommends. */
+    cr_log_info("%d speed_sp commands, last %.0f rpm", ncommands, last_command);
+    cr_assert(ncommands > 10 && ncommands <= 96, "%d commands", ncommands);
+    cr_assert_eq(ncommands_done, ncommands);
+    cr_assert_float_eq(num(p, "P101.speed_sp"), last_command, 1e-9);
+    cr_assert(fabs(num(p, "P101.speed_sp") - speed) < 10);
+    cr_assert_eq(
+        dp_store_get(dp_plant_store(p), dp_store_find(dp_plant_store(p), "P102.speed_sp"))->v.type,
+        DP_NIL);
     /* Predictive maintenance: P101 wears faster than P102. */
     cr_log_info(
         "P101 rul %.2f d (low %.2f), health %.2f, anomaly %.2f; P102 rul %.2f d health %.2f",
