@@ -253,6 +253,8 @@ static int request(client_t *cl, dp_repl_type_t type, const char *text, dp_repl_
         if (rc < 0)
             return -1;
         if (rc == 0) {
+            if (cl->color)
+                printf("\n"); /* after the ^C the terminal echoed */
             dp_repl_msg_t cancel = {.type = DP_RM_CANCEL, .id = id};
             if (send_frame(cl, &cancel) < 0)
                 return -1;
@@ -388,7 +390,9 @@ static unsigned char cancel_fn(EditLine *el, int ch)
     el_cursor(el, (int)(li->lastchar - li->cursor));
     el_insertstr(el, "^C");
     cl->cancel_line = true;
-    return CC_NEWLINE;
+    /* An Enter of our own ends the line the usual way (display included). */
+    el_push(el, "\n");
+    return CC_REFRESH;
 }
 
 static int term_width(void)
