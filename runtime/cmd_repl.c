@@ -29,6 +29,7 @@ typedef struct {
     char *plant;
     char *where;
     bool color;
+    bool tty; /* stdout is a terminal */
     bool lost;
     bool cancel_line;
     EditLine *el;
@@ -253,7 +254,7 @@ static int request(client_t *cl, dp_repl_type_t type, const char *text, dp_repl_
         if (rc < 0)
             return -1;
         if (rc == 0) {
-            if (cl->color)
+            if (cl->tty)
                 printf("\n"); /* after the ^C the terminal echoed */
             dp_repl_msg_t cancel = {.type = DP_RM_CANCEL, .id = id};
             if (send_frame(cl, &cancel) < 0)
@@ -679,7 +680,8 @@ int dp_cmd_repl(int argc, char **argv, const dp_repl_client_opts_t *o)
         sigemptyset(&sa.sa_mask);
         sigaction(SIGINT, &sa, NULL);
     }
-    cl.color = isatty(STDOUT_FILENO) && getenv("NO_COLOR") == NULL;
+    cl.tty = isatty(STDOUT_FILENO);
+    cl.color = cl.tty && getenv("NO_COLOR") == NULL;
     if (hello(&cl) < 0)
         goto out;
     if (o->eval != NULL) {
