@@ -15,6 +15,7 @@
 #include <unistd.h>
 
 #include "../drivers/driver.h"
+#include "command.h"
 #include "log.h"
 #include "repl_eval.h"
 #include "replproto.h"
@@ -85,6 +86,7 @@ struct dp_repl_server {
     /* Output of the request being handled goes to this client. */
     conn_t *cap;
     uint64_t cap_id;
+    bool cap_mute; /* the request reports its own outcome: its log lines are not sent */
     /* Recent log lines (any thread). */
     uv_mutex_t mu;
     ring_line_t *ring;
@@ -323,7 +325,7 @@ static void on_log(dp_log_level_t level, const char *twin, const char *msg, void
     size_t used = strlen(line);
     snprintf(line + used, sizeof line - used, "%s", msg);
     /* Trailing spaces of the level column are not wanted here. */
-    if (s->cap != NULL)
+    if (s->cap != NULL && !s->cap_mute)
         send_out(s->cap, s->cap_id, line);
     if (level >= DP_LOG_WARN)
         notify(s, line);
@@ -696,6 +698,118 @@ static void cmd_drivers(conn_t *c, uint64_t id, char *args)
     free(b.data);
 }
 
+/* Parses a value typed at the REPL: true/false, a number, a quoted string,
+ * or a bare word taken as a string. */
+static dp_value_t parse_value(char *text)
+{
+    size_t n = strlen(text);
+    while (n > 0 && isspace((unsigned char)text[n - 1]))
+        text[--n] = '\0';
+    if (strcmp(text, "true") == 0)
+        return dp_bool(true);
+    if (strcmp(text, "false") == 0)
+        return dp_bool(false);
+    char *end;
+    double d = strtod(text, &end);
+    if (n > 0 && *end == '\0' && !isspace((unsigned char)text[0]))
+        return dp_num(d);
+    if (n >= 2 && (text[0] == '"' || text[0] == '\'') && text[n - 1] == text[0]) {
+        text[n - 1] = '\0';
+        return dp_str(text + 1);
+    }
+    return dp_str(text);
+}
+
+/* A command's outcome reaches the client that asked, if it is still there. */
+typedef struct {
+    dp_repl_server_t *s;
+    uint64_t serial;
+    uint64_t id;
+} pending_write_t;
+
+static void on_command(const dp_cmd_t *cmd, void *ud)
+{
+    pending_write_t *pw = ud;
+    dp_repl_server_t *s = pw->s;
+    conn_t *c = NULL;
+    for (conn_t *k = s->closed ? NULL : s->conns; k != NULL; k = k->next) {
+        if (k->serial == pw->serial && !k->closing)
+            c = k;
+    }
+    if (c != NULL) {
+        char val[300];
+        switch (cmd->value.type) {
+        case DP_NUM:
+            snprintf(val, sizeof val, "%.10g", cmd->value.u.n);
+            break;
+        case DP_BOOL:
+            snprintf(val, sizeof val, "%s", cmd->value.u.b ? "true" : "false");
+            break;
+        case DP_STR:
+            snprintf(val, sizeof val, "\"%.200s\"", cmd->value.u.s);
+            break;
+        default:
+            snprintf(val, sizeof val, "nil");
+        }
+        bool ok = cmd->outcome == DP_CMD_DONE || cmd->outcome == DP_CMD_SHADOW;
+        send_resultf(c, pw->id, ok, "command #%llu %s := %s: %s%s%s", (unsigned long long)cmd->id,
+                     cmd->tag, val, dp_cmd_outcome_name(cmd->outcome), cmd->reason[0] ? ": " : "",
+                     cmd->reason);
+    }
+    free(pw);
+}
+
+static void cmd_write(conn_t *c, uint64_t id, char *args)
+{
+    char *p = args;
+    const char *tag = next_word(&p);
+    while (isspace((unsigned char)*p))
+        p++;
+    if (tag == NULL || *p == '\0') {
+        send_result(c, id, false, "usage: .write TAG VALUE (e.g. .write P101.speed_sp 1450)");
+        return;
+    }
+    dp_guard_t *g = dp_plant_guard(c->s->plant);
+    if (g == NULL) {
+        send_result(c, id, false, "this plant has no guard: nothing can be written");
+        return;
+    }
+    dp_value_t v = parse_value(p);
+    pending_write_t *pw = dp_xcalloc(1, sizeof *pw);
+    pw->s = c->s;
+    pw->serial = c->serial;
+    pw->id = id;
+    /* The outcome comes back as the result (now, or later for a device write). */
+    c->s->cap_mute = true;
+    dp_guard_submit(g, "repl", tag, &v, on_command, pw);
+    c->s->cap_mute = false;
+}
+
+static void cmd_shadow(conn_t *c, uint64_t id, char *args)
+{
+    char *p = args;
+    const char *arg = next_word(&p);
+    dp_guard_t *g = dp_plant_guard(c->s->plant);
+    if (g == NULL) {
+        send_result(c, id, false, "this plant has no guard");
+        return;
+    }
+    if (arg != NULL && strcmp(arg, "on") != 0 && strcmp(arg, "off") != 0) {
+        send_resultf(c, id, false, "usage: .shadow [on|off], got \"%s\"", arg);
+        return;
+    }
+    if (arg != NULL) {
+        c->s->cap_mute = true;
+        dp_guard_set_shadow(g, strcmp(arg, "on") == 0, "repl");
+        c->s->cap_mute = false;
+    }
+    bool on = dp_guard_shadow(g);
+    send_resultf(c, id, true, "shadow mode %s: %s%s", on ? "on" : "off",
+                 on ? "commands pass the guard and are logged; nothing is written"
+                    : "commands that pass the guard are written",
+                 dp_guard_writes_enabled(g) ? "" : " (writes are disabled plant-wide)");
+}
+
 static const command_t commands[] = {
     {".help", "", "this list", cmd_help},
     {".twins", "[GLOB]", "twins, their state and counters", cmd_twins},
@@ -706,6 +820,9 @@ static const command_t commands[] = {
     {".errors", "[N]", "the last N warnings and errors (default 20)", cmd_errors},
     {".log", "[N]", "the last N log lines (default 20)", cmd_log},
     {".drivers", "", "devices and their driver statistics", cmd_drivers},
+    {".write", "TAG VALUE", "write a tag through the guard and show the outcome", cmd_write},
+    {".shadow", "[on|off]", "shadow mode: commands are checked and logged, not written",
+     cmd_shadow},
     {NULL, NULL, NULL, NULL},
 };
 

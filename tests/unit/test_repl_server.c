@@ -243,6 +243,7 @@ static const char *plant_lua =
     "  tags = {\n"
     "    x = { device = \"sim\", wave = \"const\", mean = 5, noise = 0.1,\n"
     "          every = \"20ms\", unit = \"m3/h\" },\n"
+    "    sp = { writable = true, min = 0, max = 100, unit = \"%\" },\n"
     "  },\n"
     "}\n";
 
@@ -366,6 +367,18 @@ static void sc_eval(world_t *w)
     rec_eval(w, &c, "reload", ".reload P1");
     rec_eval(w, &c, "reloadbad", ".reload P9");
     rec_eval(w, &c, "log", ".log 50");
+    rec_eval(w, &c, "write", ".write P1.sp 50");
+    rec_eval(w, &c, "written", "P1.sp.value");
+    rec_eval(w, &c, "writehigh", ".write P1.sp 500");
+    rec_eval(w, &c, "writetype", ".write P1.sp \"fast\"");
+    rec_eval(w, &c, "writeunknown", ".write P1.nope 1");
+    rec_eval(w, &c, "writero", ".write P1.x 1");
+    rec_eval(w, &c, "writeusage", ".write P1.sp");
+    rec_eval(w, &c, "shadowon", ".shadow on");
+    rec_eval(w, &c, "writeshadow", ".write P1.sp 60");
+    rec_eval(w, &c, "notwritten", "P1.sp.value");
+    rec_eval(w, &c, "shadowoff", ".shadow off");
+    rec_eval(w, &c, "shadowbad", ".shadow maybe");
     char *items = tc_req(&c, DP_RM_COMPLETE, "P1.", NULL);
     note(w, "complete.tags=%s", items ? items : "(failed)");
     free(items);
@@ -411,7 +424,7 @@ Test(repl_server, evaluation_printing_commands_and_completion)
     expect_note(&w, "notag", "twin P1 has no tag \"nope\"");
     expect_note(&w, "syntax", "error:repl:1: unexpected symbol near '1'");
     expect_note(&w, "error", "error:repl:1: boom\nstack traceback:");
-    expect_note(&w, "twin", "ok:twin P1 {\n  x = ");
+    expect_note(&w, "twin", "ok:twin P1 {\n  sp = nil (no value yet),\n  x = ");
     expect_note(&w, "twin", "\n  doubled = ");
     expect_note(&w, "use", "ok:@P1");
     expect_note(&w, "greet", "ok:\"hello repl\"@P1");
@@ -423,16 +436,29 @@ Test(repl_server, evaluation_printing_commands_and_completion)
     expect_note(&w, "plantglobal", "ok:nil@plant");
     expect_note(&w, "nouse", "error:no twin \"P9\" (twins: P1; or plant)");
     expect_note(&w, "help", ".watch GLOB");
-    expect_note(&w, "tagsglob", "ok:P1.x = ");
+    expect_note(&w, "tagsglob", "ok:P1.sp = nil (no value yet)\nP1.x = ");
     expect_note(&w, "tagsglob", "\nP1.doubled = ");
     expect_note(&w, "twins", "P1         running   ");
     expect_note(&w, "drivers", "sim (sim)");
     expect_note(&w, "badcmd", "error:unknown command .frobnicate");
     expect_note(&w, "reload", "ok:");
     expect_note(&w, "reloadbad", "error:no twin \"P9\"");
-    expect_note(&w, "complete.tags", "items:P1.doubled,P1.x");
+    expect_note(&w, "complete.tags", "items:P1.doubled,P1.sp,P1.x");
     expect_note(&w, "complete.field", "items:P1.x.value,P1.x.values");
     expect_note(&w, "complete.global", "items:print");
+    expect_note(&w, "write", "ok:command #1 P1.sp := 50: done");
+    cr_assert_null(seen(&w, "write.out"), "the outcome is the result, not a log line too");
+    expect_note(&w, "written", "ok:50");
+    expect_note(&w, "writehigh", "error:command #2 P1.sp := 500: rejected: ");
+    expect_note(&w, "writetype", "error:command #3 P1.sp := \"fast\": rejected");
+    expect_note(&w, "writeunknown", "error:command #4 P1.nope := 1: rejected: ");
+    expect_note(&w, "writero", "rejected: tag is not writable");
+    expect_note(&w, "writeusage", "error:usage: .write TAG VALUE");
+    expect_note(&w, "shadowon", "ok:shadow mode on: ");
+    expect_note(&w, "writeshadow", "ok:command #6 P1.sp := 60: shadow");
+    expect_note(&w, "notwritten", "ok:50");
+    expect_note(&w, "shadowoff", "ok:shadow mode off");
+    expect_note(&w, "shadowbad", "error:usage: .shadow [on|off]");
     expect_note(&w, "complete.lib", "items:string.upper");
     expect_note(&w, "complete.cmd", "items:.watch");
     expect_note(&w, "complete.use", "items:P1");
