@@ -462,13 +462,11 @@ static void cmd_twins(conn_t *c, uint64_t id, char *args)
         const char *script = dp_twin_script(tw);
         if (strncmp(script, "embed:", 6) == 0)
             script += 6;
-        sb_addf(&b,
-                "%s%-10s %-9s %s  (version %llu, %llu calls, %llu errors, %llu faults, %llu "
-                "reloads, %zu KiB)",
-                shown ? "\n" : "", dp_twin_name(tw), st.suspended ? "SUSPENDED" : "running", script,
+        sb_addf(&b, "%s%-8s %-9s v%-2llu %6llu calls %3llu errors %2llu faults %5zu KiB  %s",
+                shown ? "\n" : "", dp_twin_name(tw), st.suspended ? "SUSPENDED" : "running",
                 (unsigned long long)st.generation, (unsigned long long)st.calls,
-                (unsigned long long)st.errors, (unsigned long long)st.faults,
-                (unsigned long long)st.reloads, st.memory >> 10);
+                (unsigned long long)st.errors, (unsigned long long)st.faults, st.memory >> 10,
+                script);
         shown++;
     }
     if (shown == 0)

@@ -81,6 +81,11 @@ class Pty:
                            % (what, pattern, clean[self.pos:]))
             self.read_some(min(left, 0.5))
 
+    def prompt(self):
+        """Waits for the next prompt: keys typed before it could reach the
+        terminal while it is not in editing mode (a Ctrl-D would be lost)."""
+        return self.expect(r"pump-station(:\w+)?> ", "a prompt")
+
     def send(self, s):
         os.write(self.fd, s.encode())
 
@@ -156,7 +161,7 @@ def main():
 
         # Edit a twin file: the reload notice shows at the prompt, and the new
         # code runs inside the twin.
-        term.expect(r"pump-station> ", "a prompt")
+        term.prompt()
         with open(os.path.join(work, "ps/station.lua"), "a") as f:
             f.write('\nfunction greeting() return "hello from the new version" end\n')
         term.expect(r"\[station\] reloaded ps/station\.lua in [0-9.]+ ms, state kept",
@@ -165,6 +170,7 @@ def main():
         term.expect(r"pump-station:station> ", "the twin prompt")
         term.send("greeting()\r")
         term.expect(r'"hello from the new version"', "the reloaded function's result")
+        term.prompt()
         term.send(".use plant\r")
         term.expect(r"pump-station> ", "the plant prompt")
 
@@ -174,10 +180,12 @@ def main():
         term.send("while true do end\r")
         term.expect(r"stopped: instruction budget of [0-9]+ exceeded at repl:1 "
                     r"\(the plant keeps running\)", "the budget error")
+        term.prompt()
         deadline = time.time() + TIMEOUT
         while True:
             term.send("P101.flow.ts > t0\r")
             m = term.expect(r"\r\n(true|false)\r\n", "a comparison")
+            term.prompt()
             if m.group(1) == "true":
                 break
             if time.time() > deadline:
@@ -191,14 +199,17 @@ def main():
         term.expect(r">> ", "the continuation prompt")
         term.send("end\r")
         term.expect(r"line\t1\r\nline\t2", "the loop's print output")
+        term.prompt()
 
         # Ctrl-C cancels the line being typed (even an unfinished chunk).
         term.send("function f(\r")
         term.expect(r">> ", "the continuation prompt")
         term.send("\x03")
         term.expect(r"\^C", "the cancelled line")
+        term.prompt()
         term.send("6 * 7\r")
         term.expect(r"\r\n42\r\n", "evaluation after Ctrl-C")
+        term.prompt()
 
         # .watch shows changes until Ctrl-C.
         term.send(".watch P101.flow\r")
@@ -206,9 +217,11 @@ def main():
         term.expect(r"[0-9:.]+Z P101\.flow = [0-9.]+ m3/h", "a live change")
         term.send("\x03")
         term.expect(r"\(watch stopped after [0-9]+ changes?\)", "the end of the watch")
-        term.expect(r"pump-station> ", "a prompt")
+        term.prompt()
         term.send(".help\r")
-        term.expect(r"\.write|\.drivers", "the help")
+        term.expect(r"\.write TAG VALUE", "the help")
+        term.expect(r"Ctrl-D leaves\.", "the end of the help")
+        term.prompt()
 
         # Ctrl-D leaves; the history was saved.
         term.send("\x04")
@@ -228,6 +241,10 @@ def main():
                            capture_output=True, text=True, timeout=TIMEOUT)
         if r.returncode != 1 or "repl:1: no" not in r.stderr:
             raise Fail("-e error: status %d, output %r %r" % (r.returncode, r.stdout, r.stderr))
+        r = subprocess.run([doppel, "repl", "extra"], capture_output=True, text=True,
+                           timeout=TIMEOUT, cwd=work)
+        if r.returncode != 2 or "unexpected argument \"extra\"" not in r.stderr:
+            raise Fail("extra argument: status %d, output %r" % (r.returncode, r.stderr))
         r = subprocess.run([doppel, "repl", "--data-dir", "nowhere", "-e", "1"],
                            capture_output=True, text=True, timeout=TIMEOUT)
         if r.returncode != 1 or "no plant is running with data dir \"nowhere\"" not in r.stderr:

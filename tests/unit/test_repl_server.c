@@ -438,7 +438,7 @@ Test(repl_server, evaluation_printing_commands_and_completion)
     expect_note(&w, "help", ".watch GLOB");
     expect_note(&w, "tagsglob", "ok:P1.sp = nil (no value yet)\nP1.x = ");
     expect_note(&w, "tagsglob", "\nP1.doubled = ");
-    expect_note(&w, "twins", "P1         running   ");
+    expect_note(&w, "twins", "P1       running   v");
     expect_note(&w, "drivers", "sim (sim)");
     expect_note(&w, "badcmd", "error:unknown command .frobnicate");
     expect_note(&w, "reload", "ok:");
