@@ -529,6 +529,10 @@ static char *read_line(client_t *cl, bool cont)
 {
     if (cl->el != NULL) {
         el_set(cl->el, EL_PROMPT, cont ? cont_prompt_fn : prompt_fn);
+        /* Editing mode before the prompt shows, not at the first key: a key
+         * typed as soon as the prompt appears must not meet the cooked
+         * terminal (a Ctrl-D there would be lost). */
+        el_set(cl->el, EL_PREP_TERM, 1);
         int count = 0;
         const char *s = el_gets(cl->el, &count);
         if (s == NULL || count <= 0)
@@ -559,9 +563,11 @@ static void setup_editor(client_t *cl)
     el_set(cl->el, EL_SIGNAL, 1);
     el_source(cl->el, NULL); /* the user's ~/.editrc, before our own bindings */
     el_set(cl->el, EL_GETCFN, getc_fn);
-    el_set(cl->el, EL_ADDFN, "doppel-complete", "complete with the plant's names", complete_fn);
+    /* The wide calls: libedit's narrow EL_ADDFN copies the names and never
+     * frees them. */
+    el_wset(cl->el, EL_ADDFN, L"doppel-complete", L"complete with the plant's names", complete_fn);
     el_set(cl->el, EL_BIND, "^I", "doppel-complete", NULL);
-    el_set(cl->el, EL_ADDFN, "doppel-cancel", "cancel the line", cancel_fn);
+    el_wset(cl->el, EL_ADDFN, L"doppel-cancel", L"cancel the line", cancel_fn);
     el_set(cl->el, EL_BIND, "^C", "doppel-cancel", NULL);
     /* Ctrl-C reaches us as a key while editing (and as SIGINT otherwise). */
     el_set(cl->el, EL_SETTY, "-d", "-isig", NULL);

@@ -44,6 +44,12 @@ class Pty:
                 os._exit(127)
         fcntl.ioctl(self.fd, termios.TIOCSWINSZ, struct.pack("HHHH", 40, 120, 0, 0))
         self.raw = b""
+        # The text seen so far, cleaned as it arrives: bytes that may be the
+        # start of an escape sequence, a carriage return or a UTF-8 character
+        # wait in `pending` until they are complete, so text already cleaned
+        # never changes and match positions stay valid.
+        self.clean = ""
+        self.pending = b""
         self.pos = 0  # expect() searches from here
 
     def read_some(self, timeout):
@@ -57,13 +63,31 @@ class Pty:
         if not data:
             raise Fail("the repl exited; output so far:\n" + self.text())
         self.raw += data
+        self.absorb(data)
         return True
 
+    def absorb(self, data):
+        buf = self.pending + data
+        cut = len(buf)
+        esc = buf.rfind(b"\x1b")
+        if esc >= 0 and not ANSI.match(buf, esc) and len(buf) - esc < 32:
+            cut = esc
+        if buf[:cut].endswith(b"\r"):
+            cut -= 1
+        # Do not split a UTF-8 character.
+        back = 0
+        while back < 4 and cut - back - 1 >= 0 and (buf[cut - back - 1] & 0xC0) == 0x80:
+            back += 1
+        if cut - back - 1 >= 0 and buf[cut - back - 1] >= 0xC0:
+            cut = cut - back - 1
+        self.pending = buf[cut:]
+        text = ANSI.sub(b"", buf[:cut]).decode("utf-8", "replace")
+        # A lone carriage return (a redraw from the line's start) joins what
+        # follows to what came before.
+        self.clean += re.sub(r"\r(?!\n)", "", text)
+
     def text(self):
-        # Escape sequences out; a lone carriage return (a redraw from the
-        # line's start) joins what follows to what came before.
-        clean = ANSI.sub(b"", self.raw).decode("utf-8", "replace")
-        return re.sub(r"\r(?!\n)", "", clean)
+        return self.clean
 
     def expect(self, pattern, what):
         """Waits until pattern (a regex) appears after the last match."""
@@ -260,6 +284,9 @@ def main():
         print("ok: doppel repl through a pty (%d bytes of session)" % len(term.raw))
     except Fail as e:
         print("FAIL: %s" % e)
+        if term is not None:
+            print("--- the session so far ---")
+            print(term.text()[-4000:])
         print("--- plant log ---")
         try:
             print(open(os.path.join(work, "run.log")).read()[-3000:])
