@@ -155,9 +155,13 @@ def main():
             time.sleep(0.05)
         if os.stat(sock).st_mode & 0o777 != 0o600:
             raise Fail("socket mode is %o, expected 600" % (os.stat(sock).st_mode & 0o777))
-        startup = open(os.path.join(work, "run.log")).read()
-        if "REPL listening on d/repl.sock: attach with `doppel repl --data-dir d`" not in startup:
-            raise Fail("doppel run did not print the socket path:\n" + startup)
+        # The line is logged just after the socket is bound.
+        want = "REPL listening on d/repl.sock: attach with `doppel repl --data-dir d`"
+        while want not in open(os.path.join(work, "run.log")).read():
+            if time.time() > deadline:
+                raise Fail("doppel run did not print the socket path:\n" +
+                           open(os.path.join(work, "run.log")).read())
+            time.sleep(0.05)
 
         env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": work, "TERM": "xterm",
                "DOPPEL_HISTORY": os.path.join(work, "history"), "LANG": "C.UTF-8",
