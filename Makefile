@@ -46,12 +46,13 @@ build-fuzz: deps
 # Each target runs FUZZ_TIME seconds from its seed corpus (tests/fuzz/corpus/NAME)
 # plus what earlier runs found (BUILD_FUZZ/corpus/NAME).
 test-fuzz: build-fuzz
-	@for f in $(BUILD_FUZZ)/fuzz_*; do n=$$(basename $$f); \
-		mkdir -p $(BUILD_FUZZ)/corpus/$$n tests/fuzz/corpus/$$n; \
+	@for src in tests/fuzz/fuzz_*.c; do n=$$(basename $$src .c); \
+		mkdir -p $(BUILD_FUZZ)/corpus/$$n $(BUILD_FUZZ)/logs tests/fuzz/corpus/$$n; \
 		echo "== $$n ($(FUZZ_TIME) s)"; \
-		$$f -max_total_time=$(FUZZ_TIME) -print_final_stats=0 $(BUILD_FUZZ)/corpus/$$n \
-			tests/fuzz/corpus/$$n 2>$(BUILD_FUZZ)/$$n.log || { tail -40 $(BUILD_FUZZ)/$$n.log; exit 1; }; \
-		grep -E "^#[0-9]+.*DONE" $(BUILD_FUZZ)/$$n.log | tail -1; \
+		$(BUILD_FUZZ)/$$n -max_total_time=$(FUZZ_TIME) -print_final_stats=0 \
+			$(BUILD_FUZZ)/corpus/$$n tests/fuzz/corpus/$$n 2>$(BUILD_FUZZ)/logs/$$n.log \
+			|| { tail -40 $(BUILD_FUZZ)/logs/$$n.log; exit 1; }; \
+		grep -E "^#[0-9]+.*DONE" $(BUILD_FUZZ)/logs/$$n.log | tail -1; \
 	done
 
 fuzz:
