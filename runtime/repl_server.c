@@ -319,12 +319,12 @@ static void on_log(dp_log_level_t level, const char *twin, const char *msg, void
         return;
     snprintf(s->last_twin, sizeof s->last_twin, "%s", twin ? twin : "");
     snprintf(s->last_msg, sizeof s->last_msg, "%s", msg);
+    /* Warnings and errors say so; info lines are shown as they are. */
+    static const char *const names[] = {"DEBUG", "INFO", "WARN", "ERROR"};
     char line[RING_LINE_LEN + 80];
-    snprintf(line, sizeof line, "%s%s%s%s%s", level >= DP_LOG_WARN ? level_tags[level] : "",
-             level >= DP_LOG_WARN ? " " : "", twin ? "[" : "", twin ? twin : "", twin ? "] " : "");
-    size_t used = strlen(line);
-    snprintf(line + used, sizeof line - used, "%s", msg);
-    /* Trailing spaces of the level column are not wanted here. */
+    snprintf(line, sizeof line, "%s%s%s%s%s%s", level >= DP_LOG_WARN ? names[level] : "",
+             level >= DP_LOG_WARN ? " " : "", twin ? "[" : "", twin ? twin : "", twin ? "] " : "",
+             msg);
     if (s->cap != NULL && !s->cap_mute)
         send_out(s->cap, s->cap_id, line);
     if (level >= DP_LOG_WARN)
