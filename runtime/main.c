@@ -12,6 +12,7 @@
 #include <lauxlib.h>
 
 #include "clock.h"
+#include "http.h"
 #include "log.h"
 #include "plant.h"
 #include "sandbox.h"
@@ -97,6 +98,7 @@ static const command_t *find_command(const char *name)
 
 typedef struct {
     dp_plant_t *plant;
+    dp_http_t *http;
     uv_signal_t sigint, sigterm, sighup;
     uv_timer_t stop_timer;
     bool stopping;
@@ -107,6 +109,7 @@ static void close_all(runner_t *r)
     if (r->stopping)
         return;
     r->stopping = true;
+    dp_http_stop(r->http);
     dp_plant_stop(r->plant);
     uv_close((uv_handle_t *)&r->sigint, NULL);
     uv_close((uv_handle_t *)&r->sigterm, NULL);
@@ -242,6 +245,16 @@ static int cmd_run(int argc, char **argv, options_t *o)
         uv_signal_start(&r.sighup, on_signal, SIGHUP);
         if (run_for > 0)
             uv_timer_start(&r.stop_timer, on_stop_timer, (uint64_t)(run_for / 1000), 0);
+        /* The HTTP server is north-bound: when it cannot start (port taken),
+         * the plant runs on without it and says so. */
+        if (dp_plant_http(r.plant) != NULL) {
+            r.http = dp_http_start(&loop, r.plant, dp_plant_http(r.plant), &err);
+            if (r.http == NULL) {
+                dp_log_error(NULL, "%s; running without HTTP", err);
+                free(err);
+                err = NULL;
+            }
+        }
         if (strcmp(path, DEMO_PLANT) == 0)
             dp_log_info(NULL, "this is the bundled demo; copy examples/pump-station from the "
                               "source tree to edit it");

@@ -8,6 +8,7 @@
 
 #include "../drivers/driver.h"
 #include "embed.h"
+#include "http.h"
 #include "ingest.h"
 #include "lmsgpack.h"
 #include "log.h"
@@ -50,6 +51,7 @@ struct dp_plant {
     bool handles_open;
     bool stopped;
     bool watch;
+    dp_http_cfg_t *http; /* plant { http = { ... } }, NULL when absent */
 };
 
 /* Plant-wide settings: plant { ... } in the plant file. */
@@ -60,6 +62,7 @@ typedef struct {
     int64_t memory_mb;
     int64_t max_faults;
     dp_time_t fault_window;
+    dp_http_cfg_t *http;
 } plant_cfg_t;
 
 static const dp_setting_t plant_settings[] = {
@@ -97,6 +100,13 @@ static const dp_setting_t plant_settings[] = {
      .offset = offsetof(plant_cfg_t, fault_window),
      .def = "10min",
      .doc = "Window for counting faults."},
+    {.name = "http",
+     .type = DP_SET_CUSTOM,
+     .offset = offsetof(plant_cfg_t, http),
+     .parse = dp_http_cfg_parse,
+     .free = dp_http_cfg_field_free,
+     .doc = "HTTP API and dashboard: { listen =, tls = { cert =, key = }, tokens = } "
+            "(docs/http.md)."},
     DP_SETTINGS_END,
 };
 
@@ -641,6 +651,20 @@ static int read_plant_file(dp_plant_t *p, char **err)
         free(p->name);
         p->name = dp_xstrdup(pc.name);
     }
+    if (pc.http != NULL) {
+        p->http = pc.http;
+        pc.http = NULL;
+        dp_http_cfg_set_dir(p->http, p->dir);
+        if (p->http->tokens_file != NULL) {
+            char *tf = p->http->tokens_file[0] == '/' || strncmp(p->dir, "embed:", 6) == 0
+                           ? dp_xstrdup(p->http->tokens_file)
+                           : dp_xasprintf("%s/%s", p->dir, p->http->tokens_file);
+            rc = dp_http_tokens_load(p->http, tf, err);
+            free(tf);
+            if (rc < 0)
+                goto out;
+        }
+    }
 
     lua_getfield(L, LUA_REGISTRYINDEX, DECLS_KEY);
     int decls = lua_gettop(L);
@@ -899,6 +923,7 @@ void dp_plant_free(dp_plant_t *p)
     free(p->name);
     free(p->path);
     free(p->dir);
+    dp_http_cfg_free(p->http);
     free(p->data_dir);
     free(p);
 }
@@ -950,4 +975,9 @@ struct dp_device *dp_plant_device_at(dp_plant_t *p, int i)
 struct dp_ingest *dp_plant_ingest(dp_plant_t *p)
 {
     return p->ingest;
+}
+
+const dp_http_cfg_t *dp_plant_http(const dp_plant_t *p)
+{
+    return p->http;
 }
