@@ -7,6 +7,7 @@
 #include <sys/stat.h>
 
 #include "../drivers/driver.h"
+#include "alarms.h"
 #include "embed.h"
 #include "http.h"
 #include "ingest.h"
@@ -45,6 +46,8 @@ struct dp_plant {
     int ntwins;
     listener_t *listeners;
     int nlisteners;
+    dp_alarms_t *alarms;
+    dp_timer_t alarm_tick; /* 1 s: expires shelving */
     uv_prepare_t prepare;
     uv_check_t check;
     dp_reload_t *reload;
@@ -202,6 +205,19 @@ static void emit(dp_twin_host_t *host, const dp_event_t *ev)
         dp_log_info(ev->twin, "%s: %s", ev->kind, ev->text);
     for (int i = 0; i < p->nlisteners; i++)
         p->listeners[i].cb(ev, p->listeners[i].ud);
+}
+
+/* Alarm transitions go out like every twin event: log and listeners. */
+static void alarm_emit(const dp_event_t *ev, void *ud)
+{
+    dp_plant_t *p = ud;
+    emit(&p->twin_host, ev);
+}
+
+static void on_alarm_tick(dp_timer_t *t)
+{
+    dp_plant_t *p = t->data;
+    dp_alarms_tick(p->alarms);
 }
 
 void dp_plant_on_event(dp_plant_t *p, dp_event_cb cb, void *ud)
@@ -811,6 +827,10 @@ dp_plant_t *dp_plant_open(const dp_plant_opts_t *opts, char **err)
         (dp_host_t){.loop = opts->loop, .clock = p->clock, .store = p->store, .ingest = p->ingest};
     p->twin_host = (dp_twin_host_t){
         .store = p->store, .clock = p->clock, .emit = emit, .check_only = opts->check_only};
+    p->alarms = dp_alarms_new(p->clock, alarm_emit, p);
+    p->twin_host.alarms = p->alarms;
+    dp_timer_init(p->clock, &p->alarm_tick);
+    p->alarm_tick.data = p;
     if (read_plant_file(p, err) < 0)
         goto fail;
     for (int i = 0; i < p->ntwins; i++) {
@@ -855,6 +875,7 @@ int dp_plant_start(dp_plant_t *p, char **err)
         }
         d->started = true;
     }
+    dp_timer_start(&p->alarm_tick, on_alarm_tick, DP_US_PER_SEC, DP_US_PER_SEC);
     dp_log_info(NULL, "plant %s running: %d device%s, %d twin%s, %d tags, %s time", p->name,
                 p->ndevices, p->ndevices == 1 ? "" : "s", p->ntwins, p->ntwins == 1 ? "" : "s",
                 dp_store_count(p->store), dp_clock_is_virtual(p->clock) ? "virtual" : "real");
@@ -872,6 +893,7 @@ void dp_plant_stop(dp_plant_t *p)
     if (p == NULL || p->stopped)
         return;
     p->stopped = true;
+    dp_timer_stop(&p->alarm_tick);
     for (int i = 0; i < p->ntwins; i++)
         dp_twin_stop(p->twins[i]);
     for (int i = 0; i < p->ndevices; i++) {
@@ -915,6 +937,7 @@ void dp_plant_free(dp_plant_t *p)
         free(d->dev.name);
         free(d);
     }
+    dp_alarms_free(p->alarms);
     dp_store_free(p->store);
     dp_clock_free(p->clock);
     free(p->twins);
@@ -970,6 +993,11 @@ int dp_plant_device_count(const dp_plant_t *p)
 struct dp_device *dp_plant_device_at(dp_plant_t *p, int i)
 {
     return i >= 0 && i < p->ndevices ? &p->devices[i]->dev : NULL;
+}
+
+struct dp_alarms *dp_plant_alarms(dp_plant_t *p)
+{
+    return p->alarms;
 }
 
 struct dp_ingest *dp_plant_ingest(dp_plant_t *p)

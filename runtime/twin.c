@@ -6,6 +6,7 @@
 #include <string.h>
 #include <uv.h>
 
+#include "lalarms.h"
 #include "lmsgpack.h"
 #include "log.h"
 
@@ -825,6 +826,14 @@ static int open_api(lua_State *L)
 
     lua_pushcfunction(L, api_duration);
     lua_setglobal(L, "duration");
+
+    /* The plant's alarm list, for doppel.alarm (an internal module). */
+    if (ver->twin->host->alarms != NULL) {
+        luaL_getsubtable(L, LUA_REGISTRYINDEX, LUA_LOADED_TABLE);
+        dp_lalarms_push(L, ver->twin->host->alarms, ver->twin->name);
+        lua_setfield(L, -2, "doppel.alarmlist");
+        lua_pop(L, 1);
+    }
     return 0;
 }
 

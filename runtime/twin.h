@@ -30,6 +30,8 @@ typedef struct dp_twin_host {
     void (*emit)(struct dp_twin_host *host, const dp_event_t *ev);
     /* Validation only (doppel check): scripts load but on_start does not run. */
     bool check_only;
+    /* The plant's alarm list, reached from Lua as "doppel.alarmlist" (NULL: none). */
+    struct dp_alarms *alarms;
 } dp_twin_host_t;
 
 typedef struct {

@@ -5,6 +5,7 @@
 #include <string.h>
 #include <uv.h>
 
+#include "runtime/alarms.h"
 #include "runtime/log.h"
 #include "runtime/plant.h"
 
@@ -89,6 +90,16 @@ Test(demo, one_simulated_day_in_virtual_time)
     cr_assert_str_eq(alarms[1].state, "cleared");
     cr_assert_geq(alarms[1].ts, T0 + 14 * HOUR + 40 * MINUTE);
     cr_assert_lt(alarms[1].ts, T0 + 14 * HOUR + 42 * MINUTE);
+
+    /* The plant's alarm list: it returned to normal, nobody acknowledged it. */
+    dp_alarms_t *list = dp_plant_alarms(p);
+    int vib = dp_alarms_find(list, "P101", "vibration_high");
+    cr_assert_geq(vib, 0);
+    dp_alarm_info_t info;
+    cr_assert_eq(dp_alarms_get(list, vib, &info), 0);
+    cr_assert_eq(info.state, DP_ALARM_RTN_UNACKED);
+    cr_assert_not(info.active);
+    cr_assert_eq(info.severity, DP_SEV_HIGH);
 
     /* Derived tags are computed and plausible. */
     double eff1 = num(p, "P101.efficiency"), eff2 = num(p, "P102.efficiency");
