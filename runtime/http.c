@@ -5,6 +5,7 @@
 #include <arpa/inet.h>
 #include <ctype.h>
 #include <fnmatch.h>
+#include <signal.h>
 #include <openssl/err.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -1035,6 +1036,9 @@ dp_http_t *dp_http_start(uv_loop_t *loop, dp_plant_t *plant, const dp_http_cfg_t
     memset(&ss, 0, sizeof ss);
     if (parse_listen(cfg->listen != NULL ? cfg->listen : "127.0.0.1:8080", &ss, err) < 0)
         return NULL;
+    /* A client that goes away mid-response must not kill the process:
+     * writes to its socket fail with EPIPE instead. */
+    signal(SIGPIPE, SIG_IGN);
     dp_http_t *h = dp_xcalloc(1, sizeof *h);
     h->loop = loop;
     h->plant = plant;
@@ -1108,8 +1112,16 @@ dp_http_t *dp_http_start(uv_loop_t *loop, dp_plant_t *plant, const dp_http_cfg_t
     h->tick.data = h;
     uv_timer_start(&h->tick, on_tick, TICK_MS, TICK_MS);
     uv_unref((uv_handle_t *)&h->tick);
-    dp_log_info(NULL, "http: listening on %s://%s (%s)", h->ssl != NULL ? "https" : "http",
-                cfg->listen,
+    char addr[64] = "";
+    if (bound.ss_family == AF_INET6) {
+        addr[0] = '[';
+        uv_ip6_name((struct sockaddr_in6 *)&bound, addr + 1, sizeof addr - 2);
+        strcat(addr, "]");
+    } else {
+        uv_ip4_name((struct sockaddr_in *)&bound, addr, sizeof addr);
+    }
+    dp_log_info(NULL, "http: listening on %s://%s:%d/ (%s)", h->ssl != NULL ? "https" : "http",
+                addr, h->port,
                 cfg->ntokens > 0 ? "bearer tokens required" : "no tokens: loopback read-only");
     return h;
 }
