@@ -179,6 +179,7 @@ function renderTagTable() {
 // ---- charts ----------------------------------------------------------------------
 
 async function buildCharts() {
+  if (chartObserver) chartObserver.disconnect();
   for (const c of state.charts.values()) c.u.destroy();
   state.charts.clear();
   const box = $("#charts");
@@ -200,15 +201,18 @@ async function buildCharts() {
       axes: [{ size: 30 }, { size: 50 }],
     }, [xs, ys], holder);
     state.charts.set(t.name, { u, xs, ys });
+    if (chartObserver) chartObserver.observe(holder);
   }
 }
 
 function resizeCharts() {
   for (const c of state.charts.values()) {
     const w = c.u.root.parentElement.clientWidth - 12;
-    if (w > 100) c.u.setSize({ width: w, height: 160 });
+    if (w > 100 && Math.abs(w - c.u.width) > 1) c.u.setSize({ width: w, height: 160 });
   }
 }
+// Charts follow their boxes: window resizes, rotation, the grid reflowing.
+const chartObserver = typeof ResizeObserver === "function" ? new ResizeObserver(resizeCharts) : null;
 window.addEventListener("resize", resizeCharts);
 
 function chartAppend(name, ts, value) {
