@@ -178,7 +178,12 @@ function renderTagTable() {
 
 // ---- charts ----------------------------------------------------------------------
 
+let chartGeneration = 0;
+
 async function buildCharts() {
+  // A newer call (reconnect, twin switch) wins: an older one still waiting
+  // for history stops adding charts.
+  const gen = ++chartGeneration;
   if (chartObserver) chartObserver.disconnect();
   for (const c of state.charts.values()) c.u.destroy();
   state.charts.clear();
@@ -191,6 +196,7 @@ async function buildCharts() {
     box.append(holder);
     let hist = { samples: [] };
     try { hist = await api("/api/v1/tags/" + encodeURIComponent(t.name) + "/history?max=" + CHART_POINTS); } catch (e) { /* keep empty */ }
+    if (gen !== chartGeneration) return;
     const xs = [], ys = [];
     for (const [ts, v] of hist.samples) { xs.push(ts / 1000); ys.push(typeof v === "number" ? v : null); }
     const u = new uPlot({

@@ -79,8 +79,13 @@ function check(cond, what) {
           (h) => h.querySelector(".uplot").offsetWidth <= h.clientWidth),
       null, { timeout: 10000 })
       .then(() => true, () => false);
-    const overflow = await page.evaluate(() => document.documentElement.scrollWidth - window.innerWidth);
-    check(fits, "tablet layout fits the width (overflow " + overflow + " px)");
+    const layout = await page.evaluate(() => ({
+      overflow: document.documentElement.scrollWidth - window.innerWidth,
+      charts: [...document.querySelectorAll(".chart")].map(
+        (h) => h.querySelector(".uplot").offsetWidth + "/" + h.clientWidth),
+    }));
+    check(fits, "tablet layout fits the width (overflow " + layout.overflow + " px, charts " +
+      layout.charts.join(" ") + ")");
     await page.screenshot({ path: path.join(outDir, "dashboard-tablet.png") });
 
     check(errors.length === 0, "no script errors on the page" + (errors.length ? ": " + errors : ""));
