@@ -19,12 +19,12 @@
 
 dp_guard_t *dp__http_guard(dp_plant_t *plant)
 {
-    return dp_plant_guard != NULL ? dp_plant_guard(plant) : NULL;
+    return dp_plant_guard(plant);
 }
 
 dp_alarms_t *dp__http_alarms(dp_plant_t *plant)
 {
-    return dp_plant_alarms != NULL ? dp_plant_alarms(plant) : NULL;
+    return dp_plant_alarms(plant);
 }
 
 #define STREAM_MAX_BACKLOG (4u << 20) /* bytes queued for one client before it is dropped */
@@ -1100,7 +1100,7 @@ dp_http_t *dp_http_start(uv_loop_t *loop, dp_plant_t *plant, const dp_http_cfg_t
             dp_plant_on_event(plant, relay_event, r);
     }
     dp_guard_t *g = dp__http_guard(plant);
-    if (g != NULL && dp_guard_on_command != NULL) {
+    if (g != NULL) {
         r = relay_for(g, &fresh);
         if (r != NULL) {
             r->http = h;

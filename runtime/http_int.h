@@ -12,21 +12,8 @@
 #include "http_json.h"
 #include "plant.h"
 
-/* The guard (command.c) and the plant's alarm list are provided by other
- * modules; when a build lacks them the API answers 503 for their endpoints. */
+/* The plant's guard and alarm list (NULL-safe wrappers). */
 dp_guard_t *dp__http_guard(dp_plant_t *plant);
-#pragma weak dp_plant_guard
-#pragma weak dp_plant_alarms
-#pragma weak dp_guard_on_command
-#pragma weak dp_guard_submit
-#pragma weak dp_guard_get_stats
-#pragma weak dp_guard_shadow
-#pragma weak dp_guard_writes_enabled
-#pragma weak dp_guard_set_shadow
-#pragma weak dp_guard_enable_writes
-#pragma weak dp_guard_writable
-#pragma weak dp_guard_get_limits
-#pragma weak dp_cmd_outcome_name
 dp_alarms_t *dp__http_alarms(dp_plant_t *plant);
 
 #define DP_HTTP_EVENTS   1000 /* recent events kept for GET /api/v1/events */

@@ -2,12 +2,14 @@
 
 #include <lauxlib.h>
 #include <limits.h>
+#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
 
 #include "../drivers/driver.h"
 #include "alarms.h"
+#include "command.h"
 #include "embed.h"
 #include "http.h"
 #include "ingest.h"
@@ -51,6 +53,7 @@ struct dp_plant {
     uv_prepare_t prepare;
     uv_check_t check;
     dp_reload_t *reload;
+    dp_guard_t *guard;
     bool handles_open;
     bool stopped;
     bool watch;
@@ -66,6 +69,8 @@ typedef struct {
     int64_t max_faults;
     dp_time_t fault_window;
     dp_http_cfg_t *http;
+    bool writes;
+    bool shadow;
 } plant_cfg_t;
 
 static const dp_setting_t plant_settings[] = {
@@ -110,6 +115,17 @@ static const dp_setting_t plant_settings[] = {
      .free = dp_http_cfg_field_free,
      .doc = "HTTP API and dashboard: { listen =, tls = { cert =, key = }, tokens = } "
             "(docs/http.md)."},
+    {.name = "writes",
+     .type = DP_SET_BOOL,
+     .offset = offsetof(plant_cfg_t, writes),
+     .def = "true",
+     .doc = "Plant-wide switch: false refuses every command (nothing is written to devices)."},
+    {.name = "shadow",
+     .type = DP_SET_BOOL,
+     .offset = offsetof(plant_cfg_t, shadow),
+     .def = "false",
+     .doc = "Shadow mode: commands pass the guard and are logged with what would be written, "
+            "but nothing is written."},
     DP_SETTINGS_END,
 };
 
@@ -160,6 +176,9 @@ typedef struct {
     int64_t history;
     double deadband;
     bool writable;
+    double min;
+    double max;
+    double max_rate;
 } tag_cfg_t;
 
 static const dp_setting_t tag_settings[] = {
@@ -190,7 +209,22 @@ static const dp_setting_t tag_settings[] = {
     {.name = "writable",
      .type = DP_SET_BOOL,
      .offset = offsetof(tag_cfg_t, writable),
-     .doc = "May be the target of a command."},
+     .doc = "May be the target of a command (twin.write, REPL, HTTP, MQTT, Modbus server)."},
+    {.name = "min",
+     .type = DP_SET_NUMBER,
+     .offset = offsetof(tag_cfg_t, min),
+     .doc = "Writable tags: the guard refuses commands below this value."},
+    {.name = "max",
+     .type = DP_SET_NUMBER,
+     .offset = offsetof(tag_cfg_t, max),
+     .doc = "Writable tags: the guard refuses commands above this value."},
+    {.name = "max_rate",
+     .type = DP_SET_NUMBER,
+     .offset = offsetof(tag_cfg_t, max_rate),
+     .min = 0,
+     .max = 1e300,
+     .doc = "Writable tags: largest change per second between accepted commands (the first "
+            "command: from the current value, over one second)."},
     DP_SETTINGS_END,
 };
 
@@ -450,6 +484,12 @@ static int add_device(dp_plant_t *p, lua_State *L, const char *name, int spec, c
     return 0;
 }
 
+static int device_write(void *ctx, uint64_t id, int tag, const dp_value_t *v, char **err)
+{
+    dp_device_t *dev = ctx;
+    return dev->driver->write(dev, id, tag, v, err);
+}
+
 static int add_tag(dp_plant_t *p, lua_State *L, const char *twin, const char *tag, int spec,
                    char **err)
 {
@@ -459,7 +499,7 @@ static int add_tag(dp_plant_t *p, lua_State *L, const char *twin, const char *ta
         return dp_fail(err, DP_EINVAL, "%s: bad tag name (no dots or spaces)", ctx);
     if (!lua_istable(L, spec))
         return dp_fail(err, DP_EINVAL, "%s: expected a table, got %s", ctx, luaL_typename(L, spec));
-    tag_cfg_t c = {0};
+    tag_cfg_t c = {.min = NAN, .max = NAN, .max_rate = NAN};
     device_t *dev = NULL;
     lua_getfield(L, spec, "device");
     if (lua_isstring(L, -1)) {
@@ -476,8 +516,8 @@ static int add_tag(dp_plant_t *p, lua_State *L, const char *twin, const char *ta
     lua_pop(L, 1);
     /* Common fields first, ignoring the driver's; then the driver's, ignoring
      * the common ones. A field that neither knows is refused. */
-    static const char *const common[] = {"device",   "unit",     "description", "history",
-                                         "deadband", "writable", NULL};
+    static const char *const common[] = {"device",   "unit", "description", "history",  "deadband",
+                                         "writable", "min",  "max",         "max_rate", NULL};
     const char *ign[64] = {NULL};
     int nign = 0;
     if (dev != NULL) {
@@ -487,6 +527,10 @@ static int add_tag(dp_plant_t *p, lua_State *L, const char *twin, const char *ta
         ign[nign] = NULL;
     }
     int rc = dp_settings_parse(L, spec, tag_settings, &c, ign, ctx, err);
+    if (rc == 0 && !c.writable && (!isnan(c.min) || !isnan(c.max) || !isnan(c.max_rate)))
+        rc = dp_fail(err, DP_EINVAL, "%s: min, max and max_rate apply to writable tags only", ctx);
+    if (rc == 0 && !isnan(c.min) && !isnan(c.max) && c.min > c.max)
+        rc = dp_fail(err, DP_EINVAL, "%s: min %g is above max %g", ctx, c.min, c.max);
     if (rc < 0) {
         dp_settings_free(tag_settings, &c);
         return rc;
@@ -507,6 +551,15 @@ static int add_tag(dp_plant_t *p, lua_State *L, const char *twin, const char *ta
     dp_settings_free(tag_settings, &c);
     if (id < 0)
         return dp_fail(err, id, "%s: cannot add tag: %s", ctx, dp_strerror(id));
+    if (c.writable) {
+        dp_guard_limits_t lim = {c.min, c.max, c.max_rate};
+        dp_guard_set_limits(p->guard, id, &lim);
+        if (dev != NULL && dev->dev.driver->write == NULL)
+            return dp_fail(err, DP_EINVAL, "%s: writable: driver %s cannot write", ctx,
+                           dev->dev.driver->name);
+        if (dev != NULL)
+            dp_guard_set_writer(p->guard, id, device_write, &dev->dev);
+    }
     if (dev == NULL)
         return 0;
     const dp_driver_t *drv = dev->dev.driver;
@@ -681,6 +734,10 @@ static int read_plant_file(dp_plant_t *p, char **err)
                 goto out;
         }
     }
+    if (!pc.writes)
+        dp_guard_enable_writes(p->guard, false, "the plant file");
+    if (pc.shadow)
+        dp_guard_set_shadow(p->guard, true, "the plant file");
 
     lua_getfield(L, LUA_REGISTRYINDEX, DECLS_KEY);
     int decls = lua_gettop(L);
@@ -823,10 +880,17 @@ dp_plant_t *dp_plant_open(const dp_plant_opts_t *opts, char **err)
         opts->loop != NULL ? dp_clock_new_real(opts->loop) : dp_clock_new_virtual(opts->start);
     p->store = dp_store_new();
     p->ingest = opts->loop != NULL ? dp_ingest_new(opts->loop, p->store, 0) : NULL;
-    p->host =
-        (dp_host_t){.loop = opts->loop, .clock = p->clock, .store = p->store, .ingest = p->ingest};
-    p->twin_host = (dp_twin_host_t){
-        .store = p->store, .clock = p->clock, .emit = emit, .check_only = opts->check_only};
+    p->guard = dp_guard_new(p->store, p->clock, opts->loop);
+    p->host = (dp_host_t){.loop = opts->loop,
+                          .clock = p->clock,
+                          .store = p->store,
+                          .ingest = p->ingest,
+                          .guard = p->guard};
+    p->twin_host = (dp_twin_host_t){.store = p->store,
+                                    .clock = p->clock,
+                                    .guard = p->guard,
+                                    .emit = emit,
+                                    .check_only = opts->check_only};
     p->alarms = dp_alarms_new(p->clock, alarm_emit, p);
     p->twin_host.alarms = p->alarms;
     dp_timer_init(p->clock, &p->alarm_tick);
@@ -938,6 +1002,7 @@ void dp_plant_free(dp_plant_t *p)
         free(d);
     }
     dp_alarms_free(p->alarms);
+    dp_guard_free(p->guard);
     dp_store_free(p->store);
     dp_clock_free(p->clock);
     free(p->twins);
@@ -998,6 +1063,11 @@ struct dp_device *dp_plant_device_at(dp_plant_t *p, int i)
 struct dp_alarms *dp_plant_alarms(dp_plant_t *p)
 {
     return p->alarms;
+}
+
+dp_guard_t *dp_plant_guard(dp_plant_t *p)
+{
+    return p->guard;
 }
 
 struct dp_ingest *dp_plant_ingest(dp_plant_t *p)

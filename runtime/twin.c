@@ -6,6 +6,7 @@
 #include <string.h>
 #include <uv.h>
 
+#include "command.h"
 #include "lalarms.h"
 #include "lmsgpack.h"
 #include "log.h"
@@ -25,8 +26,17 @@ typedef struct ltimer {
     int fn_ref;
     struct ltimer **box; /* the userdata's pointer to us, or NULL */
     struct ltimer *prev, *next;
+    int arg_ref;            /* LUA_NOREF, or one argument for the callback */
+    struct wticket *ticket; /* twin.write: the guard's pointer to us */
     char what[40];
 } ltimer_t;
+
+/* A twin.write command waiting for its outcome: the guard holds the ticket,
+ * the version holds the timer that will run the callback. Whichever goes
+ * first clears the other's pointer. */
+typedef struct wticket {
+    ltimer_t *lt;
+} wticket_t;
 
 typedef struct {
     int tag;
@@ -437,7 +447,10 @@ static void ltimer_free(ltimer_t *lt)
         lt->next->prev = lt->prev;
     if (lt->box != NULL)
         *lt->box = NULL;
+    if (lt->ticket != NULL)
+        lt->ticket->lt = NULL;
     luaL_unref(ver->L, LUA_REGISTRYINDEX, lt->fn_ref);
+    luaL_unref(ver->L, LUA_REGISTRYINDEX, lt->arg_ref);
     free(lt);
 }
 
@@ -456,11 +469,16 @@ static void ltimer_cb(dp_timer_t *t)
     memcpy(what, lt->what, sizeof what);
     bool once = !dp_timer_active(&lt->t);
     lua_rawgeti(ver->L, LUA_REGISTRYINDEX, lt->fn_ref);
+    int nargs = 0;
+    if (lt->arg_ref != LUA_NOREF) {
+        lua_rawgeti(ver->L, LUA_REGISTRYINDEX, lt->arg_ref);
+        nargs = 1;
+    }
     /* A one-shot timer is gone before its callback runs, so the callback may
      * start a new one freely and cancel() on it is a no-op. */
     if (once)
         ltimer_free(lt);
-    call_handler(ver, what, 0);
+    call_handler(ver, what, nargs);
 }
 
 static int start_timer(lua_State *L, bool repeat)
@@ -472,6 +490,7 @@ static int start_timer(lua_State *L, bool repeat)
         return luaL_argerror(L, 1, "a repeating timer needs a period > 0");
     ltimer_t *lt = dp_xcalloc(1, sizeof *lt);
     lt->ver = ver;
+    lt->arg_ref = LUA_NOREF;
     char dur[24];
     dp_duration_format(d, dur, sizeof dur);
     snprintf(lt->what, sizeof lt->what, "%s(%s)", repeat ? "every" : "after", dur);
@@ -488,6 +507,91 @@ static int start_timer(lua_State *L, bool repeat)
     lt->box = box;
     luaL_setmetatable(L, TIMER_MT);
     dp_timer_start(&lt->t, ltimer_cb, d, repeat ? d : 0);
+    return 1;
+}
+
+/* ---- twin.write --------------------------------------------------------- */
+
+/* The guard's verdict: hand it to the Lua callback on a zero-delay timer, so
+ * the callback never runs inside the twin.write call (or a reload). */
+static void write_outcome(const dp_cmd_t *cmd, void *ud)
+{
+    wticket_t *tk = ud;
+    ltimer_t *lt = tk->lt;
+    free(tk);
+    if (lt == NULL)
+        return; /* the version that asked is gone */
+    lt->ticket = NULL;
+    lua_State *L = lt->ver->L;
+    lua_createtable(L, 0, 7);
+    lua_pushinteger(L, (lua_Integer)cmd->id);
+    lua_setfield(L, -2, "id");
+    lua_pushstring(L, cmd->tag);
+    lua_setfield(L, -2, "tag");
+    push_value(L, &cmd->value);
+    lua_setfield(L, -2, "value");
+    lua_pushstring(L, dp_cmd_outcome_name(cmd->outcome));
+    lua_setfield(L, -2, "outcome");
+    lua_pushboolean(L, cmd->outcome == DP_CMD_DONE);
+    lua_setfield(L, -2, "ok");
+    lua_pushstring(L, cmd->reason);
+    lua_setfield(L, -2, "reason");
+    lua_pushstring(L, cmd->origin);
+    lua_setfield(L, -2, "origin");
+    lt->arg_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+    dp_timer_start(&lt->t, ltimer_cb, 0, 0);
+}
+
+/* twin.write(tag, value [, callback]) -> command id. Also twin:write(...). */
+static int api_write(lua_State *L)
+{
+    version_t *ver = upver(L);
+    if (lua_type(L, 1) == LUA_TTABLE)
+        lua_remove(L, 1);
+    int id = check_tag_name(L, ver, 1);
+    dp_value_t v;
+    switch (lua_type(L, 2)) {
+    case LUA_TNUMBER:
+        v = dp_num(lua_tonumber(L, 2));
+        break;
+    case LUA_TBOOLEAN:
+        v = dp_bool(lua_toboolean(L, 2));
+        break;
+    case LUA_TSTRING:
+        v = dp_str(lua_tostring(L, 2));
+        break;
+    default:
+        return luaL_argerror(L, 2, "value must be a number, boolean or string");
+    }
+    if (!lua_isnoneornil(L, 3))
+        luaL_checktype(L, 3, LUA_TFUNCTION);
+    dp_twin_t *tw = ver->twin;
+    if (tw->host->guard == NULL)
+        return luaL_error(L, "twin.write: this host takes no commands");
+    char origin[160];
+    snprintf(origin, sizeof origin, "twin:%s", tw->name);
+    const char *name = dp_store_get(tw->host->store, id)->name;
+    wticket_t *tk = NULL;
+    if (lua_isfunction(L, 3)) {
+        ltimer_t *lt = dp_xcalloc(1, sizeof *lt);
+        lt->ver = ver;
+        lt->arg_ref = LUA_NOREF;
+        snprintf(lt->what, sizeof lt->what, "write(%.30s)", name);
+        lua_pushvalue(L, 3);
+        lt->fn_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+        lt->next = ver->timers;
+        if (ver->timers != NULL)
+            ver->timers->prev = lt;
+        ver->timers = lt;
+        dp_timer_init(tw->host->clock, &lt->t);
+        lt->t.data = lt;
+        tk = dp_xcalloc(1, sizeof *tk);
+        tk->lt = lt;
+        lt->ticket = tk;
+    }
+    uint64_t cmd =
+        dp_guard_submit(tw->host->guard, origin, name, &v, tk != NULL ? write_outcome : NULL, tk);
+    lua_pushinteger(L, (lua_Integer)cmd);
     return 1;
 }
 
@@ -790,15 +894,11 @@ static int open_api(lua_State *L)
     lua_setglobal(L, "tags");
 
     lua_newtable(L);
-    static const luaL_Reg twin_fns[] = {{"on_start", api_on_start},
-                                        {"on_change", api_on_change},
-                                        {"every", api_every},
-                                        {"after", api_after},
-                                        {"tag", api_tag},
-                                        {"set", api_set},
-                                        {"get", api_get},
-                                        {"event", api_event},
-                                        {NULL, NULL}};
+    static const luaL_Reg twin_fns[] = {{"on_start", api_on_start}, {"on_change", api_on_change},
+                                        {"every", api_every},       {"after", api_after},
+                                        {"tag", api_tag},           {"set", api_set},
+                                        {"get", api_get},           {"event", api_event},
+                                        {"write", api_write},       {NULL, NULL}};
     set_funcs(L, ver, twin_fns);
     lua_pushstring(L, ver->twin->name);
     lua_setfield(L, -2, "name");

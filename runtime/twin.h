@@ -26,6 +26,7 @@ typedef struct dp_twin dp_twin_t;
 typedef struct dp_twin_host {
     dp_store_t *store;
     dp_clock_t *clock;
+    struct dp_guard *guard; /* commands (twin.write); NULL: writes are refused */
     /* Called for every event a twin raises. */
     void (*emit)(struct dp_twin_host *host, const dp_event_t *ev);
     /* Validation only (doppel check): scripts load but on_start does not run. */
