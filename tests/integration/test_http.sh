@@ -54,6 +54,7 @@ twin "P1" {
       vibration = { device = "sim", wave = "const", mean = 4.0, every = "200ms", unit = "mm/s",
                     history = 100 },
       running = { device = "sim", wave = "const", mean = 1, type = "bool", every = "1s" },
+      speed_sp = { writable = true, min = 0, max = 3000, unit = "rpm" },
    },
 }
 EOF
@@ -199,6 +200,39 @@ check 200 '"shelved":true' POST /api/v1/alarms/P1/vibration_high/shelve "$OPER" 
 check 200 '"shelved":false' POST /api/v1/alarms/P1/vibration_high/unshelve "$OPER" ''
 check 400 'tag is required' POST /api/v1/commands "$OPER" '{"value":1}'
 check 400 'value is required' POST /api/v1/commands "$OPER" '{"tag":"P1.flow"}'
+
+# ---- commands through the guard ----------------------------------------------------
+curl -sN --max-time 3 "$URL_secure/api/v1/stream?tags=0&token=$VIEW" >stream-cmd.txt &
+cpid=$!
+sleep 0.5
+check 200 '"outcome":"done"' POST /api/v1/commands "$OPER" '{"tag":"P1.speed_sp","value":1500}'
+grep -q '"origin":"http:olga"' <<<"$BODY" && pass "command origin is http:olga" || fail "origin: $BODY"
+check 200 '"value":1500' GET /api/v1/tags/P1.speed_sp "$VIEW"
+check 200 '"writable":true' GET /api/v1/tags/P1.speed_sp "$VIEW"
+check 200 '"max":3000' GET /api/v1/tags/P1.speed_sp "$VIEW"
+check 422 '"outcome":"rejected"' POST /api/v1/commands "$OPER" '{"tag":"P1.speed_sp","value":5000}'
+check 422 'rejected' POST /api/v1/commands "$OPER" '{"tag":"P1.flow","value":1}'
+check 422 'rejected' POST /api/v1/commands "$OPER" '{"tag":"P1.nope","value":1}'
+check 422 'rejected' POST /api/v1/commands "$OPER" '{"tag":"P1.speed_sp","value":"fast"}'
+check 200 '"origin":"http:olga"' GET /api/v1/commands "$VIEW"
+wait $cpid
+grep -q '^event: command' stream-cmd.txt && grep -q '"tag":"P1.speed_sp"' stream-cmd.txt &&
+    pass "commands reach the live stream" || fail "no command in the stream: $(head -c 300 stream-cmd.txt)"
+grep -q 'P1.speed_sp.*http:olga' secure.log && pass "command logged with who" ||
+    fail "command not logged with who"
+check 200 '"writes_enabled":true' GET /api/v1/guard "$VIEW"
+check 403 'needs the engineer role' POST /api/v1/guard "$OPER" '{"shadow":true}'
+check 400 'expected {' POST /api/v1/guard "$ENG" '{"shadow":"yes"}'
+check 400 'expected {' POST /api/v1/guard "$ENG" '{"mode":"shadow"}'
+check 200 '"shadow":true' POST /api/v1/guard "$ENG" '{"shadow":true}'
+check 200 '"outcome":"shadow"' POST /api/v1/commands "$OPER" '{"tag":"P1.speed_sp","value":1600}'
+check 200 '"value":1500' GET /api/v1/tags/P1.speed_sp "$VIEW"
+check 200 '"writes_enabled":false' POST /api/v1/guard "$ENG" '{"shadow":false,"writes":false}'
+check 422 'rejected' POST /api/v1/commands "$OPER" '{"tag":"P1.speed_sp","value":1700}'
+check 200 '"writes_enabled":true' POST /api/v1/guard "$ENG" '{"writes":true}'
+check 200 '"outcome":"done"' POST /api/v1/commands "$ENG" '{"tag":"P1.speed_sp","value":1800}'
+check 200 '"shadow":false' GET /api/v1/plant "$VIEW"
+check 200 'doppel_commands_total{outcome="done"} 2' GET /metrics "$VIEW"
 
 # ---- reload (engineer) ---------------------------------------------------------------
 check 200 '"ok":true' POST /api/v1/twins/P1/reload "$ENG" ''
