@@ -35,6 +35,7 @@ async function api(path, opts = {}) {
   if (!res.ok) {
     const err = new Error((body && body.error) || res.statusText);
     err.status = res.status;
+    err.body = body;
     throw err;
   }
   return body;
@@ -76,9 +77,12 @@ function toMs(ts) {
 
 // The mark shown next to a value: bad, uncertain, stale or good.
 function mark(tag) {
-  if (!tag || tag.value === null || tag.value === undefined) return "bad";
+  if (!tag) return "bad";
+  if (tag.value === null || tag.value === undefined) return tag.quality === "good" ? "none" : tag.quality;
   if (tag.quality !== "good") return tag.quality;
-  if (Date.now() - tag.ts > STALE_MS) return "stale";
+  // A setpoint without a device changes only when written: never stale.
+  const periodic = !(tag.writable && !tag.source);
+  if (periodic && Date.now() - tag.ts > STALE_MS) return "stale";
   return "good";
 }
 
@@ -161,6 +165,41 @@ async function selectTwin(name) {
   await buildCharts();
 }
 
+function canWrite() {
+  const role = state.plant && state.plant.you.role;
+  return role === "operator" || role === "engineer";
+}
+
+// A setpoint for a writable tag: a command through the guard, whose outcome
+// (done, rejected with the reason, shadow, failed) is shown next to it.
+function setpointCell(t) {
+  const td = el("td", { class: "sp" });
+  if (!t.writable || !canWrite()) return td;
+  const numeric = typeof t.value === "number" ||
+    (t.limits && (t.limits.min !== null || t.limits.max !== null));
+  const input = el("input", { type: numeric ? "number" : "text", step: "any", "aria-label": "new value for " + t.name });
+  const out = el("span", { class: "outcome" });
+  const send = async () => {
+    let value = input.value.trim();
+    if (value === "") return;
+    if (input.type === "number" || /^-?\d+(\.\d+)?([eE][-+]?\d+)?$/.test(value)) value = Number(value);
+    else if (value === "true" || value === "false") value = value === "true";
+    out.textContent = "…";
+    try {
+      const r = await api("/api/v1/commands", { method: "POST", body: JSON.stringify({ tag: t.name, value }) });
+      out.textContent = r.outcome;
+      out.className = "outcome ok";
+    } catch (e) {
+      const r = e.body;
+      out.textContent = r && r.outcome ? r.outcome + ": " + r.reason : e.message;
+      out.className = "outcome failed";
+    }
+  };
+  input.addEventListener("keydown", (e) => { if (e.key === "Enter") send(); });
+  td.append(input, el("button", { type: "button", class: "small set", onclick: send }, "Set"), out);
+  return td;
+}
+
 function renderTagTable() {
   const body = $("#tag-table tbody");
   body.replaceChildren();
@@ -172,7 +211,8 @@ function renderTagTable() {
       el("td", { class: "v" }, fmtValue(t.value)),
       el("td", { class: "u" }, t.unit || ""),
       el("td", {}, el("span", { class: "q " + m }, m)),
-      el("td", { class: "u" }, fmtTime(t.ts))));
+      el("td", { class: "u" }, fmtTime(t.ts)),
+      setpointCell(t)));
   }
 }
 

@@ -1,14 +1,17 @@
 // End-to-end test of the dashboard in headless Chromium (Debian's
 // /usr/bin/chromium, driven by playwright-core). Run by test_dashboard.sh:
-//   node dashboard.js URL TOKEN SCREENSHOT_DIR
-// Opens the dashboard, sees a live value change, acknowledges the alarm the
-// test plant raises, checks the tablet layout, and saves screenshots.
+//   node dashboard.js URL TOKEN SCREENSHOT_DIR CONTROL_DIR
+// Opens the dashboard, sees a live value change, writes a setpoint,
+// acknowledges the alarm the test plant raises, asks for the plant to be
+// restarted (creates CONTROL_DIR/restart) and sees the dashboard reconnect by
+// itself, checks the tablet layout, and saves screenshots.
 "use strict";
 
+const fs = require("fs");
 const path = require("path");
 const { chromium } = require("playwright-core");
 
-const [url, token, outDir] = process.argv.slice(2);
+const [url, token, outDir, controlDir] = process.argv.slice(2);
 
 function check(cond, what) {
   if (!cond) throw new Error("check failed: " + what);
@@ -46,6 +49,18 @@ function check(cond, what) {
     await page.waitForSelector("#charts .uplot");
     check(await page.locator("#charts .uplot").count() >= 2, "charts drawn with history");
 
+    // A setpoint through the guard, with its outcome shown.
+    const sp = 'tr[data-tag="P1.speed_sp"]';
+    await page.fill(sp + " input", "1500");
+    await page.click(sp + " button.set");
+    await page.waitForFunction((sel) => document.querySelector(sel + " .outcome").textContent === "done", sp);
+    await page.waitForFunction((sel) => document.querySelector(sel + " td.v").textContent === "1500", sp);
+    check(true, "setpoint P1.speed_sp = 1500 written through the guard");
+    await page.fill(sp + " input", "5000");
+    await page.click(sp + " button.set");
+    await page.waitForFunction((sel) => document.querySelector(sel + " .outcome").textContent.includes("max"), sp);
+    check(true, "setpoint above max refused: " + (await page.textContent(sp + " .outcome")));
+
     // The vibration alarm is raised; the badge shows it; acknowledge it.
     await page.waitForSelector("#alarm-badge:not(.hidden)");
     await page.click("#alarm-badge");
@@ -59,6 +74,17 @@ function check(cond, what) {
       "alarm acknowledged by olga");
     await page.waitForSelector("#alarm-badge.hidden", { state: "attached" });
     await page.screenshot({ path: path.join(outDir, "dashboard-alarms.png") });
+
+    // The plant restarts: the dashboard notices and reconnects by itself.
+    fs.writeFileSync(path.join(controlDir, "restart"), "");
+    await page.waitForSelector("#conn.down", { timeout: 30000 });
+    check(true, "connection loss shown: " + (await page.textContent("#conn")));
+    await page.waitForSelector("#conn.up", { timeout: 60000 });
+    await page.click('button[data-tab="plant"]');
+    const again = await page.textContent(cell);
+    await page.waitForFunction(
+      ([sel, v]) => document.querySelector(sel).textContent !== v, [cell, again], { timeout: 30000 });
+    check(true, "reconnected by itself; live values flow again");
 
     // Driver health.
     await page.click('button[data-tab="drivers"]');
