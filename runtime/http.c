@@ -274,6 +274,17 @@ int dp__http_body(dp__http_call_t *c, dp_jobj_t *out)
 
 /* ---- rate limit and auth ------------------------------------------------ */
 
+bool dp_http_is_loopback(const struct sockaddr *sa)
+{
+    if (sa->sa_family == AF_INET)
+        return (ntohl(((const struct sockaddr_in *)sa)->sin_addr.s_addr) >> 24) == 127;
+    if (sa->sa_family == AF_INET6) {
+        const struct in6_addr *a = &((const struct sockaddr_in6 *)sa)->sin6_addr;
+        return IN6_IS_ADDR_LOOPBACK(a) || (IN6_IS_ADDR_V4MAPPED(a) && a->s6_addr[12] == 127);
+    }
+    return false;
+}
+
 static bool peer_addr(h2o_req_t *req, unsigned char addr[16], bool *loopback)
 {
     struct sockaddr_storage ss;
@@ -286,13 +297,10 @@ static bool peer_addr(h2o_req_t *req, unsigned char addr[16], bool *loopback)
         const struct sockaddr_in *in = (const struct sockaddr_in *)&ss;
         memcpy(addr + 12, &in->sin_addr, 4);
         addr[10] = addr[11] = 0xff;
-        *loopback = (ntohl(in->sin_addr.s_addr) >> 24) == 127;
     } else if (ss.ss_family == AF_INET6) {
-        const struct sockaddr_in6 *in6 = (const struct sockaddr_in6 *)&ss;
-        memcpy(addr, &in6->sin6_addr, 16);
-        *loopback = IN6_IS_ADDR_LOOPBACK(&in6->sin6_addr) ||
-                    (IN6_IS_ADDR_V4MAPPED(&in6->sin6_addr) && addr[12] == 127);
+        memcpy(addr, &((const struct sockaddr_in6 *)&ss)->sin6_addr, 16);
     }
+    *loopback = dp_http_is_loopback((const struct sockaddr *)&ss);
     return true;
 }
 

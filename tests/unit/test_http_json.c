@@ -2,6 +2,7 @@
  * parser (runtime/http_json.c), token files, roles and SHA-256
  * (runtime/http_cfg.c). The server itself is tested over real sockets by
  * tests/integration/test_http.sh. */
+#include <arpa/inet.h>
 #include <criterion/criterion.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -195,4 +196,32 @@ Test(http_cfg, roles)
     cr_assert_eq(dp_role_parse(NULL), DP_EINVAL);
     cr_assert(DP_ROLE_VIEWER < DP_ROLE_OPERATOR && DP_ROLE_OPERATOR < DP_ROLE_ENGINEER);
     cr_assert_str_eq(dp_role_name(DP_ROLE_OPERATOR), "operator");
+}
+
+static bool loopback(const char *ip)
+{
+    struct sockaddr_storage ss;
+    memset(&ss, 0, sizeof ss);
+    if (strchr(ip, ':') != NULL) {
+        struct sockaddr_in6 *a = (struct sockaddr_in6 *)&ss;
+        a->sin6_family = AF_INET6;
+        cr_assert_eq(inet_pton(AF_INET6, ip, &a->sin6_addr), 1, "%s", ip);
+    } else {
+        struct sockaddr_in *a = (struct sockaddr_in *)&ss;
+        a->sin_family = AF_INET;
+        cr_assert_eq(inet_pton(AF_INET, ip, &a->sin_addr), 1, "%s", ip);
+    }
+    return dp_http_is_loopback((struct sockaddr *)&ss);
+}
+
+/* Without tokens only loopback peers may read: the classification decides. */
+Test(http_cfg, loopback_peers)
+{
+    static const char *const yes[] = {"127.0.0.1", "127.1.2.3", "::1", "::ffff:127.0.0.1"};
+    static const char *const no[] = {"10.0.0.1",        "192.168.1.10", "0.0.0.0", "128.0.0.1",
+                                     "::ffff:10.0.0.1", "fe80::1",      "::",      "2001:db8::1"};
+    for (size_t i = 0; i < sizeof yes / sizeof yes[0]; i++)
+        cr_assert(loopback(yes[i]), "%s is loopback", yes[i]);
+    for (size_t i = 0; i < sizeof no / sizeof no[0]; i++)
+        cr_assert(!loopback(no[i]), "%s is not loopback", no[i]);
 }
