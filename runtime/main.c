@@ -12,6 +12,8 @@
 #include <lauxlib.h>
 
 #include "clock.h"
+#include "cmd_replay.h"
+#include "cmd_test.h"
 #include "http.h"
 #include "log.h"
 #include "plant.h"
@@ -26,6 +28,7 @@ typedef struct {
     const char *start;
     const char *run_for;
     bool no_watch;
+    const char *input, *speed, *from, *to, *out, *format; /* replay */
 } options_t;
 
 typedef struct {
@@ -40,6 +43,8 @@ static int cmd_run(int argc, char **argv, options_t *o);
 static int cmd_check(int argc, char **argv, options_t *o);
 static int cmd_version(int argc, char **argv, options_t *o);
 static int cmd_help(int argc, char **argv, options_t *o);
+static int cmd_test(int argc, char **argv, options_t *o);
+static int cmd_replay(int argc, char **argv, options_t *o);
 
 static const command_t commands[] = {
     {"run", "[PLANT.lua]", "run a plant (no argument: the bundled demo pump station)",
@@ -57,6 +62,28 @@ static const command_t commands[] = {
      "its twins' scripts loaded (on_start does not run). Any other Lua file is\n"
      "compiled. Prints one line per file; the exit status is 0 only if all are valid.\n",
      cmd_check},
+    {"test", "[PATH...]", "run twin tests (*_test.lua) in virtual time",
+     "Finds *_test.lua files under each PATH (files or directories, searched\n"
+     "recursively; none: the current directory) and runs every case in a fresh\n"
+     "plant in virtual time. Prints one line per case and \"N passed, N failed\";\n"
+     "the exit status is 0 if all passed, 1 if any failed, 2 for a bad PATH.\n"
+     "Twin log lines below warn are hidden unless --log-level is given.\n"
+     "See docs/testing.md for the test API.\n",
+     cmd_test},
+    {"replay", "PLANT", "run a plant's twins over a recording (--input FILE)",
+     "Runs the plant's twins over a CSV recording in virtual time (devices are not\n"
+     "started; commands never reach a device) and writes derived tag changes,\n"
+     "alarms, events and commands as CSV or msgpack. The same plant and input\n"
+     "give byte-identical output. See docs/replay.md for the formats.\n\n"
+     "Options:\n"
+     "  --input FILE       the recording: CSV, long (timestamp,tag,value[,quality])\n"
+     "                     or wide (timestamp,TAG,TAG...)\n"
+     "  --speed max|N      as fast as possible (default) or N times real time\n"
+     "  --from TIME        skip samples before TIME (ISO 8601 UTC or epoch seconds)\n"
+     "  --to TIME          stop at TIME\n"
+     "  --out FILE         write there (default: standard output)\n"
+     "  --format csv|msgpack  default: msgpack for FILE.msgpack, else csv\n",
+     cmd_replay},
     {"version", "", "print the version", "Prints doppel's version and its libraries'.\n",
      cmd_version},
     {"help", "[COMMAND]", "show help for a command", "Shows help.\n", cmd_help},
@@ -354,6 +381,18 @@ static int cmd_check(int argc, char **argv, options_t *o)
     return failed ? 1 : 0;
 }
 
+/* ---- test ------------------------------------------------------------ */
+
+static int cmd_test(int argc, char **argv, options_t *o)
+{
+    return dp_cmd_test(argc, argv, o->log_level == NULL);
+}
+
+static int cmd_replay(int argc, char **argv, options_t *o)
+{
+    return dp_cmd_replay(argc, argv, o->input, o->speed, o->from, o->to, o->out, o->format);
+}
+
 /* ---- version, help --------------------------------------------------- */
 
 static int cmd_version(int argc, char **argv, options_t *o)
@@ -400,6 +439,12 @@ static const option_t option_table[] = {
     {"start", true, offsetof(options_t, start), "run"},
     {"for", true, offsetof(options_t, run_for), "run"},
     {"no-watch", false, offsetof(options_t, no_watch), "run"},
+    {"input", true, offsetof(options_t, input), "replay"},
+    {"speed", true, offsetof(options_t, speed), "replay"},
+    {"from", true, offsetof(options_t, from), "replay"},
+    {"to", true, offsetof(options_t, to), "replay"},
+    {"out", true, offsetof(options_t, out), "replay"},
+    {"format", true, offsetof(options_t, format), "replay"},
 };
 
 static bool accepts(const option_t *opt, const char *cmd)

@@ -36,6 +36,8 @@ struct dp_plant {
     char *path;
     char *dir;
     char *data_dir;
+    const char *source; /* opts->source, used while reading the plant file only */
+    size_t source_len;
     uv_loop_t *loop;
     dp_clock_t *clock;
     dp_store_t *store;
@@ -682,8 +684,12 @@ static int read_plant_file(dp_plant_t *p, char **err)
     lua_pushcfunction(L, open_plant_env);
     dp_sandbox_call(sb, 0, 0, NULL, NULL);
 
-    size_t len = 0;
-    char *code = dp_source_read(p->path, &len, err);
+    size_t len = p->source_len;
+    char *code = p->source != NULL ? dp_xmalloc(len + 1) : dp_source_read(p->path, &len, err);
+    if (p->source != NULL) {
+        memcpy(code, p->source, len);
+        code[len] = '\0';
+    }
     if (code == NULL) {
         rc = DP_ENOENT;
         goto out;
@@ -875,6 +881,8 @@ dp_plant_t *dp_plant_open(const dp_plant_opts_t *opts, char **err)
     p->name = dp_xstrdup(base[0] && strcmp(base, ".") != 0 ? base : "plant");
     p->data_dir = dp_xstrdup(opts->data_dir != NULL ? opts->data_dir : "data");
     p->loop = opts->loop;
+    p->source = opts->source;
+    p->source_len = opts->source_len;
     p->watch = opts->watch && opts->loop != NULL && !opts->check_only;
     p->clock =
         opts->loop != NULL ? dp_clock_new_real(opts->loop) : dp_clock_new_virtual(opts->start);
@@ -895,7 +903,9 @@ dp_plant_t *dp_plant_open(const dp_plant_opts_t *opts, char **err)
     p->twin_host.alarms = p->alarms;
     dp_timer_init(p->clock, &p->alarm_tick);
     p->alarm_tick.data = p;
-    if (read_plant_file(p, err) < 0)
+    int read_rc = read_plant_file(p, err);
+    p->source = NULL;
+    if (read_rc < 0)
         goto fail;
     for (int i = 0; i < p->ntwins; i++) {
         char *inner = NULL;

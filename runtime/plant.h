@@ -27,6 +27,11 @@ typedef struct {
     /* Watch script files and reload twins when they change (real time only). */
     bool watch;
     const char *data_dir;
+    /* The plant file's text, when it is not read from `path` (doppel test
+     * builds plants from tables); `path` still names it and sets the folder
+     * where scripts and modules are found. NULL: read `path`. */
+    const char *source;
+    size_t source_len;
 } dp_plant_opts_t;
 
 /* Reads the plant file, opens devices, adds tags, loads every twin (running

@@ -16,6 +16,8 @@
 --- alarm.list { active = true }            -- the plant's active alarms
 --- alarm.ack("P101.vibration_high")        -- or vib:ack()
 --- ```
+local to_seconds = require "doppel._duration"
+
 local M = {}
 
 local severities = { low = 4, medium = 3, high = 2, critical = 1 }
@@ -31,7 +33,7 @@ local function seconds(fn, field, d)
       return d
    end
    if type(d) ~= "string" then fail(fn, field .. " must be a duration (\"30s\" or seconds)") end
-   local ok, s = pcall(duration, d)
+   local ok, s = pcall(to_seconds, d)
    if not ok then fail(fn, field .. ": " .. tostring(s)) end
    return s
 end

@@ -15,6 +15,8 @@
 ---    priority = 2, evidence = { vibration = 7.4, trend_mm_s_per_day = 0.05 } }
 --- cmms.close(id)    -- when the CMMS reports it done (or a technician says so)
 --- ```
+local to_seconds = require "doppel._duration"
+
 local M = {}
 
 local function fail(fn, msg)
@@ -90,7 +92,7 @@ function M.work_order(opts)
    end
    local window = opts.dedup_window or "7d"
    if type(window) == "string" then
-      local ok, s = pcall(duration, window)
+      local ok, s = pcall(to_seconds, window)
       if not ok then fail("work_order", "dedup_window: " .. tostring(s)) end
       window = s
    elseif type(window) ~= "number" or window ~= window or window < 0 then

@@ -15,6 +15,8 @@
 --- twin.on_change("volume", function(m3) meter:produced(m3) end)
 --- -- meter.kwh, meter.cost, meter:specific()  (kWh per m3)
 --- ```
+local to_seconds = require "doppel._duration"
+
 local M = {}
 
 local function fail(fn, msg)
@@ -31,7 +33,7 @@ local function seconds(fn, field, d)
       return d
    end
    if type(d) ~= "string" then fail(fn, field .. " must be a duration (\"5min\" or seconds)") end
-   local ok, s = pcall(duration, d)
+   local ok, s = pcall(to_seconds, d)
    if not ok then fail(fn, field .. ": " .. tostring(s)) end
    return s
 end
@@ -209,7 +211,10 @@ end
 function Meter:add(kw, t)
    if not finite(kw) then error("meter:add: kw must be a finite number", 2) end
    if t ~= nil and not finite(t) then error("meter:add: t must be a number (clock seconds)", 2) end
-   t = t or clock.now()
+   if t == nil then
+      if type(clock) ~= "table" then error("meter:add: t is required outside a twin", 2) end
+      t = clock.now()
+   end
    if self.t ~= nil and t < self.t then
       error(("meter:add: t (%.3f) is before the previous sample (%.3f)"):format(t, self.t), 2)
    end

@@ -20,6 +20,8 @@
 --- ```
 local optimize = require "doppel.optimize"
 
+local to_seconds = require "doppel._duration"
+
 local M = {}
 
 local function fail(fn, msg)
@@ -44,7 +46,7 @@ local function seconds(fn, field, d)
       return d
    end
    if type(d) ~= "string" then fail(fn, field .. " must be a duration (\"10s\" or seconds)") end
-   local ok, s = pcall(duration, d)
+   local ok, s = pcall(to_seconds, d)
    if not ok then fail(fn, field .. ": " .. tostring(s)) end
    return s
 end
@@ -486,7 +488,7 @@ function M.whatif(model, candidates, opts)
    if dt <= 0 then fail("whatif", "step must be > 0") end
    if horizon / dt > 1e6 then fail("whatif", "horizon / step exceeds 1e6 steps") end
    local t0 = opts.start
-   if t0 == nil then t0 = clock.now() end
+   if t0 == nil then t0 = type(clock) == "table" and clock.now() or 0 end
    if not finite(t0) then fail("whatif", "start must be a number (clock seconds)") end
    if opts.x0 ~= nil and type(opts.x0) ~= "table" then fail("whatif", "x0 must be a table") end
    local x0 = opts.x0 or (model.init and model.init()) or {}
@@ -517,7 +519,9 @@ end
 ---@field step? string|number
 ---@field current? number            the setpoint in force, for comparison
 ---@field min_change? number         issue nothing when |best - current| is below this
----@field write? {tag: string, allow: boolean}  issue the result through twin.write when allow
+---@field write? {tag: string, allow: boolean, current?: number, on_outcome?: fun(r: table)}
+---   issue the result through twin.write when allow; `current` is the value the tag
+---   holds (for min_change; default opts.current); on_outcome gets the guard's verdict
 
 ---@class doppel.sim.Recommendation
 ---@field value number|nil           the recommended setpoint (nil: no feasible one)
@@ -562,6 +566,12 @@ function M.recommend(opts)
          fail("recommend", "write must be { tag = \"name\", allow = true|false }")
       end
       if type(w.allow) ~= "boolean" then fail("recommend", "write.allow must be a boolean") end
+      if w.current ~= nil and not finite(w.current) then
+         fail("recommend", "write.current must be a number")
+      end
+      if w.on_outcome ~= nil and type(w.on_outcome) ~= "function" then
+         fail("recommend", "write.on_outcome must be a function")
+      end
    end
    local wopts = { horizon = opts.horizon, step = opts.step, series = false }
    local x0 = opts.model.init and opts.model.init() or {}
@@ -607,14 +617,20 @@ function M.recommend(opts)
       rec.reason = "recommendation only (no write)"
    elseif not w.allow then
       rec.reason = "recommendation only (writing not allowed)"
-   elseif opts.min_change and opts.current and math.abs(best - opts.current) < opts.min_change then
+   elseif opts.min_change and (w.current or opts.current)
+      and math.abs(best - (w.current or opts.current)) < opts.min_change then
       rec.reason = "change below min_change"
    elseif type(twin) ~= "table" or type(twin.write) ~= "function" then
-      rec.reason = "twin.write is not available in this runtime"
+      rec.reason = "twin.write is not available here (twin scripts only)"
    else
-      rec.command = twin.write(w.tag, best)
-      rec.issued = true
-      rec.reason = "issued through the guard"
+      -- The guard decides: rec.command is the command id, the outcome comes
+      -- later to on_outcome. An unknown tag is an error at the call.
+      local ok, id = pcall(twin.write, w.tag, best, w.on_outcome)
+      if ok then
+         rec.command, rec.issued, rec.reason = id, true, "issued through the guard"
+      else
+         rec.reason = "not issued: " .. tostring(id)
+      end
    end
    return rec
 end

@@ -78,7 +78,7 @@ local tank = {
 test.case("whatif forks the model and runs candidates forward in virtual time", function(t)
    local t0 = t:now()
    local r = sim.whatif(tank, { { inflow = 10 }, { inflow = 15 } },
-      { horizon = "1h", step = "1min" })
+      { horizon = "1h", step = "1min", start = t0 })
    t:eq(#r, 2)
    t:near(r[1].final.level, 2.0, 1e-12)
    t:near(r[2].final.level, 3.0, 1e-9)
@@ -93,7 +93,7 @@ test.case("whatif forks the model and runs candidates forward in virtual time", 
    t:eq(t:now(), t0, "no time passed")
    -- One candidate in, one prediction out; inputs may follow a schedule.
    local one = sim.whatif(tank, { inflow = function(tt) return tt < t0 + 1800 and 20 or 10 end },
-      { horizon = 3600, step = 60, series = false })
+      { horizon = 3600, step = 60, series = false, start = t0 })
    t:near(one.final.level, 3.0, 1e-9)
    t:eq(one.series, nil)
 end)
