@@ -980,32 +980,6 @@ static void on_tick(uv_timer_t *t)
 
 static void free_owner(uv_handle_t *handle);
 
-static int parse_listen(const char *s, struct sockaddr_storage *ss, char **err)
-{
-    char host[128];
-    const char *colon = strrchr(s, ':');
-    if (colon == NULL || colon == s)
-        return dp_fail(err, DP_EINVAL, "listen \"%s\": expected HOST:PORT", s);
-    char *end = NULL;
-    long port = strtol(colon + 1, &end, 10);
-    if (*end != '\0' || port < 0 || port > 65535 || end == colon + 1)
-        return dp_fail(err, DP_EINVAL, "listen \"%s\": bad port", s);
-    size_t hl = (size_t)(colon - s);
-    if (s[0] == '[' && hl >= 2 && s[hl - 1] == ']') {
-        snprintf(host, sizeof host, "%.*s", (int)(hl - 2), s + 1);
-        if (uv_ip6_addr(host, (int)port, (struct sockaddr_in6 *)ss) != 0)
-            return dp_fail(err, DP_EINVAL, "listen \"%s\": bad IPv6 address", s);
-    } else {
-        snprintf(host, sizeof host, "%.*s", (int)hl, s);
-        if (strcmp(host, "localhost") == 0)
-            snprintf(host, sizeof host, "127.0.0.1");
-        if (uv_ip4_addr(host, (int)port, (struct sockaddr_in *)ss) != 0)
-            return dp_fail(err, DP_EINVAL,
-                           "listen \"%s\": bad IPv4 address (use [::1]:PORT for IPv6)", s);
-    }
-    return 0;
-}
-
 static char *resolve(const dp_http_cfg_t *cfg, const char *path)
 {
     if (path[0] == '/' || cfg->dir == NULL || strncmp(cfg->dir, "embed:", 6) == 0)
@@ -1042,7 +1016,7 @@ dp_http_t *dp_http_start(uv_loop_t *loop, dp_plant_t *plant, const dp_http_cfg_t
 {
     struct sockaddr_storage ss;
     memset(&ss, 0, sizeof ss);
-    if (parse_listen(cfg->listen != NULL ? cfg->listen : "127.0.0.1:8080", &ss, err) < 0)
+    if (dp_http_parse_listen(cfg->listen != NULL ? cfg->listen : "127.0.0.1:8080", &ss, err) < 0)
         return NULL;
     /* A client that goes away mid-response must not kill the process:
      * writes to its socket fail with EPIPE instead. */

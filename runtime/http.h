@@ -57,6 +57,12 @@ void dp_http_cfg_field_free(void *field);
 void dp_http_cfg_free(dp_http_cfg_t *cfg);
 void dp_http_cfg_set_dir(dp_http_cfg_t *cfg, const char *dir);
 
+/* Parses "HOST:PORT" or "[V6]:PORT" ("localhost" is 127.0.0.1). */
+int dp_http_parse_listen(const char *s, struct sockaddr_storage *ss, char **err);
+/* Checks the settings as a whole once tokens are loaded: a listen address
+ * beyond loopback needs TLS and at least one token. */
+int dp_http_cfg_check(const dp_http_cfg_t *cfg, char **err);
+
 /* Reads a token file (lines "NAME ROLE SHA256HEX", '#' comments) and appends
  * its tokens to cfg. Errors name the file and line. */
 int dp_http_tokens_load(dp_http_cfg_t *cfg, const char *path, char **err);

@@ -2,6 +2,7 @@
 #include <ctype.h>
 #include <errno.h>
 #include <lauxlib.h>
+#include <uv.h>
 #include <limits.h>
 #include <openssl/crypto.h>
 #include <openssl/evp.h>
@@ -285,4 +286,48 @@ void dp_http_cfg_set_dir(dp_http_cfg_t *cfg, const char *dir)
 {
     free(cfg->dir);
     cfg->dir = dp_xstrdup(dir);
+}
+
+int dp_http_parse_listen(const char *s, struct sockaddr_storage *ss, char **err)
+{
+    char host[128];
+    const char *colon = strrchr(s, ':');
+    if (colon == NULL || colon == s)
+        return dp_fail(err, DP_EINVAL, "listen \"%s\": expected HOST:PORT", s);
+    char *end = NULL;
+    long port = strtol(colon + 1, &end, 10);
+    if (*end != '\0' || port < 0 || port > 65535 || end == colon + 1)
+        return dp_fail(err, DP_EINVAL, "listen \"%s\": bad port", s);
+    size_t hl = (size_t)(colon - s);
+    if (s[0] == '[' && hl >= 2 && s[hl - 1] == ']') {
+        snprintf(host, sizeof host, "%.*s", (int)(hl - 2), s + 1);
+        if (uv_ip6_addr(host, (int)port, (struct sockaddr_in6 *)ss) != 0)
+            return dp_fail(err, DP_EINVAL, "listen \"%s\": bad IPv6 address", s);
+    } else {
+        snprintf(host, sizeof host, "%.*s", (int)hl, s);
+        if (strcmp(host, "localhost") == 0)
+            snprintf(host, sizeof host, "127.0.0.1");
+        if (uv_ip4_addr(host, (int)port, (struct sockaddr_in *)ss) != 0)
+            return dp_fail(err, DP_EINVAL,
+                           "listen \"%s\": bad IPv4 address (use [::1]:PORT for IPv6)", s);
+    }
+    return 0;
+}
+
+int dp_http_cfg_check(const dp_http_cfg_t *cfg, char **err)
+{
+    struct sockaddr_storage ss;
+    memset(&ss, 0, sizeof ss);
+    const char *listen = cfg->listen != NULL ? cfg->listen : "127.0.0.1:8080";
+    int rc = dp_http_parse_listen(listen, &ss, err);
+    if (rc < 0)
+        return rc;
+    /* Anything reachable beyond this machine needs TLS and a token. */
+    if (!dp_http_is_loopback((const struct sockaddr *)&ss) &&
+        (cfg->cert == NULL || cfg->ntokens == 0))
+        return dp_fail(err, DP_EINVAL,
+                       "http: listen \"%s\" is not a loopback address: it needs tls = { cert =, "
+                       "key = } and tokens (docs/http.md)",
+                       listen);
+    return 0;
 }

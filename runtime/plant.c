@@ -739,6 +739,8 @@ static int read_plant_file(dp_plant_t *p, char **err)
             if (rc < 0)
                 goto out;
         }
+        if ((rc = dp_http_cfg_check(p->http, err)) < 0)
+            goto out;
     }
     if (!pc.writes)
         dp_guard_enable_writes(p->guard, false, "the plant file");

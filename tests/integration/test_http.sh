@@ -196,6 +196,10 @@ check 400 'bad duration' POST /api/v1/alarms/P1/vibration_high/shelve "$OPER" '{
 check 400 'at most 7 days' POST /api/v1/alarms/P1/vibration_high/shelve "$OPER" '{"duration":"30d"}'
 big=$(printf '{"duration":"%0300d"}' 1)
 check 413 'over the limit of 256' POST /api/v1/alarms/P1/vibration_high/shelve "$OPER" "$big"
+huge=$(printf '{"duration":"%05000d"}' 1)
+req POST "$URL_secure/api/v1/alarms/P1/vibration_high/shelve" "$OPER" "$huge"
+[ "$STATUS" = 413 ] && pass "a body far over the limit is refused by h2o (413)" ||
+    fail "huge body: $STATUS"
 check 200 '"shelved":true' POST /api/v1/alarms/P1/vibration_high/shelve "$OPER" '{"duration":"30min"}'
 check 200 '"shelved":false' POST /api/v1/alarms/P1/vibration_high/unshelve "$OPER" ''
 check 400 'tag is required' POST /api/v1/commands "$OPER" '{"value":1}'
@@ -311,6 +315,17 @@ echo 'plant { http = { listen = "nowhere" } }' >badlisten.lua
 out=$("$DOPPEL" run --for 1s badlisten.lua 2>&1)
 grep -q 'listen "nowhere": expected HOST:PORT' <<<"$out" && pass "bad listen address named" ||
     fail "bad listen: $out"
+echo 'plant { http = { listen = "0.0.0.0:0", tokens = "tokens.txt" } }' >exposed.lua
+out=$("$DOPPEL" check exposed.lua 2>&1)
+[ $? -ne 0 ] && grep -q 'is not a loopback address: it needs tls' <<<"$out" &&
+    pass "beyond loopback without TLS refused" || fail "exposed without TLS: $out"
+echo 'plant { http = { listen = "0.0.0.0:0", tls = { cert = "server.crt", key = "server.key" } } }' >exposed2.lua
+out=$("$DOPPEL" check exposed2.lua 2>&1)
+[ $? -ne 0 ] && grep -q 'is not a loopback address' <<<"$out" &&
+    pass "beyond loopback without tokens refused" || fail "exposed without tokens: $out"
+echo 'plant { http = { listen = "0.0.0.0:0", tls = { cert = "server.crt", key = "server.key" }, tokens = "tokens.txt" } }' >exposed3.lua
+out=$("$DOPPEL" check exposed3.lua 2>&1)
+[ $? -eq 0 ] && pass "beyond loopback with TLS and tokens accepted" || fail "exposed with TLS and tokens: $out"
 echo 'plant { http = { lisen = "127.0.0.1:1" } }' >typo.lua
 out=$("$DOPPEL" check typo.lua 2>&1)
 grep -q 'lisen' <<<"$out" && pass "unknown http field named" || fail "typo: $out"
