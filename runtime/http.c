@@ -896,7 +896,7 @@ static int on_req(h2o_handler_t *self, h2o_req_t *req)
     }
     if (nsegs >= 2 && strcmp(segs[0], "api") == 0 && strcmp(segs[1], "v1") == 0) {
         if (nsegs == 3 && strcmp(segs[2], "stream") == 0) {
-            if (!get)
+            if (strcmp(method, "GET") != 0)
                 dp__http_error(&c, 405, "use GET");
             else
                 open_stream(&c);
@@ -965,7 +965,15 @@ static void on_tick(uv_timer_t *t)
             h->lag_max_s = h->lag_s;
     }
     h->last_tick_ns = now;
-    if (++h->ticks % (1000 / TICK_MS) == 0) {
+    /* A comment line every 15 s keeps quiet streams alive through proxies
+     * and lets a dead peer show up as a write error. */
+    if (++h->ticks % (15000 / TICK_MS) == 0) {
+        for (struct stream *s = h->streams; s != NULL; s = s->next) {
+            stream_append(s, ": ping\n\n", 8);
+            stream_flush(s);
+        }
+    }
+    if (h->ticks % (1000 / TICK_MS) == 0) {
         dp_store_t *store = dp_plant_store(h->plant);
         uint64_t total = 0;
         for (int i = 0, n = dp_store_count(store); i < n; i++)

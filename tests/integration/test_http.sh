@@ -154,6 +154,8 @@ n=$(grep -o '\],\[' <<<"$BODY" | wc -l)
 check 400 'query parameter max' GET '/api/v1/tags/P1.flow/history?max=0' "$VIEW"
 check 400 'since' GET '/api/v1/tags/P1.flow/history?since=yesterday' "$VIEW"
 check 200 '"name":"sim","driver":"sim"' GET /api/v1/drivers "$VIEW"
+check 200 '"points":5' GET /api/v1/drivers "$VIEW"
+check 200 'doppel_device_stat{device="sim",driver="sim",stat="samples"}' GET /metrics "$VIEW"
 check 200 '[' GET /api/v1/events "$VIEW"
 check 200 '[' GET /api/v1/commands "$VIEW"
 check 200 '"name":"vibration_high"' GET /api/v1/alarms "$VIEW"
