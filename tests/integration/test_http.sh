@@ -168,6 +168,22 @@ check 405 'use GET' DELETE /api/v1/tags "$VIEW"
 check 405 'use POST' GET /api/v1/twins/P1/reload "$VIEW"
 check 400 'percent-encoding' GET '/api/v1/tags/P1%zz' "$VIEW"
 
+# ---- garbage on the wire: h2o answers 400 and the server carries on -----------------------
+port=${URL_secure##*:}
+if exec 3<>"/dev/tcp/127.0.0.1/$port"; then
+    printf 'NOT HTTP AT ALL\r\n\r\n' >&3
+    IFS= read -r -t 5 line <&3
+    exec 3>&-
+    grep -q '^HTTP/1.1 400' <<<"$line" && pass "garbage request gets 400" || fail "garbage: $line"
+else
+    fail "cannot connect to $port"
+fi
+# h2o bounds a request's headers (about 400 KB).
+head -c 1000000 /dev/zero | tr '\0' a | sed 's/^/X-Long: /' >long-header.txt
+code=$(curl -s -o /dev/null -w '%{http_code}' -H @long-header.txt "$URL_secure/healthz")
+[ "${code:0:1}" = 4 ] && pass "oversized header refused ($code)" || fail "oversized header: $code"
+check 200 '"status":"ok"' GET /healthz
+
 # ---- writes: refusals per role ------------------------------------------------------
 check 403 'needs the operator role; vic has viewer' POST /api/v1/alarms/P1/vibration_high/ack "$VIEW" ''
 check 403 'needs the operator role' POST /api/v1/commands "$VIEW" '{"tag":"P1.flow","value":1}'
