@@ -124,6 +124,10 @@ async function loadAll() {
   for (const t of tags) state.tags.set(t.name, { ...t, ts: toMs(t.ts) });
   $("#plant-name").textContent = plant.name;
   $("#who").textContent = plant.you.name + " · " + plant.you.role;
+  const engineer = plant.you.role === "engineer";
+  $("#reload-btn").classList.toggle("hidden", !engineer);
+  $("#shadow-btn").classList.toggle("hidden", !engineer || !plant.guard);
+  renderGuard(plant.guard);
   if (!state.selected || !twins.some((t) => t.name === state.selected)) {
     state.selected = twins.length ? twins[0].name : null;
   }
@@ -161,6 +165,7 @@ async function selectTwin(name) {
   if (name) localStorage.setItem("doppel.twin", name);
   for (const c of document.querySelectorAll(".twin")) c.classList.toggle("selected", c.dataset.twin === name);
   $("#twin-title").textContent = name || "No twins";
+  $("#reload-out").textContent = "";
   renderTagTable();
   await buildCharts();
 }
@@ -343,6 +348,43 @@ function connect() {
     }
   };
 }
+
+// ---- guard and reload (engineer) --------------------------------------------------
+
+function renderGuard(g) {
+  const b = $("#guard-badge");
+  state.guard = g;
+  if (!g) { b.classList.add("hidden"); return; }
+  const off = !g.writes_enabled;
+  b.textContent = off ? "writes off" : "shadow mode";
+  b.classList.toggle("off", off);
+  b.classList.toggle("hidden", !off && !g.shadow);
+  $("#shadow-btn").textContent = g.shadow ? "leave shadow" : "shadow";
+}
+
+$("#shadow-btn").addEventListener("click", async () => {
+  try {
+    const g = await api("/api/v1/guard", { method: "POST", body: JSON.stringify({ shadow: !(state.guard && state.guard.shadow) }) });
+    renderGuard({ writes_enabled: g.writes_enabled, shadow: g.shadow });
+  } catch (e) { $("#guard-badge").textContent = e.message; }
+});
+
+$("#reload-btn").addEventListener("click", async () => {
+  const out = $("#reload-out");
+  out.textContent = "…";
+  try {
+    await api("/api/v1/twins/" + encodeURIComponent(state.selected) + "/reload", { method: "POST" });
+    out.textContent = "reloaded";
+    out.className = "outcome ok";
+  } catch (e) {
+    out.textContent = (e.body && e.body.error) || e.message;
+    out.className = "outcome failed";
+  }
+});
+
+setInterval(() => {
+  if (state.plant && state.plant.guard) api("/api/v1/guard").then(renderGuard, () => {});
+}, 5000);
 
 // ---- alarms ------------------------------------------------------------------------
 

@@ -27,7 +27,9 @@ for need in /usr/bin/chromium "$NODE_DIR/node_modules/playwright-core/package.js
 done
 
 TOKEN=tok-$RANDOM$RANDOM$RANDOM
+ENG_TOKEN=eng-$RANDOM$RANDOM$RANDOM
 printf 'olga operator %s\n' "$(printf %s "$TOKEN" | sha256sum | cut -d' ' -f1)" >tokens.txt
+printf 'emil engineer %s\n' "$(printf %s "$ENG_TOKEN" | sha256sum | cut -d' ' -f1)" >>tokens.txt
 cat >plant.lua <<'EOF'
 plant { name = "e2e", http = { listen = "127.0.0.1:0", tokens = "tokens.txt" } }
 device "sim" { driver = "sim", seed = 3 }
@@ -68,7 +70,7 @@ start plant.log
 # The browser test asks for a restart (to see the dashboard reconnect by
 # itself) by creating $WORK/restart; the plant comes back on the same port.
 NODE_PATH=$NODE_DIR/node_modules timeout 150 node "$SRC/tests/integration/browser/dashboard.js" \
-    "$URL" "$TOKEN" "$ART" "$WORK" &
+    "$URL" "$TOKEN" "$ART" "$WORK" "$ENG_TOKEN" &
 NODE_PID=$!
 for _ in $(seq 1 900); do
     [ -e "$WORK/restart" ] && break
@@ -92,6 +94,11 @@ if [ $status -ne 0 ]; then
 fi
 grep -q 'P1.speed_sp.*by http:olga' plant.log || {
     echo "FAIL: the setpoint from the dashboard was not logged with who made it"
+    exit 1
+}
+grep -q 'reload requested over HTTP by emil' plant2.log && grep -q 'shadow.*http:emil' plant2.log || {
+    echo "FAIL: the engineer's reload and shadow switch were not logged with who made them"
+    grep -i 'shadow\|reload' plant2.log
     exit 1
 }
 grep -q 'alarm vibration_high: ack by http:olga' plant.log || {

@@ -1,6 +1,6 @@
 // End-to-end test of the dashboard in headless Chromium (Debian's
 // /usr/bin/chromium, driven by playwright-core). Run by test_dashboard.sh:
-//   node dashboard.js URL TOKEN SCREENSHOT_DIR CONTROL_DIR
+//   node dashboard.js URL TOKEN SCREENSHOT_DIR CONTROL_DIR ENGINEER_TOKEN
 // Opens the dashboard, sees a live value change, writes a setpoint,
 // acknowledges the alarm the test plant raises, asks for the plant to be
 // restarted (creates CONTROL_DIR/restart) and sees the dashboard reconnect by
@@ -11,7 +11,7 @@ const fs = require("fs");
 const path = require("path");
 const { chromium } = require("playwright-core");
 
-const [url, token, outDir, controlDir] = process.argv.slice(2);
+const [url, token, outDir, controlDir, engToken] = process.argv.slice(2);
 
 function check(cond, what) {
   if (!cond) throw new Error("check failed: " + what);
@@ -113,6 +113,28 @@ function check(cond, what) {
     check(fits, "tablet layout fits the width (overflow " + layout.overflow + " px, charts " +
       layout.charts.join(" ") + ")");
     await page.screenshot({ path: path.join(outDir, "dashboard-tablet.png") });
+
+    check(await page.locator("#reload-btn").isHidden(), "an operator gets no Reload button");
+
+    // An engineer reloads the twin and switches shadow mode from the page.
+    const eng = await browser.newContext({ viewport: { width: 1280, height: 860 } });
+    await eng.addInitScript((t) => localStorage.setItem("doppel.token", t), engToken);
+    const ep = await eng.newPage();
+    ep.on("pageerror", (e) => errors.push(String(e)));
+    ep.setDefaultTimeout(20000);
+    await ep.goto(url);
+    await ep.waitForSelector("#conn.up");
+    await ep.waitForSelector("#reload-btn:not(.hidden)");
+    await ep.click("#reload-btn");
+    await ep.waitForFunction(() => document.querySelector("#reload-out").textContent === "reloaded");
+    check(true, "engineer reloaded P1 from the dashboard");
+    await ep.click("#shadow-btn");
+    await ep.waitForSelector("#guard-badge:not(.hidden)");
+    check((await ep.textContent("#guard-badge")) === "shadow mode", "shadow mode shown after the switch");
+    await ep.click("#shadow-btn");
+    await ep.waitForSelector("#guard-badge.hidden", { state: "attached" });
+    check(true, "shadow mode left");
+    await eng.close();
 
     check(errors.length === 0, "no script errors on the page" + (errors.length ? ": " + errors : ""));
   } finally {
