@@ -147,15 +147,29 @@ static void count_status(dp_http_t *h, int status)
         h->status_counts[status / 100]++;
 }
 
+/* Headers on every answer: no caching of live data, no MIME sniffing, no
+ * framing (the alarm buttons must not be clickjacked), and no Referer that
+ * could carry a ?token= elsewhere. */
+static void common_headers(h2o_req_t *req, const char *type)
+{
+    h2o_add_header(&req->pool, &req->res.headers, H2O_TOKEN_CONTENT_TYPE, NULL, type, strlen(type));
+    h2o_add_header(&req->pool, &req->res.headers, H2O_TOKEN_CACHE_CONTROL, NULL,
+                   H2O_STRLIT("no-store"));
+    h2o_add_header_by_str(&req->pool, &req->res.headers, H2O_STRLIT("x-content-type-options"), 0,
+                          NULL, H2O_STRLIT("nosniff"));
+    h2o_add_header_by_str(&req->pool, &req->res.headers, H2O_STRLIT("x-frame-options"), 0, NULL,
+                          H2O_STRLIT("DENY"));
+    h2o_add_header_by_str(&req->pool, &req->res.headers, H2O_STRLIT("referrer-policy"), 0, NULL,
+                          H2O_STRLIT("no-referrer"));
+}
+
 static void send_body(dp_http_t *h, h2o_req_t *req, int status, const char *type, const char *body,
                       size_t len)
 {
     count_status(h, status);
     req->res.status = status;
     req->res.reason = reason_of(status);
-    h2o_add_header(&req->pool, &req->res.headers, H2O_TOKEN_CONTENT_TYPE, NULL, type, strlen(type));
-    h2o_add_header(&req->pool, &req->res.headers, H2O_TOKEN_CACHE_CONTROL, NULL,
-                   H2O_STRLIT("no-store"));
+    common_headers(req, type);
     h2o_send_inline(req, body, len);
 }
 
@@ -621,10 +635,7 @@ static void open_stream(dp__http_call_t *c)
     h2o_req_t *req = c->req;
     req->res.status = 200;
     req->res.reason = "OK";
-    h2o_add_header(&req->pool, &req->res.headers, H2O_TOKEN_CONTENT_TYPE, NULL,
-                   H2O_STRLIT("text/event-stream"));
-    h2o_add_header(&req->pool, &req->res.headers, H2O_TOKEN_CACHE_CONTROL, NULL,
-                   H2O_STRLIT("no-store"));
+    common_headers(req, "text/event-stream");
     h2o_start_response(req, &s->gen);
     dp_jb_puts(&s->pending, "retry: 2000\nevent: hello\ndata: {\"plant\":");
     dp_jb_str(&s->pending, dp_plant_name(h->plant));

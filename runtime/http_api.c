@@ -804,6 +804,8 @@ void dp__http_metrics(dp__http_call_t *c)
     req->res.reason = "OK";
     h2o_add_header(&req->pool, &req->res.headers, H2O_TOKEN_CONTENT_TYPE, NULL,
                    H2O_STRLIT("text/plain; version=0.0.4; charset=utf-8"));
+    h2o_add_header(&req->pool, &req->res.headers, H2O_TOKEN_CACHE_CONTROL, NULL,
+                   H2O_STRLIT("no-store"));
     h2o_send_inline(req, b.p, b.len);
     dp_jb_free(&b);
 }

@@ -120,6 +120,10 @@ start open open.lua
 check 200 '"status":"ok"' GET /healthz
 check 200 '<title>doppel</title>' GET /
 check 200 'uPlot' GET /assets/uPlot.iife.min.js
+hdrs=$(curl -s -D - -o /dev/null "$URL_secure/")
+grep -qi '^x-frame-options: DENY' <<<"$hdrs" && grep -qi '^referrer-policy: no-referrer' <<<"$hdrs" &&
+    grep -qi '^x-content-type-options: nosniff' <<<"$hdrs" && pass "security headers on the page" ||
+    fail "headers: $hdrs"
 check 404 '"error":"no asset' GET /assets/nope.js
 
 # ---- authentication -----------------------------------------------------------------
