@@ -93,5 +93,7 @@ struct dp_persist *dp_plant_persist(dp_plant_t *plant);
 size_t dp_plant_flush(dp_plant_t *plant);
 /* The ingest queue (NULL in virtual time). */
 struct dp_ingest *dp_plant_ingest(dp_plant_t *plant);
+/* The HTTP settings (plant { http = { ... } }), or NULL when absent. */
+const struct dp_http_cfg *dp_plant_http(const dp_plant_t *plant);
 
 #endif
