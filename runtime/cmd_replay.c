@@ -6,8 +6,8 @@
  * fire on the way), the sample is written to the store, and the samples of
  * one timestamp are delivered to the twins together, as one loop turn would
  * deliver them live. What the twins produce is written as it happens: every
- * change of a derived tag, every alarm and other event, every command (in
- * shadow: nothing reaches a device). Nothing in the output depends on the
+ * change of a derived tag, every alarm and other event, every command (a
+ * dry run: nothing reaches a device). Nothing in the output depends on the
  * wall clock, so the same plant and input give byte-identical output. */
 #include "cmd_replay.h"
 
@@ -285,8 +285,9 @@ static void on_command(const dp_cmd_t *cmd, void *ud)
 {
     replay_t *r = ud;
     char detail[512];
-    snprintf(detail, sizeof detail, "%s: %s", dp_cmd_outcome_name(cmd->outcome),
-             cmd->reason ? cmd->reason : "");
+    const char *reason = cmd->reason != NULL ? cmd->reason : "";
+    snprintf(detail, sizeof detail, "%s%s%s", dp_cmd_outcome_name(cmd->outcome),
+             reason[0] ? ": " : "", reason);
     r->st->commands++;
     emit(r, cmd->done_ts ? cmd->done_ts : cmd->ts, "command", cmd->origin, cmd->tag, &cmd->value,
          detail, NULL, 0);
@@ -577,21 +578,16 @@ int dp_replay_run(const dp_replay_opts_t *o, dp_replay_stats_t *st, char **err)
     msgpack_packer_init(&r.pk, &r.sbuf, msgpack_sbuffer_write);
     if (o->format == DP_REPLAY_CSV)
         fputs("timestamp,type,twin,name,value,detail\n", r.out);
-    /* Shadow mode: commands are judged by the guard and written out, never
-     * sent to a device. */
+    /* A dry run: commands are judged by the guard and written out; none is
+     * sent to a device (device-less setpoints are written to the store). */
     dp_plant_opts_t po = {.path = o->plant,
                           .start = start,
-                          .shadow = true,
+                          .dry_run = true,
                           .on_event = on_event,
                           .event_ud = &r,
                           .on_command = on_command,
                           .command_ud = &r};
-    /* With --log-level warn, the guard's "shadow mode on" is not news. */
-    dp_log_level_t level = dp_log_get_level();
-    if (level == DP_LOG_WARN)
-        dp_log_set_level(DP_LOG_ERROR);
     r.plant = dp_plant_open(&po, err);
-    dp_log_set_level(level);
     fclose(r.out);
     r.out = NULL;
     if (r.plant == NULL) {

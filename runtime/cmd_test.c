@@ -302,24 +302,20 @@ static int h_open_plant(lua_State *L)
     } else {
         path = resolve(c, luaL_checkstring(L, 2));
     }
-    /* Shadow mode: commands are judged by the guard and recorded for
-     * t:commands(), never written to a device or the store. */
+    /* A dry run: commands are judged by the guard and recorded for
+     * t:commands(); none reaches a device, device-less setpoints are written
+     * to the store as they would be live. */
     dp_plant_opts_t po = {.path = path,
                           .start = c->start,
                           .source = source,
                           .source_len = srclen,
-                          .shadow = true,
+                          .dry_run = true,
                           .on_event = on_event,
                           .event_ud = c,
                           .on_command = on_command,
                           .command_ud = c};
     char *err = NULL;
-    /* Quiet runs do not need the guard's "shadow mode on" once per case. */
-    dp_log_level_t level = dp_log_get_level();
-    if (level == DP_LOG_WARN)
-        dp_log_set_level(DP_LOG_ERROR);
     c->plant = dp_plant_open(&po, &err);
-    dp_log_set_level(level);
     if (c->plant == NULL) {
         fail(L, "%s", err ? err : "cannot open the plant");
         free(err);
