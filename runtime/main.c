@@ -12,7 +12,9 @@
 #include <lauxlib.h>
 
 #include "clock.h"
+#include "cmd_export.h"
 #include "log.h"
+#include "persist.h"
 #include "plant.h"
 #include "sandbox.h"
 
@@ -25,6 +27,7 @@ typedef struct {
     const char *start;
     const char *run_for;
     bool no_watch;
+    bool recover_only;
 } options_t;
 
 typedef struct {
@@ -33,12 +36,16 @@ typedef struct {
     const char *summary;
     const char *help;
     int (*run)(int argc, char **argv, options_t *o);
+    /* The command parses its own options: everything after its name is
+     * passed to run() as is. */
+    bool raw_args;
 } command_t;
 
 static int cmd_run(int argc, char **argv, options_t *o);
 static int cmd_check(int argc, char **argv, options_t *o);
 static int cmd_version(int argc, char **argv, options_t *o);
 static int cmd_help(int argc, char **argv, options_t *o);
+static int cmd_export(int argc, char **argv, options_t *o);
 
 static const command_t commands[] = {
     {"run", "[PLANT.lua]", "run a plant (no argument: the bundled demo pump station)",
@@ -49,13 +56,16 @@ static const command_t commands[] = {
      "  --start TIME       virtual start time (ISO 8601 UTC or epoch seconds;\n"
      "                     default 2026-01-01T00:00:00Z)\n"
      "  --for DURATION     stop after this long (\"90s\", \"10min\", \"1d\")\n"
-     "  --no-watch         do not reload twins when their files change\n",
+     "  --no-watch         do not reload twins when their files change\n"
+     "  --recover-only     recover the data directory (snapshot + journal), write a\n"
+     "                     fresh snapshot and exit without starting devices\n",
      cmd_run},
     {"check", "FILE...", "validate plant files and twin scripts without running them",
      "A plant file is read, its devices opened without I/O, its tags declared and\n"
      "its twins' scripts loaded (on_start does not run). Any other Lua file is\n"
      "compiled. Prints one line per file; the exit status is 0 only if all are valid.\n",
      cmd_check},
+    {"export", "--csv", "write journal contents as CSV", DP_CMD_EXPORT_HELP, cmd_export, true},
     {"version", "", "print the version", "Prints doppel's version and its libraries'.\n",
      cmd_version},
     {"help", "[COMMAND]", "show help for a command", "Shows help.\n", cmd_help},
@@ -226,7 +236,21 @@ static int cmd_run(int argc, char **argv, options_t *o)
         uv_loop_close(&loop);
         return 1;
     }
-    if (dp_plant_start(r.plant, &err) < 0) {
+    if (o->recover_only) {
+        /* Recovery ran in dp_plant_open; keep its result as a snapshot. */
+        struct dp_persist *ps = dp_plant_persist(r.plant);
+        if (ps == NULL) {
+            fprintf(stderr, "doppel run: --recover-only: this plant does not journal\n");
+            status = 1;
+        } else if (dp_persist_snapshot(ps, r.plant, &err) < 0) {
+            fprintf(stderr, "doppel run: --recover-only: %s\n", err);
+            free(err);
+            status = 1;
+        } else {
+            dp_log_info(NULL, "recovered; snapshot written");
+        }
+        dp_plant_stop(r.plant);
+    } else if (dp_plant_start(r.plant, &err) < 0) {
         fprintf(stderr, "doppel run: %s\n", err);
         free(err);
         dp_plant_stop(r.plant);
@@ -371,6 +395,13 @@ static int cmd_help(int argc, char **argv, options_t *o)
     return 0;
 }
 
+/* ---- export ---------------------------------------------------------- */
+
+static int cmd_export(int argc, char **argv, options_t *o)
+{
+    return dp_cmd_export(argc, argv, o->data_dir);
+}
+
 /* ---- option parsing -------------------------------------------------- */
 
 typedef struct {
@@ -387,6 +418,7 @@ static const option_t option_table[] = {
     {"start", true, offsetof(options_t, start), "run"},
     {"for", true, offsetof(options_t, run_for), "run"},
     {"no-watch", false, offsetof(options_t, no_watch), "run"},
+    {"recover-only", false, offsetof(options_t, recover_only), "run"},
 };
 
 static bool accepts(const option_t *opt, const char *cmd)
@@ -420,6 +452,11 @@ int main(int argc, char **argv)
                     fprintf(stderr, "doppel: unknown command \"%s\" (try 'doppel help')\n", a);
                     status = 2;
                     goto out;
+                }
+                while (cmd->raw_args && i + 1 < argc) {
+                    if (strcmp(argv[i + 1], "-h") == 0 || strcmp(argv[i + 1], "--help") == 0)
+                        want_help = true;
+                    args[nargs++] = argv[++i];
                 }
             } else {
                 args[nargs++] = argv[i];

@@ -13,6 +13,7 @@
 #include "ingest.h"
 #include "lmsgpack.h"
 #include "log.h"
+#include "persist.h"
 #include "reload.h"
 #include "sandbox.h"
 #include "settings.h"
@@ -53,6 +54,8 @@ struct dp_plant {
     bool handles_open;
     bool stopped;
     bool watch;
+    dp_persist_cfg_t persist_cfg;
+    dp_persist_t *persist;
 };
 
 /* Plant-wide settings: plant { ... } in the plant file. */
@@ -686,7 +689,10 @@ static int read_plant_file(dp_plant_t *p, char **err)
         lua_pop(L, 1);
         lua_newtable(L);
     }
-    rc = dp_settings_parse(L, -1, plant_settings, &pc, NULL, "plant", err);
+    static const char *const plant_fields_elsewhere[] = {"journal", "snapshot", NULL};
+    rc = dp_settings_parse(L, -1, plant_settings, &pc, plant_fields_elsewhere, "plant", err);
+    if (rc == 0)
+        rc = dp_persist_parse(L, -1, &p->persist_cfg, err);
     lua_pop(L, 1);
     if (rc < 0)
         goto out;
@@ -853,9 +859,29 @@ dp_plant_t *dp_plant_open(const dp_plant_opts_t *opts, char **err)
                                     .check_only = opts->check_only};
     if (read_plant_file(p, err) < 0)
         goto fail;
+    /* Durability: a real-time plant with a data dir journals, and starts
+     * from what recovery makes of its snapshot and journal. */
+    const struct dp_snapshot *seed = opts->seed;
+    if (opts->loop != NULL && !opts->check_only && opts->data_dir != NULL &&
+        p->persist_cfg.enabled) {
+        dp_persist_opts_t pso = {.plant_path = p->path,
+                                 .data_dir = p->data_dir,
+                                 .loop = p->loop,
+                                 .cfg = &p->persist_cfg};
+        p->persist = dp_persist_open(&pso, err);
+        if (p->persist == NULL)
+            goto fail;
+        seed = dp_persist_seed(p->persist);
+    }
+    if (seed != NULL) {
+        int skipped = dp_snapshot_restore_store(seed, p->store);
+        if (skipped > 0)
+            dp_log_warn(NULL, "%d saved tags are no longer in the plant; skipped", skipped);
+    }
     for (int i = 0; i < p->ntwins; i++) {
         char *inner = NULL;
-        if (dp_twin_load(p->twins[i], NULL, 0, &inner) < 0) {
+        const dp_snap_twin_t *st = dp_snapshot_twin(seed, dp_twin_name(p->twins[i]));
+        if (dp_twin_load(p->twins[i], st ? st->state : NULL, st ? st->len : 0, &inner) < 0) {
             dp_fail(err, DP_ESCRIPT, "twin %s: %s", dp_twin_name(p->twins[i]), inner);
             free(inner);
             goto fail;
@@ -895,6 +921,8 @@ int dp_plant_start(dp_plant_t *p, char **err)
         }
         d->started = true;
     }
+    if (p->persist != NULL)
+        dp_persist_start(p->persist, p);
     dp_log_info(NULL, "plant %s running: %d device%s, %d twin%s, %d tags, %s time", p->name,
                 p->ndevices, p->ndevices == 1 ? "" : "s", p->ntwins, p->ntwins == 1 ? "" : "s",
                 dp_store_count(p->store), dp_clock_is_virtual(p->clock) ? "virtual" : "real");
@@ -912,6 +940,7 @@ void dp_plant_stop(dp_plant_t *p)
     if (p == NULL || p->stopped)
         return;
     p->stopped = true;
+    dp_persist_prestop(p->persist, p);
     for (int i = 0; i < p->ntwins; i++)
         dp_twin_stop(p->twins[i]);
     for (int i = 0; i < p->ndevices; i++) {
@@ -925,6 +954,7 @@ void dp_plant_stop(dp_plant_t *p)
         p->host.ingest = NULL;
         dp_plant_flush(p);
     }
+    dp_persist_stop(p->persist);
     if (p->handles_open) {
         uv_close((uv_handle_t *)&p->prepare, NULL);
         uv_close((uv_handle_t *)&p->check, NULL);
@@ -956,6 +986,7 @@ void dp_plant_free(dp_plant_t *p)
         free(d);
     }
     dp_guard_free(p->guard);
+    dp_persist_free(p->persist);
     dp_store_free(p->store);
     dp_clock_free(p->clock);
     free(p->twins);
@@ -1015,6 +1046,11 @@ struct dp_device *dp_plant_device_at(dp_plant_t *p, int i)
 dp_guard_t *dp_plant_guard(dp_plant_t *p)
 {
     return p->guard;
+}
+
+struct dp_persist *dp_plant_persist(dp_plant_t *p)
+{
+    return p->persist;
 }
 
 struct dp_ingest *dp_plant_ingest(dp_plant_t *p)

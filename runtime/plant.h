@@ -27,6 +27,10 @@ typedef struct {
     /* Watch script files and reload twins when they change (real time only). */
     bool watch;
     const char *data_dir;
+    /* Start from this store content and these twin states (recovery's
+     * replay plant); NULL: from the data dir's snapshot and journal when the
+     * plant journals (real time with a data_dir), else empty. */
+    const struct dp_snapshot *seed;
 } dp_plant_opts_t;
 
 /* Reads the plant file, opens devices, adds tags, loads every twin (running
@@ -67,6 +71,9 @@ struct dp_device *dp_plant_device_at(dp_plant_t *plant, int i);
 struct dp_guard *dp_plant_guard(dp_plant_t *plant);
 /* The plant's alarm list (alarms.h). */
 struct dp_alarms *dp_plant_alarms(dp_plant_t *plant);
+/* The plant's journal and snapshots (persist.h); NULL when it does not
+ * journal. */
+struct dp_persist *dp_plant_persist(dp_plant_t *plant);
 /* Delivers queued change notifications now (tests, benchmarks). */
 size_t dp_plant_flush(dp_plant_t *plant);
 /* The ingest queue (NULL in virtual time). */
