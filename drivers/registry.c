@@ -2,12 +2,14 @@
 
 #include <string.h>
 
+#include "mqtt/mqtt.h"
 #include "sim/sim.h"
 
 /* Every driver built into doppel, in the order they are listed and
  * documented. A new driver adds its vtable here. */
 static const dp_driver_t *const drivers[] = {
     &dp_sim_driver,
+    &dp_mqtt_driver,
     NULL,
 };
 
