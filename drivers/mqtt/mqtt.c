@@ -458,6 +458,8 @@ static int mqtt_open(dp_device_t *dev, char **err)
         return dp_fail(err, DP_EINVAL, "a password needs a username");
     if (c->port == 0)
         c->port = c->tls ? 8883 : 1883;
+    if (c->keepalive < 5 * DP_US_PER_SEC || c->keepalive > 65535 * DP_US_PER_SEC)
+        return dp_fail(err, DP_EINVAL, "keepalive: must be between 5s and 65535s");
     if (c->reconnect_max < c->reconnect_min)
         return dp_fail(err, DP_EINVAL, "reconnect_max is below reconnect_min");
     const char *plant = dev->host->plant ? dp_plant_name(dev->host->plant) : "plant";
@@ -1138,7 +1140,7 @@ static int mqtt_start(dp_device_t *dev, char **err)
         .port = (int)c->port,
         .client_id = m->client_id,
         .protocol = c->protocol == 1 ? 5 : 4,
-        .keepalive = (int)(c->keepalive / DP_US_PER_SEC) ? (int)(c->keepalive / DP_US_PER_SEC) : 1,
+        .keepalive = (int)(c->keepalive / DP_US_PER_SEC),
         .clean_session = true,
         .username = c->username,
         .password = password,
