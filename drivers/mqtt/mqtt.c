@@ -32,6 +32,7 @@ typedef struct {
     char *host;
     int64_t port;
     char *client_id;
+    bool clean_session;
     int protocol;
     dp_time_t keepalive;
     char *username;
@@ -456,6 +457,8 @@ static int mqtt_open(dp_device_t *dev, char **err)
         return dp_fail(err, DP_EINVAL, "give password_file or password_env, not both");
     if ((c->password_file != NULL || c->password_env != NULL) && c->username == NULL)
         return dp_fail(err, DP_EINVAL, "a password needs a username");
+    if (!c->clean_session && c->client_id == NULL)
+        return dp_fail(err, DP_EINVAL, "clean_session = false needs a client_id");
     if (c->port == 0)
         c->port = c->tls ? 8883 : 1883;
     if (c->keepalive < 5 * DP_US_PER_SEC || c->keepalive > 65535 * DP_US_PER_SEC)
@@ -1141,7 +1144,7 @@ static int mqtt_start(dp_device_t *dev, char **err)
         .client_id = m->client_id,
         .protocol = c->protocol == 1 ? 5 : 4,
         .keepalive = (int)(c->keepalive / DP_US_PER_SEC),
-        .clean_session = true,
+        .clean_session = c->clean_session,
         .username = c->username,
         .password = password,
         .tls = c->tls,
