@@ -162,6 +162,12 @@ static const dp_setting_t device_settings[] = {
      .type = DP_SET_STRING,
      .offset = CFG(client_id),
      .doc = "MQTT client id (default `doppel-<plant>-<device>`)."},
+    {.name = "clean_session",
+     .type = DP_SET_BOOL,
+     .offset = CFG(clean_session),
+     .def = "true",
+     .doc = "false: ask the broker to keep this client's subscriptions and queue its QoS 1 "
+            "messages while it is away (needs `client_id`)."},
     {.name = "protocol",
      .type = DP_SET_ENUM,
      .offset = CFG(protocol),

@@ -106,6 +106,18 @@ wait_for() {
     return 1
 }
 
+# ---- 0. settings errors name the field -------------------------------------
+printf 'device "b" { driver = "mqtt", commands = { eve = "P1" } }\n' > bad1.lua
+printf 'device "b" { driver = "mqtt" }\ntwin "T" { script = "t.lua", tags = { x = { device = "b", topic = "a/#/b" } } }\n' > bad2.lua
+printf 'device "b" { driver = "mqtt", keepalive = "1s" }\n' > bad3.lua
+printf '' > t.lua
+for f in bad1:'commands: "P1": expected "twin.tag", "twin.*" or "*"' \
+         bad2:'twin T, tag x: topic: "a/#/b" is not a valid subscription' \
+         bad3:'device b: keepalive: must be between 5s and 65535s'; do
+    out=$("$DOPPEL" check "${f%%:*}.lua" 2>&1)
+    if [ $? -eq 1 ] && grep -qF -- "${f#*:}" <<<"$out"; then ok "check ${f%%:*}"; else fail "check ${f%%:*}: $out"; fi
+done
+
 start_broker
 
 # ---- 1. streams, commands, malformed payloads -------------------------------
