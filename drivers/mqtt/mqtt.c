@@ -451,10 +451,7 @@ static dp_time_t now(const mqtt_t *m)
 static int mqtt_open(dp_device_t *dev, char **err)
 {
     mqtt_cfg_t *c = dev->cfg;
-    mqtt_t *m = dp_xcalloc(1, sizeof *m);
-    m->dev = dev;
-    m->cfg = c;
-    dev->impl = m;
+    /* Everything is checked before allocating: a failed open is not closed. */
     if (c->tls_ca != NULL || c->tls_cert != NULL)
         c->tls = true;
     if ((c->tls_cert == NULL) != (c->tls_key == NULL))
@@ -463,24 +460,26 @@ static int mqtt_open(dp_device_t *dev, char **err)
         return dp_fail(err, DP_EINVAL, "give password_file or password_env, not both");
     if ((c->password_file != NULL || c->password_env != NULL) && c->username == NULL)
         return dp_fail(err, DP_EINVAL, "a password needs a username");
-    if (!c->clean_session && c->client_id == NULL)
-        return dp_fail(err, DP_EINVAL, "clean_session = false needs a client_id");
-    if (c->port == 0)
-        c->port = c->tls ? 8883 : 1883;
     if (c->keepalive < 5 * DP_US_PER_SEC || c->keepalive > 65535 * DP_US_PER_SEC)
         return dp_fail(err, DP_EINVAL, "keepalive: must be between 5s and 65535s");
     if (c->reconnect_max < c->reconnect_min)
         return dp_fail(err, DP_EINVAL, "reconnect_max is below reconnect_min");
-    const char *plant = dev->host->plant ? dp_plant_name(dev->host->plant) : "plant";
+    if (!c->clean_session && c->client_id == NULL)
+        return dp_fail(err, DP_EINVAL, "clean_session = false needs a client_id");
     if (c->prefix != NULL) {
         size_t n = strlen(c->prefix);
         if (n == 0 || strpbrk(c->prefix, "+#") != NULL || c->prefix[n - 1] == '/')
             return dp_fail(err, DP_EINVAL,
                            "prefix: \"%s\": no wildcards, no trailing slash, not empty", c->prefix);
-        m->prefix = dp_xstrdup(c->prefix);
-    } else {
-        m->prefix = dp_xasprintf("doppel/%s", plant);
     }
+    if (c->port == 0)
+        c->port = c->tls ? 8883 : 1883;
+    const char *plant = dev->host->plant ? dp_plant_name(dev->host->plant) : "plant";
+    mqtt_t *m = dp_xcalloc(1, sizeof *m);
+    m->dev = dev;
+    m->cfg = c;
+    dev->impl = m;
+    m->prefix = c->prefix ? dp_xstrdup(c->prefix) : dp_xasprintf("doppel/%s", plant);
     m->client_id =
         c->client_id ? dp_xstrdup(c->client_id) : dp_xasprintf("doppel-%s-%s", plant, dev->name);
     if (c->commands.n > 0)
@@ -1201,7 +1200,11 @@ static void mqtt_stop(dp_device_t *dev)
     uv_timer_stop(&m->saver);
     if (m->client != NULL) {
         if (m->cfg->publish && dp_mqtt_client_connected(m->client)) {
-            pump(m);
+            /* A clean stop publishes what the journal holds so far (devices
+             * stopped before this one included), so nothing waits for the
+             * next start; it is acknowledged then, at the latest. */
+            if (m->journal != NULL && dp_journal_sync(m->journal) == 0)
+                pump(m);
             publish_status(m, false);
         }
         dp_mqtt_client_free(m->client, 1000);
@@ -1209,7 +1212,7 @@ static void mqtt_stop(dp_device_t *dev)
     }
     if (m->journal != NULL && m->jdir != NULL) {
         char *err = NULL;
-        /* Acknowledgements that came in during the final flush count too. */
+        /* The position acknowledged so far; the rest is sent again next time. */
         advance(m);
         if (dp_jcursor_save(m->jdir, m->cursor, &m->acked, &err) < 0) {
             dp_log_error(NULL, "mqtt %s: cannot save cursor: %s", dev_name(m), err);
