@@ -332,5 +332,8 @@ check "fleet: the site has every gw3 sample with its timestamp and value ($n3)" 
 check "fleet: the site's twin computed from them and published it" \
     grep -aq '^doppel/site/S/data/total {"seq"' site.sub
 
+# Sanitizer builds: a leak or undefined behaviour in any doppel run fails the test.
+if grep -l 'Sanitizer\|runtime error:' ./*.log 2>/dev/null; then fail "sanitizer reports in the logs above"; fi
+
 echo "$failures failures"
 [ "$failures" -eq 0 ]
