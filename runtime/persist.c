@@ -191,6 +191,11 @@ struct dp_persist {
     bool writing; /* a snapshot file is being written in the threadpool */
     bool started;
     uint64_t last_snap_seq;
+    struct {
+        dp_journal_durable_cb cb;
+        void *ud;
+    } * durable_cbs;
+    int ndurable_cbs;
 };
 
 /* ---- recovery -------------------------------------------------------------- */
@@ -379,10 +384,20 @@ static void on_command(const dp_cmd_t *cmd, void *ud)
 
 static void on_durable(dp_journal_t *j, uint64_t durable, void *ud)
 {
-    (void)j;
-    (void)ud;
+    dp_persist_t *ps = ud;
     /* The crash test reads these lines to know what was accepted. */
     dp_log_debug(NULL, "journal: accepted through record %" PRIu64, durable);
+    for (int i = 0; i < ps->ndurable_cbs; i++)
+        ps->durable_cbs[i].cb(j, durable, ps->durable_cbs[i].ud);
+}
+
+void dp_persist_on_durable(dp_persist_t *ps, dp_journal_durable_cb cb, void *ud)
+{
+    ps->durable_cbs =
+        dp_xrealloc(ps->durable_cbs, sizeof *ps->durable_cbs * (size_t)(ps->ndurable_cbs + 1));
+    ps->durable_cbs[ps->ndurable_cbs].cb = cb;
+    ps->durable_cbs[ps->ndurable_cbs].ud = ud;
+    ps->ndurable_cbs++;
 }
 
 /* ---- snapshots ------------------------------------------------------------- */
@@ -574,6 +589,7 @@ void dp_persist_free(dp_persist_t *ps)
     }
     dp_snapshot_free(ps->final);
     dp_snapshot_free(ps->seed);
+    free(ps->durable_cbs);
     free(ps->plant_path);
     free(ps->journal_dir);
     free(ps->snap_dir);
