@@ -531,6 +531,7 @@ struct dp_journal {
     uv_async_t async;
     int open_handles;
     bool commit_scheduled;
+    bool behind; /* warned that the writer is behind */
     uint64_t records, bytes, commits;
 
     /* Shared, under mu. */
@@ -538,6 +539,7 @@ struct dp_journal {
     pthread_cond_t cond_work; /* writer waits for batches */
     pthread_cond_t cond_done; /* sync waits for progress */
     batch_t *head, *tail;
+    uint64_t queued; /* bytes handed to the writer and not written yet */
     bool stop;
     bool failed;
     uint64_t written; /* highest seq written to the OS */
@@ -663,6 +665,9 @@ static void *writer_main(void *arg)
         /* Group commit: take every queued batch, write them all, fsync once. */
         batch_t *list = j->head;
         j->head = j->tail = NULL;
+        uint64_t taken = 0;
+        for (batch_t *b = list; b != NULL; b = b->next)
+            taken += b->data.len;
         bool failed = j->failed;
         pthread_mutex_unlock(&j->mu);
 
@@ -703,6 +708,7 @@ static void *writer_main(void *arg)
         }
 
         pthread_mutex_lock(&j->mu);
+        j->queued -= taken;
         if (rc < 0) {
             j->failed = true;
         } else if (last != 0) {
@@ -987,8 +993,20 @@ static void queue_batch(dp_journal_t *j, bool force)
     else
         j->head = b;
     j->tail = b;
+    j->queued += b->data.len;
+    uint64_t queued = j->queued;
     pthread_cond_signal(&j->cond_work);
     pthread_mutex_unlock(&j->mu);
+    /* Batches wait in memory while the disk is slow; say so once when that
+     * grows large, and again after it has recovered. */
+    if (!j->behind && queued > (UINT64_C(64) << 20)) {
+        j->behind = true;
+        dp_log_warn(NULL, "journal %s: the writer is behind: %" PRIu64 " MiB waiting for the disk",
+                    j->dir, queued >> 20);
+    } else if (j->behind && queued < (UINT64_C(8) << 20)) {
+        j->behind = false;
+        dp_log_info(NULL, "journal %s: the writer caught up", j->dir);
+    }
 }
 
 uint64_t dp_journal_append(dp_journal_t *j, const dp_jrec_t *rec)
