@@ -816,7 +816,8 @@ static int scan_tail(const char *path, uint64_t *valid_end, uint64_t *last_seq, 
         if (fs > 0 && bad == NULL) {
             pos += (size_t)fs;
             keep = pos;
-            *last_seq = rec.seq;
+            if (rec.seq > *last_seq)
+                *last_seq = rec.seq;
             continue;
         }
         size_t next = fs > 0 ? pos + (size_t)fs : mem_resync(buf, pos, len);
