@@ -12,6 +12,8 @@
 #include <lauxlib.h>
 
 #include "clock.h"
+#include "cmd_replay.h"
+#include "cmd_test.h"
 #include "cmd_export.h"
 #include "log.h"
 #include "persist.h"
@@ -27,6 +29,7 @@ typedef struct {
     const char *start;
     const char *run_for;
     bool no_watch;
+    const char *input, *speed, *from, *to, *out, *format; /* replay */
     bool recover_only;
 } options_t;
 
@@ -45,6 +48,8 @@ static int cmd_run(int argc, char **argv, options_t *o);
 static int cmd_check(int argc, char **argv, options_t *o);
 static int cmd_version(int argc, char **argv, options_t *o);
 static int cmd_help(int argc, char **argv, options_t *o);
+static int cmd_test(int argc, char **argv, options_t *o);
+static int cmd_replay(int argc, char **argv, options_t *o);
 static int cmd_export(int argc, char **argv, options_t *o);
 
 static const command_t commands[] = {
@@ -65,6 +70,29 @@ static const command_t commands[] = {
      "its twins' scripts loaded (on_start does not run). Any other Lua file is\n"
      "compiled. Prints one line per file; the exit status is 0 only if all are valid.\n",
      cmd_check},
+    {"test", "[PATH...]", "run twin tests (*_test.lua) in virtual time",
+     "Finds *_test.lua files under each PATH (files or directories, searched\n"
+     "recursively; none: the current directory) and runs every case in a fresh\n"
+     "plant in virtual time. Prints one line per case and \"N passed, N failed\";\n"
+     "the exit status is 0 if all passed, 1 if any failed, 2 for a bad PATH.\n"
+     "Twin log lines below warn are hidden unless --log-level is given.\n"
+     "See docs/testing.md for the test API.\n",
+     cmd_test},
+    {"replay", "PLANT", "run a plant's twins over a recording (--input FILE)",
+     "Runs the plant's twins over a CSV recording or a journal in virtual time\n"
+     "(devices are not started; commands never reach a device) and writes derived\n"
+     "tag changes, alarms, events and commands as CSV or msgpack. The same plant\n"
+     "and input give byte-identical output. See docs/replay.md for the formats.\n\n"
+     "Options:\n"
+     "  --input FILE|DIR   the recording: CSV, long (timestamp,tag,value[,quality])\n"
+     "                     or wide (timestamp,TAG,TAG...); or a journal folder\n"
+     "                     (a data dir, or its journal/ folder)\n"
+     "  --speed max|N      as fast as possible (default) or N times real time\n"
+     "  --from TIME        skip samples before TIME (ISO 8601 UTC or epoch seconds)\n"
+     "  --to TIME          stop at TIME\n"
+     "  --out FILE         write there (default: standard output)\n"
+     "  --format csv|msgpack  default: msgpack for FILE.msgpack, else csv\n",
+     cmd_replay},
     {"export", "--csv", "write journal contents as CSV", DP_CMD_EXPORT_HELP, cmd_export, true},
     {"version", "", "print the version", "Prints doppel's version and its libraries'.\n",
      cmd_version},
@@ -365,6 +393,18 @@ static int cmd_check(int argc, char **argv, options_t *o)
     return failed ? 1 : 0;
 }
 
+/* ---- test ------------------------------------------------------------ */
+
+static int cmd_test(int argc, char **argv, options_t *o)
+{
+    return dp_cmd_test(argc, argv, o->log_level == NULL);
+}
+
+static int cmd_replay(int argc, char **argv, options_t *o)
+{
+    return dp_cmd_replay(argc, argv, o->input, o->speed, o->from, o->to, o->out, o->format);
+}
+
 /* ---- version, help --------------------------------------------------- */
 
 static int cmd_version(int argc, char **argv, options_t *o)
@@ -418,6 +458,12 @@ static const option_t option_table[] = {
     {"start", true, offsetof(options_t, start), "run"},
     {"for", true, offsetof(options_t, run_for), "run"},
     {"no-watch", false, offsetof(options_t, no_watch), "run"},
+    {"input", true, offsetof(options_t, input), "replay"},
+    {"speed", true, offsetof(options_t, speed), "replay"},
+    {"from", true, offsetof(options_t, from), "replay"},
+    {"to", true, offsetof(options_t, to), "replay"},
+    {"out", true, offsetof(options_t, out), "replay"},
+    {"format", true, offsetof(options_t, format), "replay"},
     {"recover-only", false, offsetof(options_t, recover_only), "run"},
 };
 

@@ -35,6 +35,8 @@ struct dp_plant {
     char *path;
     char *dir;
     char *data_dir;
+    const char *source; /* opts->source, used while reading the plant file only */
+    size_t source_len;
     uv_loop_t *loop;
     dp_clock_t *clock;
     dp_store_t *store;
@@ -235,6 +237,31 @@ void dp_plant_on_event(dp_plant_t *p, dp_event_cb cb, void *ud)
 {
     p->listeners = dp_xrealloc(p->listeners, sizeof *p->listeners * (size_t)(p->nlisteners + 1));
     p->listeners[p->nlisteners++] = (listener_t){cb, ud};
+}
+
+/* twin.device_stats(name), through the driver's stats entry. */
+static int device_stats(dp_twin_host_t *host, const char *name, lua_State *L)
+{
+    dp_plant_t *p = (dp_plant_t *)((char *)host - offsetof(dp_plant_t, twin_host));
+    for (int i = 0; i < p->ndevices; i++) {
+        dp_device_t *dev = &p->devices[i]->dev;
+        if (strcmp(dev->name, name) != 0)
+            continue;
+        dp_stat_t st[64];
+        size_t n = dev->driver->stats != NULL ? dev->driver->stats(dev, st, 64) : 0;
+        lua_createtable(L, 0, (int)n + 1);
+        lua_pushstring(L, dev->driver->name);
+        lua_setfield(L, -2, "driver");
+        for (size_t k = 0; k < n; k++) {
+            if (st[k].text != NULL)
+                lua_pushstring(L, st[k].text);
+            else
+                lua_pushnumber(L, st[k].value);
+            lua_setfield(L, -2, st[k].name);
+        }
+        return 1;
+    }
+    return 0;
 }
 
 /* ---- the plant file --------------------------------------------------- */
@@ -659,8 +686,12 @@ static int read_plant_file(dp_plant_t *p, char **err)
     lua_pushcfunction(L, open_plant_env);
     dp_sandbox_call(sb, 0, 0, NULL, NULL);
 
-    size_t len = 0;
-    char *code = dp_source_read(p->path, &len, err);
+    size_t len = p->source_len;
+    char *code = p->source != NULL ? dp_xmalloc(len + 1) : dp_source_read(p->path, &len, err);
+    if (p->source != NULL) {
+        memcpy(code, p->source, len);
+        code[len] = '\0';
+    }
     if (code == NULL) {
         rc = DP_ENOENT;
         goto out;
@@ -841,15 +872,14 @@ dp_plant_t *dp_plant_open(const dp_plant_opts_t *opts, char **err)
     p->name = dp_xstrdup(base[0] && strcmp(base, ".") != 0 ? base : "plant");
     p->data_dir = dp_xstrdup(opts->data_dir != NULL ? opts->data_dir : "data");
     p->loop = opts->loop;
+    p->source = opts->source;
+    p->source_len = opts->source_len;
     p->watch = opts->watch && opts->loop != NULL && !opts->check_only;
     p->clock =
         opts->loop != NULL ? dp_clock_new_real(opts->loop) : dp_clock_new_virtual(opts->start);
     p->store = dp_store_new();
     p->ingest = opts->loop != NULL ? dp_ingest_new(opts->loop, p->store, 0) : NULL;
     p->guard = dp_guard_new(p->store, p->clock, opts->loop);
-    if (opts->shadow)
-        dp_guard_set_shadow(p->guard, true,
-                            "the replay copy of the plant (its commands are never sent)");
     p->host = (dp_host_t){.loop = opts->loop,
                           .clock = p->clock,
                           .store = p->store,
@@ -859,9 +889,18 @@ dp_plant_t *dp_plant_open(const dp_plant_opts_t *opts, char **err)
                                     .clock = p->clock,
                                     .guard = p->guard,
                                     .emit = emit,
-                                    .check_only = opts->check_only};
-    if (read_plant_file(p, err) < 0)
+                                    .check_only = opts->check_only,
+                                    .device_stats = device_stats};
+    if (opts->on_event != NULL)
+        dp_plant_on_event(p, opts->on_event, opts->event_ud);
+    if (opts->on_command != NULL)
+        dp_guard_on_command(p->guard, opts->on_command, opts->command_ud);
+    int read_rc = read_plant_file(p, err);
+    p->source = NULL;
+    if (read_rc < 0)
         goto fail;
+    if (opts->shadow && !dp_guard_shadow(p->guard))
+        dp_guard_set_shadow(p->guard, true, "this run (replay, test or recovery: never sent)");
     /* Durability: a real-time plant with a data dir journals, and starts
      * from what recovery makes of its snapshot and journal. */
     const struct dp_snapshot *seed = opts->seed;
@@ -886,6 +925,15 @@ dp_plant_t *dp_plant_open(const dp_plant_opts_t *opts, char **err)
         const dp_snap_twin_t *st = dp_snapshot_twin(seed, dp_twin_name(p->twins[i]));
         if (dp_twin_load(p->twins[i], st ? st->state : NULL, st ? st->len : 0, &inner) < 0) {
             dp_fail(err, DP_ESCRIPT, "twin %s: %s", dp_twin_name(p->twins[i]), inner);
+            free(inner);
+            goto fail;
+        }
+    }
+    for (int i = 0; i < p->ndevices; i++) {
+        device_t *d = p->devices[i];
+        char *inner = NULL;
+        if (d->dev.driver->bind != NULL && d->dev.driver->bind(&d->dev, &inner) < 0) {
+            dp_fail(err, DP_EINVAL, "device %s: %s", d->dev.name, inner ? inner : "bind failed");
             free(inner);
             goto fail;
         }

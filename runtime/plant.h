@@ -10,6 +10,7 @@
 #include <uv.h>
 
 #include "clock.h"
+#include "command.h"
 #include "event.h"
 #include "store.h"
 #include "twin.h"
@@ -27,13 +28,24 @@ typedef struct {
     /* Watch script files and reload twins when they change (real time only). */
     bool watch;
     const char *data_dir;
+    /* The plant file's text, when it is not read from `path` (doppel test
+     * builds plants from tables); `path` still names it and sets the folder
+     * where scripts and modules are found. NULL: read `path`. */
+    const char *source;
+    size_t source_len;
+    /* Shadow mode from the start, whatever the plant file says (replay and
+     * tests: commands are judged and recorded, never written). */
+    bool shadow;
+    /* Listeners added before any twin loads, so events and commands raised
+     * by on_start are seen too (NULL: none). */
+    dp_event_cb on_event;
+    void *event_ud;
+    dp_cmd_cb on_command;
+    void *command_ud;
     /* Start from this store content and these twin states (recovery's
      * replay plant); NULL: from the data dir's snapshot and journal when the
      * plant journals (real time with a data_dir), else empty. */
     const struct dp_snapshot *seed;
-    /* Commands pass the guard but nothing is ever written (shadow mode,
-     * whatever the plant file says): recovery's replay copy. */
-    bool shadow;
 } dp_plant_opts_t;
 
 /* Reads the plant file, opens devices, adds tags, loads every twin (running
