@@ -444,3 +444,32 @@ Test(modbus_peer, writes_pass_the_guard_and_reach_the_peer)
     mb_close(&r);
     mb_kill(&peer);
 }
+
+Test(modbus_peer, stale_then_timeout_then_recovery)
+{
+    dp_log_set_level(DP_LOG_ERROR);
+    int port = mb_free_port();
+    pid_t peer = mb_peer_tcp(port, NULL);
+    mb_run_t r;
+    char *plant = dp_xasprintf(
+        "device 'peer' { driver = 'modbus', host = '127.0.0.1', port = %d, timeout = '3s',\n"
+        "                retries = 0, stale_polls = 3, reconnect_min = '50ms' }\n"
+        "twin 'm' { script = 't.lua', tags = {\n"
+        "  a = { device = 'peer', address = 0, every = '100ms' } } }\n",
+        port);
+    mb_open(&r, plant);
+    free(plant);
+    mb_wait_quality(&r, "m.a", "good", 20);
+    /* A frozen peer keeps the connection open and never answers: the tag is
+     * first stale (no fresh sample for 3 polls), then bad at the timeout. */
+    kill(-peer, SIGSTOP);
+    mb_wait_quality(&r, "m.a", "uncertain", 20);
+    cr_assert_str_eq(mb_tag(&r, "m.a")->reason, "stale");
+    mb_wait_quality(&r, "m.a", "bad", 20);
+    cr_assert_str_eq(mb_tag(&r, "m.a")->reason, "timeout");
+    kill(-peer, SIGCONT);
+    mb_wait_quality(&r, "m.a", "good", 20);
+    cr_assert_null(mb_tag(&r, "m.a")->reason);
+    mb_close(&r);
+    mb_kill(&peer);
+}
