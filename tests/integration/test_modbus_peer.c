@@ -394,7 +394,11 @@ Test(modbus_peer, writes_pass_the_guard_and_reach_the_peer)
     mb_run_t r;
     char *plant = dp_xasprintf(
         "device 'peer' { driver = 'modbus', host = '127.0.0.1', port = %d, timeout = '500ms' }\n"
+        "device 'multi' { driver = 'modbus', host = '127.0.0.1', port = %d, multi_write = true }\n"
         "twin 'm' { script = 't.lua', tags = {\n"
+        "  sp2 = { device = 'multi', address = 186, writable = true, every = '100ms' },\n"
+        "  c2 = { device = 'multi', area = 'coil', address = 21, writable = true,\n"
+        "         every = '100ms', verify = true },\n"
         "  sp = { device = 'peer', address = 180, writable = true, min = 0, max = 3000,\n"
         "         every = '100ms', verify = true },\n"
         "  fsp = { device = 'peer', address = 182, type = 'f32', order = 'CDAB', scale = 0.5,\n"
@@ -409,7 +413,7 @@ Test(modbus_peer, writes_pass_the_guard_and_reach_the_peer)
         "  far = { device = 'peer', address = 5000, writable = true, every = '1s' },\n"
         "  ro = { device = 'peer', address = 190, every = '100ms' },\n"
         "} }\n",
-        port);
+        port, port);
     mb_open(&r, plant);
     free(plant);
     mb_wait_writes(&r, "m.sp", 1, 20);
@@ -428,6 +432,12 @@ Test(modbus_peer, writes_pass_the_guard_and_reach_the_peer)
     cr_assert_eq(write_tag(&r, "m.b3", dp_bool(true), reason), DP_CMD_DONE, "%s", reason);
     wait_value(&r, "m.b3", 1);
     cr_assert(mb_tag(&r, "m.b0")->v.u.b, "bit 0 of register 160 was changed");
+
+    /* FC15 and FC16 for single coils and registers. */
+    cr_assert_eq(write_tag(&r, "m.sp2", dp_num(777), reason), DP_CMD_DONE, "%s", reason);
+    wait_value(&r, "m.sp2", 777);
+    cr_assert_eq(write_tag(&r, "m.c2", dp_bool(true), reason), DP_CMD_DONE, "%s", reason);
+    wait_value(&r, "m.c2", 1);
 
     /* Refused by the guard: nothing is written. */
     cr_assert_eq(write_tag(&r, "m.sp", dp_num(5000), reason), DP_CMD_REJECTED);
