@@ -396,8 +396,24 @@ static void on_async(uv_async_t *h)
 
 /* Hands the samples of one response to the ingest queue in one batch, all
  * with the time the response arrived. */
+/* Samples queued but not yet in the store above which a worker waits
+ * before polling on: the loop is behind, and piling up more only adds
+ * latency (writes and fresh values would queue behind the backlog) and takes
+ * CPU from the loop thread. */
+#define BACKLOG_MAX 16384
+
+static bool stopping(mb_dev_t *md);
+
+static void wait_for_loop(mb_dev_t *md)
+{
+    dp_ingest_t *in = md->dev->host->ingest;
+    while (dp_ingest_pushed(in) - dp_ingest_drained(in) > BACKLOG_MAX && !stopping(md))
+        uv_sleep(1);
+}
+
 static void push_response(mb_dev_t *md, const req_t *q, const uint16_t *regs)
 {
+    wait_for_loop(md);
     dp_time_t now = dp_wall_now();
     for (size_t k = 0; k < q->r.n; k++) {
         const point_t *pt = &md->points[md->order[q->r.first + k]];
