@@ -293,13 +293,14 @@ Test(modbus_peer, slow_peer_times_out_and_others_keep_their_rate)
     cr_assert_str_eq(mb_tag(&r, "m.late")->reason, "timeout");
 
     /* While the slow device times out again and again (>= 0.9 s), the good
-     * one polls on: at 100 ms it does several times as many requests. */
+     * one polls on: at 100 ms it does several times as many requests (at
+     * least twice as many is asserted, to leave room for a loaded machine). */
     uint64_t before = mb_tag(&r, "m.u16_ABCD")->writes;
     double t0 = stat_of(&r, 1, "timeouts");
     mb_run_until(&r, three_timeouts, NULL, 30, "three timeouts");
     uint64_t polls = mb_tag(&r, "m.u16_ABCD")->writes - before;
     double timeouts = stat_of(&r, 1, "timeouts") - t0;
-    cr_assert_geq(polls, 3 * (uint64_t)(timeouts > 0 ? timeouts : 1),
+    cr_assert_geq(polls, 2 * (uint64_t)(timeouts > 0 ? timeouts : 1),
                   "the good device made %llu polls during %.0f timeouts of the slow one",
                   (unsigned long long)polls, timeouts);
     cr_assert_eq(mb_tag(&r, "m.u16_ABCD")->quality, DP_Q_GOOD);
