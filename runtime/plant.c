@@ -8,11 +8,14 @@
 #include <sys/stat.h>
 
 #include "../drivers/driver.h"
+#include "alarms.h"
 #include "command.h"
 #include "embed.h"
+#include "http.h"
 #include "ingest.h"
 #include "lmsgpack.h"
 #include "log.h"
+#include "persist.h"
 #include "reload.h"
 #include "sandbox.h"
 #include "settings.h"
@@ -34,6 +37,8 @@ struct dp_plant {
     char *path;
     char *dir;
     char *data_dir;
+    const char *source; /* opts->source, used while reading the plant file only */
+    size_t source_len;
     uv_loop_t *loop;
     dp_clock_t *clock;
     dp_store_t *store;
@@ -46,6 +51,8 @@ struct dp_plant {
     int ntwins;
     listener_t *listeners;
     int nlisteners;
+    dp_alarms_t *alarms;
+    dp_timer_t alarm_tick; /* 1 s: expires shelving */
     uv_prepare_t prepare;
     uv_check_t check;
     dp_reload_t *reload;
@@ -53,6 +60,9 @@ struct dp_plant {
     bool handles_open;
     bool stopped;
     bool watch;
+    dp_persist_cfg_t persist_cfg;
+    dp_persist_t *persist;
+    dp_http_cfg_t *http; /* plant { http = { ... } }, NULL when absent */
 };
 
 /* Plant-wide settings: plant { ... } in the plant file. */
@@ -63,6 +73,7 @@ typedef struct {
     int64_t memory_mb;
     int64_t max_faults;
     dp_time_t fault_window;
+    dp_http_cfg_t *http;
     bool writes;
     bool shadow;
 } plant_cfg_t;
@@ -102,6 +113,13 @@ static const dp_setting_t plant_settings[] = {
      .offset = offsetof(plant_cfg_t, fault_window),
      .def = "10min",
      .doc = "Window for counting faults."},
+    {.name = "http",
+     .type = DP_SET_CUSTOM,
+     .offset = offsetof(plant_cfg_t, http),
+     .parse = dp_http_cfg_parse,
+     .free = dp_http_cfg_field_free,
+     .doc = "HTTP API and dashboard: { listen =, tls = { cert =, key = }, tokens = } "
+            "(docs/http.md)."},
     {.name = "writes",
      .type = DP_SET_BOOL,
      .offset = offsetof(plant_cfg_t, writes),
@@ -226,6 +244,19 @@ static void emit(dp_twin_host_t *host, const dp_event_t *ev)
         dp_log_info(ev->twin, "%s: %s", ev->kind, ev->text);
     for (int i = 0; i < p->nlisteners; i++)
         p->listeners[i].cb(ev, p->listeners[i].ud);
+}
+
+/* Alarm transitions go out like every twin event: log and listeners. */
+static void alarm_emit(const dp_event_t *ev, void *ud)
+{
+    dp_plant_t *p = ud;
+    emit(&p->twin_host, ev);
+}
+
+static void on_alarm_tick(dp_timer_t *t)
+{
+    dp_plant_t *p = t->data;
+    dp_alarms_tick(p->alarms);
 }
 
 void dp_plant_on_event(dp_plant_t *p, dp_event_cb cb, void *ud)
@@ -681,8 +712,12 @@ static int read_plant_file(dp_plant_t *p, char **err)
     lua_pushcfunction(L, open_plant_env);
     dp_sandbox_call(sb, 0, 0, NULL, NULL);
 
-    size_t len = 0;
-    char *code = dp_source_read(p->path, &len, err);
+    size_t len = p->source_len;
+    char *code = p->source != NULL ? dp_xmalloc(len + 1) : dp_source_read(p->path, &len, err);
+    if (p->source != NULL) {
+        memcpy(code, p->source, len);
+        code[len] = '\0';
+    }
     if (code == NULL) {
         rc = DP_ENOENT;
         goto out;
@@ -711,13 +746,32 @@ static int read_plant_file(dp_plant_t *p, char **err)
         lua_pop(L, 1);
         lua_newtable(L);
     }
-    rc = dp_settings_parse(L, -1, plant_settings, &pc, NULL, "plant", err);
+    static const char *const plant_fields_elsewhere[] = {"journal", "snapshot", NULL};
+    rc = dp_settings_parse(L, -1, plant_settings, &pc, plant_fields_elsewhere, "plant", err);
+    if (rc == 0)
+        rc = dp_persist_parse(L, -1, &p->persist_cfg, err);
     lua_pop(L, 1);
     if (rc < 0)
         goto out;
     if (pc.name != NULL) {
         free(p->name);
         p->name = dp_xstrdup(pc.name);
+    }
+    if (pc.http != NULL) {
+        p->http = pc.http;
+        pc.http = NULL;
+        dp_http_cfg_set_dir(p->http, p->dir);
+        if (p->http->tokens_file != NULL) {
+            char *tf = p->http->tokens_file[0] == '/' || strncmp(p->dir, "embed:", 6) == 0
+                           ? dp_xstrdup(p->http->tokens_file)
+                           : dp_xasprintf("%s/%s", p->dir, p->http->tokens_file);
+            rc = dp_http_tokens_load(p->http, tf, err);
+            free(tf);
+            if (rc < 0)
+                goto out;
+        }
+        if ((rc = dp_http_cfg_check(p->http, err)) < 0)
+            goto out;
     }
     if (!pc.writes)
         dp_guard_enable_writes(p->guard, false, "the plant file");
@@ -860,6 +914,8 @@ dp_plant_t *dp_plant_open(const dp_plant_opts_t *opts, char **err)
     p->name = dp_xstrdup(base[0] && strcmp(base, ".") != 0 ? base : "plant");
     p->data_dir = dp_xstrdup(opts->data_dir != NULL ? opts->data_dir : "data");
     p->loop = opts->loop;
+    p->source = opts->source;
+    p->source_len = opts->source_len;
     p->watch = opts->watch && opts->loop != NULL && !opts->check_only;
     p->clock =
         opts->loop != NULL ? dp_clock_new_real(opts->loop) : dp_clock_new_virtual(opts->start);
@@ -870,18 +926,51 @@ dp_plant_t *dp_plant_open(const dp_plant_opts_t *opts, char **err)
                           .clock = p->clock,
                           .store = p->store,
                           .ingest = p->ingest,
-                          .guard = p->guard};
+                          .guard = p->guard,
+                          .plant = p};
     p->twin_host = (dp_twin_host_t){.store = p->store,
                                     .clock = p->clock,
                                     .guard = p->guard,
                                     .emit = emit,
                                     .check_only = opts->check_only,
                                     .device_stats = device_stats};
-    if (read_plant_file(p, err) < 0)
+    if (opts->on_event != NULL)
+        dp_plant_on_event(p, opts->on_event, opts->event_ud);
+    if (opts->on_command != NULL)
+        dp_guard_on_command(p->guard, opts->on_command, opts->command_ud);
+    p->alarms = dp_alarms_new(p->clock, alarm_emit, p);
+    p->twin_host.alarms = p->alarms;
+    dp_timer_init(p->clock, &p->alarm_tick);
+    p->alarm_tick.data = p;
+    int read_rc = read_plant_file(p, err);
+    p->source = NULL;
+    if (read_rc < 0)
         goto fail;
+    if (opts->dry_run)
+        dp_guard_set_dry_run(p->guard, true);
+    /* Durability: a real-time plant with a data dir journals, and starts
+     * from what recovery makes of its snapshot and journal. */
+    const struct dp_snapshot *seed = opts->seed;
+    if (opts->loop != NULL && !opts->check_only && opts->data_dir != NULL &&
+        p->persist_cfg.enabled) {
+        dp_persist_opts_t pso = {.plant_path = p->path,
+                                 .data_dir = p->data_dir,
+                                 .loop = p->loop,
+                                 .cfg = &p->persist_cfg};
+        p->persist = dp_persist_open(&pso, err);
+        if (p->persist == NULL)
+            goto fail;
+        seed = dp_persist_seed(p->persist);
+    }
+    if (seed != NULL) {
+        int skipped = dp_snapshot_restore_store(seed, p->store);
+        if (skipped > 0)
+            dp_log_warn(NULL, "%d saved tags are no longer in the plant; skipped", skipped);
+    }
     for (int i = 0; i < p->ntwins; i++) {
         char *inner = NULL;
-        if (dp_twin_load(p->twins[i], NULL, 0, &inner) < 0) {
+        const dp_snap_twin_t *st = dp_snapshot_twin(seed, dp_twin_name(p->twins[i]));
+        if (dp_twin_load(p->twins[i], st ? st->state : NULL, st ? st->len : 0, &inner) < 0) {
             dp_fail(err, DP_ESCRIPT, "twin %s: %s", dp_twin_name(p->twins[i]), inner);
             free(inner);
             goto fail;
@@ -930,6 +1019,9 @@ int dp_plant_start(dp_plant_t *p, char **err)
         }
         d->started = true;
     }
+    if (p->persist != NULL)
+        dp_persist_start(p->persist, p);
+    dp_timer_start(&p->alarm_tick, on_alarm_tick, DP_US_PER_SEC, DP_US_PER_SEC);
     dp_log_info(NULL, "plant %s running: %d device%s, %d twin%s, %d tags, %s time", p->name,
                 p->ndevices, p->ndevices == 1 ? "" : "s", p->ntwins, p->ntwins == 1 ? "" : "s",
                 dp_store_count(p->store), dp_clock_is_virtual(p->clock) ? "virtual" : "real");
@@ -947,6 +1039,8 @@ void dp_plant_stop(dp_plant_t *p)
     if (p == NULL || p->stopped)
         return;
     p->stopped = true;
+    dp_persist_prestop(p->persist, p);
+    dp_timer_stop(&p->alarm_tick);
     for (int i = 0; i < p->ntwins; i++)
         dp_twin_stop(p->twins[i]);
     for (int i = 0; i < p->ndevices; i++) {
@@ -960,6 +1054,7 @@ void dp_plant_stop(dp_plant_t *p)
         p->host.ingest = NULL;
         dp_plant_flush(p);
     }
+    dp_persist_stop(p->persist);
     if (p->handles_open) {
         uv_close((uv_handle_t *)&p->prepare, NULL);
         uv_close((uv_handle_t *)&p->check, NULL);
@@ -990,7 +1085,11 @@ void dp_plant_free(dp_plant_t *p)
         free(d->dev.name);
         free(d);
     }
+    /* The guard first: failing its pending commands calls its listeners,
+     * the journal's among them. */
+    dp_alarms_free(p->alarms);
     dp_guard_free(p->guard);
+    dp_persist_free(p->persist);
     dp_store_free(p->store);
     dp_clock_free(p->clock);
     free(p->twins);
@@ -999,6 +1098,7 @@ void dp_plant_free(dp_plant_t *p)
     free(p->name);
     free(p->path);
     free(p->dir);
+    dp_http_cfg_free(p->http);
     free(p->data_dir);
     free(p);
 }
@@ -1047,12 +1147,32 @@ struct dp_device *dp_plant_device_at(dp_plant_t *p, int i)
     return i >= 0 && i < p->ndevices ? &p->devices[i]->dev : NULL;
 }
 
+struct dp_persist *dp_plant_persist(dp_plant_t *p)
+{
+    return p->persist;
+}
+
+struct dp_alarms *dp_plant_alarms(dp_plant_t *p)
+{
+    return p->alarms;
+}
+
 dp_guard_t *dp_plant_guard(dp_plant_t *p)
 {
     return p->guard;
 }
 
+const char *dp_plant_data_dir(const dp_plant_t *p)
+{
+    return p->data_dir;
+}
+
 struct dp_ingest *dp_plant_ingest(dp_plant_t *p)
 {
     return p->ingest;
+}
+
+const dp_http_cfg_t *dp_plant_http(const dp_plant_t *p)
+{
+    return p->http;
 }
