@@ -1,4 +1,5 @@
-/* libFuzzer target for the Modbus TCP server's side of drivers/modbus/codec.c.
+/* libFuzzer target for the Modbus TCP server's side of drivers/modbus/codec.c
+ * (the fuzz build takes drivers/NAME/codec.c for a driver's target).
  *
  * The input is a byte stream as a client would send it. It is cut into
  * frames exactly as server.c does (dp_mb_frame_len), each frame is decoded,
@@ -7,20 +8,19 @@
  * ADU of at most 260 bytes. A stream that is not Modbus TCP ends the
  * "connection", as it does in the server.
  *
- *   clang -g -fsanitize=fuzzer,address,undefined -I. -Iruntime \
- *     tests/fuzz/fuzz_modbus_frames.c drivers/modbus/codec.c runtime/common.c \
- *     runtime/settings.c runtime/clock.c -I/usr/include/lua5.4 -llua5.4 -luv -lm */
+ * Built by `make build-fuzz` and run by `make test` (test-fuzz) with the seed
+ * corpus in tests/fuzz/corpus/fuzz_modbus. */
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
-#include "drivers/modbus/codec.h"
+#include "../../drivers/modbus/codec.h"
 
 static void check(int ok, const char *what)
 {
     if (!ok) {
-        fprintf(stderr, "fuzz_modbus_frames: %s\n", what);
+        fprintf(stderr, "fuzz_modbus: %s\n", what);
         abort();
     }
 }
