@@ -2,15 +2,20 @@
 
 #include <lauxlib.h>
 #include <limits.h>
+#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
 
 #include "../drivers/driver.h"
+#include "alarms.h"
+#include "command.h"
 #include "embed.h"
+#include "http.h"
 #include "ingest.h"
 #include "lmsgpack.h"
 #include "log.h"
+#include "persist.h"
 #include "reload.h"
 #include "sandbox.h"
 #include "settings.h"
@@ -32,6 +37,8 @@ struct dp_plant {
     char *path;
     char *dir;
     char *data_dir;
+    const char *source; /* opts->source, used while reading the plant file only */
+    size_t source_len;
     uv_loop_t *loop;
     dp_clock_t *clock;
     dp_store_t *store;
@@ -44,12 +51,18 @@ struct dp_plant {
     int ntwins;
     listener_t *listeners;
     int nlisteners;
+    dp_alarms_t *alarms;
+    dp_timer_t alarm_tick; /* 1 s: expires shelving */
     uv_prepare_t prepare;
     uv_check_t check;
     dp_reload_t *reload;
+    dp_guard_t *guard;
     bool handles_open;
     bool stopped;
     bool watch;
+    dp_persist_cfg_t persist_cfg;
+    dp_persist_t *persist;
+    dp_http_cfg_t *http; /* plant { http = { ... } }, NULL when absent */
 };
 
 /* Plant-wide settings: plant { ... } in the plant file. */
@@ -60,6 +73,9 @@ typedef struct {
     int64_t memory_mb;
     int64_t max_faults;
     dp_time_t fault_window;
+    dp_http_cfg_t *http;
+    bool writes;
+    bool shadow;
 } plant_cfg_t;
 
 static const dp_setting_t plant_settings[] = {
@@ -97,6 +113,24 @@ static const dp_setting_t plant_settings[] = {
      .offset = offsetof(plant_cfg_t, fault_window),
      .def = "10min",
      .doc = "Window for counting faults."},
+    {.name = "http",
+     .type = DP_SET_CUSTOM,
+     .offset = offsetof(plant_cfg_t, http),
+     .parse = dp_http_cfg_parse,
+     .free = dp_http_cfg_field_free,
+     .doc = "HTTP API and dashboard: { listen =, tls = { cert =, key = }, tokens = } "
+            "(docs/http.md)."},
+    {.name = "writes",
+     .type = DP_SET_BOOL,
+     .offset = offsetof(plant_cfg_t, writes),
+     .def = "true",
+     .doc = "Plant-wide switch: false refuses every command (nothing is written to devices)."},
+    {.name = "shadow",
+     .type = DP_SET_BOOL,
+     .offset = offsetof(plant_cfg_t, shadow),
+     .def = "false",
+     .doc = "Shadow mode: commands pass the guard and are logged with what would be written, "
+            "but nothing is written."},
     DP_SETTINGS_END,
 };
 
@@ -147,6 +181,9 @@ typedef struct {
     int64_t history;
     double deadband;
     bool writable;
+    double min;
+    double max;
+    double max_rate;
 } tag_cfg_t;
 
 static const dp_setting_t tag_settings[] = {
@@ -177,7 +214,22 @@ static const dp_setting_t tag_settings[] = {
     {.name = "writable",
      .type = DP_SET_BOOL,
      .offset = offsetof(tag_cfg_t, writable),
-     .doc = "May be the target of a command."},
+     .doc = "May be the target of a command (twin.write, REPL, HTTP, MQTT, Modbus server)."},
+    {.name = "min",
+     .type = DP_SET_NUMBER,
+     .offset = offsetof(tag_cfg_t, min),
+     .doc = "Writable tags: the guard refuses commands below this value."},
+    {.name = "max",
+     .type = DP_SET_NUMBER,
+     .offset = offsetof(tag_cfg_t, max),
+     .doc = "Writable tags: the guard refuses commands above this value."},
+    {.name = "max_rate",
+     .type = DP_SET_NUMBER,
+     .offset = offsetof(tag_cfg_t, max_rate),
+     .min = 0,
+     .max = 1e300,
+     .doc = "Writable tags: largest change per second between accepted commands (the first "
+            "command: from the current value, over one second)."},
     DP_SETTINGS_END,
 };
 
@@ -194,10 +246,48 @@ static void emit(dp_twin_host_t *host, const dp_event_t *ev)
         p->listeners[i].cb(ev, p->listeners[i].ud);
 }
 
+/* Alarm transitions go out like every twin event: log and listeners. */
+static void alarm_emit(const dp_event_t *ev, void *ud)
+{
+    dp_plant_t *p = ud;
+    emit(&p->twin_host, ev);
+}
+
+static void on_alarm_tick(dp_timer_t *t)
+{
+    dp_plant_t *p = t->data;
+    dp_alarms_tick(p->alarms);
+}
+
 void dp_plant_on_event(dp_plant_t *p, dp_event_cb cb, void *ud)
 {
     p->listeners = dp_xrealloc(p->listeners, sizeof *p->listeners * (size_t)(p->nlisteners + 1));
     p->listeners[p->nlisteners++] = (listener_t){cb, ud};
+}
+
+/* twin.device_stats(name), through the driver's stats entry. */
+static int device_stats(dp_twin_host_t *host, const char *name, lua_State *L)
+{
+    dp_plant_t *p = (dp_plant_t *)((char *)host - offsetof(dp_plant_t, twin_host));
+    for (int i = 0; i < p->ndevices; i++) {
+        dp_device_t *dev = &p->devices[i]->dev;
+        if (strcmp(dev->name, name) != 0)
+            continue;
+        dp_stat_t st[64];
+        size_t n = dev->driver->stats != NULL ? dev->driver->stats(dev, st, 64) : 0;
+        lua_createtable(L, 0, (int)n + 1);
+        lua_pushstring(L, dev->driver->name);
+        lua_setfield(L, -2, "driver");
+        for (size_t k = 0; k < n; k++) {
+            if (st[k].text != NULL)
+                lua_pushstring(L, st[k].text);
+            else
+                lua_pushnumber(L, st[k].value);
+            lua_setfield(L, -2, st[k].name);
+        }
+        return 1;
+    }
+    return 0;
 }
 
 /* ---- the plant file --------------------------------------------------- */
@@ -424,6 +514,12 @@ static int add_device(dp_plant_t *p, lua_State *L, const char *name, int spec, c
     return 0;
 }
 
+static int device_write(void *ctx, uint64_t id, int tag, const dp_value_t *v, char **err)
+{
+    dp_device_t *dev = ctx;
+    return dev->driver->write(dev, id, tag, v, err);
+}
+
 static int add_tag(dp_plant_t *p, lua_State *L, const char *twin, const char *tag, int spec,
                    char **err)
 {
@@ -433,7 +529,7 @@ static int add_tag(dp_plant_t *p, lua_State *L, const char *twin, const char *ta
         return dp_fail(err, DP_EINVAL, "%s: bad tag name (no dots or spaces)", ctx);
     if (!lua_istable(L, spec))
         return dp_fail(err, DP_EINVAL, "%s: expected a table, got %s", ctx, luaL_typename(L, spec));
-    tag_cfg_t c = {0};
+    tag_cfg_t c = {.min = NAN, .max = NAN, .max_rate = NAN};
     device_t *dev = NULL;
     lua_getfield(L, spec, "device");
     if (lua_isstring(L, -1)) {
@@ -450,8 +546,8 @@ static int add_tag(dp_plant_t *p, lua_State *L, const char *twin, const char *ta
     lua_pop(L, 1);
     /* Common fields first, ignoring the driver's; then the driver's, ignoring
      * the common ones. A field that neither knows is refused. */
-    static const char *const common[] = {"device",   "unit",     "description", "history",
-                                         "deadband", "writable", NULL};
+    static const char *const common[] = {"device",   "unit", "description", "history",  "deadband",
+                                         "writable", "min",  "max",         "max_rate", NULL};
     const char *ign[64] = {NULL};
     int nign = 0;
     if (dev != NULL) {
@@ -461,6 +557,10 @@ static int add_tag(dp_plant_t *p, lua_State *L, const char *twin, const char *ta
         ign[nign] = NULL;
     }
     int rc = dp_settings_parse(L, spec, tag_settings, &c, ign, ctx, err);
+    if (rc == 0 && !c.writable && (!isnan(c.min) || !isnan(c.max) || !isnan(c.max_rate)))
+        rc = dp_fail(err, DP_EINVAL, "%s: min, max and max_rate apply to writable tags only", ctx);
+    if (rc == 0 && !isnan(c.min) && !isnan(c.max) && c.min > c.max)
+        rc = dp_fail(err, DP_EINVAL, "%s: min %g is above max %g", ctx, c.min, c.max);
     if (rc < 0) {
         dp_settings_free(tag_settings, &c);
         return rc;
@@ -481,6 +581,15 @@ static int add_tag(dp_plant_t *p, lua_State *L, const char *twin, const char *ta
     dp_settings_free(tag_settings, &c);
     if (id < 0)
         return dp_fail(err, id, "%s: cannot add tag: %s", ctx, dp_strerror(id));
+    if (c.writable) {
+        dp_guard_limits_t lim = {c.min, c.max, c.max_rate};
+        dp_guard_set_limits(p->guard, id, &lim);
+        if (dev != NULL && dev->dev.driver->write == NULL)
+            return dp_fail(err, DP_EINVAL, "%s: writable: driver %s cannot write", ctx,
+                           dev->dev.driver->name);
+        if (dev != NULL)
+            dp_guard_set_writer(p->guard, id, device_write, &dev->dev);
+    }
     if (dev == NULL)
         return 0;
     const dp_driver_t *drv = dev->dev.driver;
@@ -603,8 +712,12 @@ static int read_plant_file(dp_plant_t *p, char **err)
     lua_pushcfunction(L, open_plant_env);
     dp_sandbox_call(sb, 0, 0, NULL, NULL);
 
-    size_t len = 0;
-    char *code = dp_source_read(p->path, &len, err);
+    size_t len = p->source_len;
+    char *code = p->source != NULL ? dp_xmalloc(len + 1) : dp_source_read(p->path, &len, err);
+    if (p->source != NULL) {
+        memcpy(code, p->source, len);
+        code[len] = '\0';
+    }
     if (code == NULL) {
         rc = DP_ENOENT;
         goto out;
@@ -633,7 +746,10 @@ static int read_plant_file(dp_plant_t *p, char **err)
         lua_pop(L, 1);
         lua_newtable(L);
     }
-    rc = dp_settings_parse(L, -1, plant_settings, &pc, NULL, "plant", err);
+    static const char *const plant_fields_elsewhere[] = {"journal", "snapshot", NULL};
+    rc = dp_settings_parse(L, -1, plant_settings, &pc, plant_fields_elsewhere, "plant", err);
+    if (rc == 0)
+        rc = dp_persist_parse(L, -1, &p->persist_cfg, err);
     lua_pop(L, 1);
     if (rc < 0)
         goto out;
@@ -641,6 +757,26 @@ static int read_plant_file(dp_plant_t *p, char **err)
         free(p->name);
         p->name = dp_xstrdup(pc.name);
     }
+    if (pc.http != NULL) {
+        p->http = pc.http;
+        pc.http = NULL;
+        dp_http_cfg_set_dir(p->http, p->dir);
+        if (p->http->tokens_file != NULL) {
+            char *tf = p->http->tokens_file[0] == '/' || strncmp(p->dir, "embed:", 6) == 0
+                           ? dp_xstrdup(p->http->tokens_file)
+                           : dp_xasprintf("%s/%s", p->dir, p->http->tokens_file);
+            rc = dp_http_tokens_load(p->http, tf, err);
+            free(tf);
+            if (rc < 0)
+                goto out;
+        }
+        if ((rc = dp_http_cfg_check(p->http, err)) < 0)
+            goto out;
+    }
+    if (!pc.writes)
+        dp_guard_enable_writes(p->guard, false, "the plant file");
+    if (pc.shadow)
+        dp_guard_set_shadow(p->guard, true, "the plant file");
 
     lua_getfield(L, LUA_REGISTRYINDEX, DECLS_KEY);
     int decls = lua_gettop(L);
@@ -778,21 +914,72 @@ dp_plant_t *dp_plant_open(const dp_plant_opts_t *opts, char **err)
     p->name = dp_xstrdup(base[0] && strcmp(base, ".") != 0 ? base : "plant");
     p->data_dir = dp_xstrdup(opts->data_dir != NULL ? opts->data_dir : "data");
     p->loop = opts->loop;
+    p->source = opts->source;
+    p->source_len = opts->source_len;
     p->watch = opts->watch && opts->loop != NULL && !opts->check_only;
     p->clock =
         opts->loop != NULL ? dp_clock_new_real(opts->loop) : dp_clock_new_virtual(opts->start);
     p->store = dp_store_new();
     p->ingest = opts->loop != NULL ? dp_ingest_new(opts->loop, p->store, 0) : NULL;
-    p->host =
-        (dp_host_t){.loop = opts->loop, .clock = p->clock, .store = p->store, .ingest = p->ingest};
-    p->twin_host = (dp_twin_host_t){
-        .store = p->store, .clock = p->clock, .emit = emit, .check_only = opts->check_only};
-    if (read_plant_file(p, err) < 0)
+    p->guard = dp_guard_new(p->store, p->clock, opts->loop);
+    p->host = (dp_host_t){.loop = opts->loop,
+                          .clock = p->clock,
+                          .store = p->store,
+                          .ingest = p->ingest,
+                          .guard = p->guard};
+    p->twin_host = (dp_twin_host_t){.store = p->store,
+                                    .clock = p->clock,
+                                    .guard = p->guard,
+                                    .emit = emit,
+                                    .check_only = opts->check_only,
+                                    .device_stats = device_stats};
+    if (opts->on_event != NULL)
+        dp_plant_on_event(p, opts->on_event, opts->event_ud);
+    if (opts->on_command != NULL)
+        dp_guard_on_command(p->guard, opts->on_command, opts->command_ud);
+    p->alarms = dp_alarms_new(p->clock, alarm_emit, p);
+    p->twin_host.alarms = p->alarms;
+    dp_timer_init(p->clock, &p->alarm_tick);
+    p->alarm_tick.data = p;
+    int read_rc = read_plant_file(p, err);
+    p->source = NULL;
+    if (read_rc < 0)
         goto fail;
+    if (opts->dry_run)
+        dp_guard_set_dry_run(p->guard, true);
+    /* Durability: a real-time plant with a data dir journals, and starts
+     * from what recovery makes of its snapshot and journal. */
+    const struct dp_snapshot *seed = opts->seed;
+    if (opts->loop != NULL && !opts->check_only && opts->data_dir != NULL &&
+        p->persist_cfg.enabled) {
+        dp_persist_opts_t pso = {.plant_path = p->path,
+                                 .data_dir = p->data_dir,
+                                 .loop = p->loop,
+                                 .cfg = &p->persist_cfg};
+        p->persist = dp_persist_open(&pso, err);
+        if (p->persist == NULL)
+            goto fail;
+        seed = dp_persist_seed(p->persist);
+    }
+    if (seed != NULL) {
+        int skipped = dp_snapshot_restore_store(seed, p->store);
+        if (skipped > 0)
+            dp_log_warn(NULL, "%d saved tags are no longer in the plant; skipped", skipped);
+    }
     for (int i = 0; i < p->ntwins; i++) {
         char *inner = NULL;
-        if (dp_twin_load(p->twins[i], NULL, 0, &inner) < 0) {
+        const dp_snap_twin_t *st = dp_snapshot_twin(seed, dp_twin_name(p->twins[i]));
+        if (dp_twin_load(p->twins[i], st ? st->state : NULL, st ? st->len : 0, &inner) < 0) {
             dp_fail(err, DP_ESCRIPT, "twin %s: %s", dp_twin_name(p->twins[i]), inner);
+            free(inner);
+            goto fail;
+        }
+    }
+    for (int i = 0; i < p->ndevices; i++) {
+        device_t *d = p->devices[i];
+        char *inner = NULL;
+        if (d->dev.driver->bind != NULL && d->dev.driver->bind(&d->dev, &inner) < 0) {
+            dp_fail(err, DP_EINVAL, "device %s: %s", d->dev.name, inner ? inner : "bind failed");
             free(inner);
             goto fail;
         }
@@ -831,6 +1018,9 @@ int dp_plant_start(dp_plant_t *p, char **err)
         }
         d->started = true;
     }
+    if (p->persist != NULL)
+        dp_persist_start(p->persist, p);
+    dp_timer_start(&p->alarm_tick, on_alarm_tick, DP_US_PER_SEC, DP_US_PER_SEC);
     dp_log_info(NULL, "plant %s running: %d device%s, %d twin%s, %d tags, %s time", p->name,
                 p->ndevices, p->ndevices == 1 ? "" : "s", p->ntwins, p->ntwins == 1 ? "" : "s",
                 dp_store_count(p->store), dp_clock_is_virtual(p->clock) ? "virtual" : "real");
@@ -848,6 +1038,8 @@ void dp_plant_stop(dp_plant_t *p)
     if (p == NULL || p->stopped)
         return;
     p->stopped = true;
+    dp_persist_prestop(p->persist, p);
+    dp_timer_stop(&p->alarm_tick);
     for (int i = 0; i < p->ntwins; i++)
         dp_twin_stop(p->twins[i]);
     for (int i = 0; i < p->ndevices; i++) {
@@ -861,6 +1053,7 @@ void dp_plant_stop(dp_plant_t *p)
         p->host.ingest = NULL;
         dp_plant_flush(p);
     }
+    dp_persist_stop(p->persist);
     if (p->handles_open) {
         uv_close((uv_handle_t *)&p->prepare, NULL);
         uv_close((uv_handle_t *)&p->check, NULL);
@@ -891,6 +1084,11 @@ void dp_plant_free(dp_plant_t *p)
         free(d->dev.name);
         free(d);
     }
+    /* The guard first: failing its pending commands calls its listeners,
+     * the journal's among them. */
+    dp_alarms_free(p->alarms);
+    dp_guard_free(p->guard);
+    dp_persist_free(p->persist);
     dp_store_free(p->store);
     dp_clock_free(p->clock);
     free(p->twins);
@@ -899,6 +1097,7 @@ void dp_plant_free(dp_plant_t *p)
     free(p->name);
     free(p->path);
     free(p->dir);
+    dp_http_cfg_free(p->http);
     free(p->data_dir);
     free(p);
 }
@@ -947,7 +1146,27 @@ struct dp_device *dp_plant_device_at(dp_plant_t *p, int i)
     return i >= 0 && i < p->ndevices ? &p->devices[i]->dev : NULL;
 }
 
+struct dp_persist *dp_plant_persist(dp_plant_t *p)
+{
+    return p->persist;
+}
+
+struct dp_alarms *dp_plant_alarms(dp_plant_t *p)
+{
+    return p->alarms;
+}
+
+dp_guard_t *dp_plant_guard(dp_plant_t *p)
+{
+    return p->guard;
+}
+
 struct dp_ingest *dp_plant_ingest(dp_plant_t *p)
 {
     return p->ingest;
+}
+
+const dp_http_cfg_t *dp_plant_http(const dp_plant_t *p)
+{
+    return p->http;
 }

@@ -6,6 +6,8 @@
 #include <string.h>
 #include <uv.h>
 
+#include "command.h"
+#include "lalarms.h"
 #include "lmsgpack.h"
 #include "log.h"
 
@@ -24,8 +26,17 @@ typedef struct ltimer {
     int fn_ref;
     struct ltimer **box; /* the userdata's pointer to us, or NULL */
     struct ltimer *prev, *next;
+    int arg_ref;            /* LUA_NOREF, or one argument for the callback */
+    struct wticket *ticket; /* twin.write: the guard's pointer to us */
     char what[40];
 } ltimer_t;
+
+/* A twin.write command waiting for its outcome: the guard holds the ticket,
+ * the version holds the timer that will run the callback. Whichever goes
+ * first clears the other's pointer. */
+typedef struct wticket {
+    ltimer_t *lt;
+} wticket_t;
 
 typedef struct {
     int tag;
@@ -220,6 +231,8 @@ static int tag_index(lua_State *L)
             lua_pushnumber(L, (double)tag->ts / 1e6);
     } else if (strcmp(k, "quality") == 0) {
         lua_pushstring(L, dp_quality_name(tag->quality));
+    } else if (strcmp(k, "reason") == 0) {
+        lua_pushstring(L, tag->reason); /* nil when there is none */
     } else if (strcmp(k, "good") == 0) {
         lua_pushboolean(L, tag->v.type != DP_NIL && tag->quality == DP_Q_GOOD);
     } else if (strcmp(k, "unit") == 0) {
@@ -239,8 +252,8 @@ static int tag_index(lua_State *L)
         lua_pushcfunction(L, tag_values);
     } else {
         return luaL_error(L,
-                          "tag %s has no field \"%s\" (value, ts, quality, good, unit, name, "
-                          "age, derived, history, values)",
+                          "tag %s has no field \"%s\" (value, ts, quality, reason, good, unit, "
+                          "name, age, derived, history, values)",
                           tag->name, k);
     }
     return 1;
@@ -436,7 +449,10 @@ static void ltimer_free(ltimer_t *lt)
         lt->next->prev = lt->prev;
     if (lt->box != NULL)
         *lt->box = NULL;
+    if (lt->ticket != NULL)
+        lt->ticket->lt = NULL;
     luaL_unref(ver->L, LUA_REGISTRYINDEX, lt->fn_ref);
+    luaL_unref(ver->L, LUA_REGISTRYINDEX, lt->arg_ref);
     free(lt);
 }
 
@@ -455,11 +471,16 @@ static void ltimer_cb(dp_timer_t *t)
     memcpy(what, lt->what, sizeof what);
     bool once = !dp_timer_active(&lt->t);
     lua_rawgeti(ver->L, LUA_REGISTRYINDEX, lt->fn_ref);
+    int nargs = 0;
+    if (lt->arg_ref != LUA_NOREF) {
+        lua_rawgeti(ver->L, LUA_REGISTRYINDEX, lt->arg_ref);
+        nargs = 1;
+    }
     /* A one-shot timer is gone before its callback runs, so the callback may
      * start a new one freely and cancel() on it is a no-op. */
     if (once)
         ltimer_free(lt);
-    call_handler(ver, what, 0);
+    call_handler(ver, what, nargs);
 }
 
 static int start_timer(lua_State *L, bool repeat)
@@ -471,6 +492,7 @@ static int start_timer(lua_State *L, bool repeat)
         return luaL_argerror(L, 1, "a repeating timer needs a period > 0");
     ltimer_t *lt = dp_xcalloc(1, sizeof *lt);
     lt->ver = ver;
+    lt->arg_ref = LUA_NOREF;
     char dur[24];
     dp_duration_format(d, dur, sizeof dur);
     snprintf(lt->what, sizeof lt->what, "%s(%s)", repeat ? "every" : "after", dur);
@@ -487,6 +509,106 @@ static int start_timer(lua_State *L, bool repeat)
     lt->box = box;
     luaL_setmetatable(L, TIMER_MT);
     dp_timer_start(&lt->t, ltimer_cb, d, repeat ? d : 0);
+    return 1;
+}
+
+/* twin.device_stats(name): a table of the device's statistics (requests,
+ * errors, last_error, latency_ms, ... as its driver reports them), or nil
+ * and a message. */
+static int api_device_stats(lua_State *L)
+{
+    version_t *ver = upver(L);
+    const char *name = luaL_checkstring(L, 1);
+    dp_twin_host_t *h = ver->twin->host;
+    if (h->device_stats != NULL && h->device_stats(h, name, L) == 1)
+        return 1;
+    lua_pushnil(L);
+    lua_pushfstring(L, "no device \"%s\"", name);
+    return 2;
+}
+
+/* ---- twin.write --------------------------------------------------------- */
+
+/* The guard's verdict: hand it to the Lua callback on a zero-delay timer, so
+ * the callback never runs inside the twin.write call (or a reload). */
+static void write_outcome(const dp_cmd_t *cmd, void *ud)
+{
+    wticket_t *tk = ud;
+    ltimer_t *lt = tk->lt;
+    free(tk);
+    if (lt == NULL)
+        return; /* the version that asked is gone */
+    lt->ticket = NULL;
+    lua_State *L = lt->ver->L;
+    lua_createtable(L, 0, 7);
+    lua_pushinteger(L, (lua_Integer)cmd->id);
+    lua_setfield(L, -2, "id");
+    lua_pushstring(L, cmd->tag);
+    lua_setfield(L, -2, "tag");
+    push_value(L, &cmd->value);
+    lua_setfield(L, -2, "value");
+    lua_pushstring(L, dp_cmd_outcome_name(cmd->outcome));
+    lua_setfield(L, -2, "outcome");
+    lua_pushboolean(L, cmd->outcome == DP_CMD_DONE);
+    lua_setfield(L, -2, "ok");
+    lua_pushstring(L, cmd->reason);
+    lua_setfield(L, -2, "reason");
+    lua_pushstring(L, cmd->origin);
+    lua_setfield(L, -2, "origin");
+    lt->arg_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+    dp_timer_start(&lt->t, ltimer_cb, 0, 0);
+}
+
+/* twin.write(tag, value [, callback]) -> command id. Also twin:write(...). */
+static int api_write(lua_State *L)
+{
+    version_t *ver = upver(L);
+    if (lua_type(L, 1) == LUA_TTABLE)
+        lua_remove(L, 1);
+    int id = check_tag_name(L, ver, 1);
+    dp_value_t v;
+    switch (lua_type(L, 2)) {
+    case LUA_TNUMBER:
+        v = dp_num(lua_tonumber(L, 2));
+        break;
+    case LUA_TBOOLEAN:
+        v = dp_bool(lua_toboolean(L, 2));
+        break;
+    case LUA_TSTRING:
+        v = dp_str(lua_tostring(L, 2));
+        break;
+    default:
+        return luaL_argerror(L, 2, "value must be a number, boolean or string");
+    }
+    if (!lua_isnoneornil(L, 3))
+        luaL_checktype(L, 3, LUA_TFUNCTION);
+    dp_twin_t *tw = ver->twin;
+    if (tw->host->guard == NULL)
+        return luaL_error(L, "twin.write: this host takes no commands");
+    char origin[160];
+    snprintf(origin, sizeof origin, "twin:%s", tw->name);
+    const char *name = dp_store_get(tw->host->store, id)->name;
+    wticket_t *tk = NULL;
+    if (lua_isfunction(L, 3)) {
+        ltimer_t *lt = dp_xcalloc(1, sizeof *lt);
+        lt->ver = ver;
+        lt->arg_ref = LUA_NOREF;
+        snprintf(lt->what, sizeof lt->what, "write(%.30s)", name);
+        lua_pushvalue(L, 3);
+        lt->fn_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+        lt->next = ver->timers;
+        if (ver->timers != NULL)
+            ver->timers->prev = lt;
+        ver->timers = lt;
+        dp_timer_init(tw->host->clock, &lt->t);
+        lt->t.data = lt;
+        tk = dp_xcalloc(1, sizeof *tk);
+        tk->lt = lt;
+        lt->ticket = tk;
+    }
+    uint64_t cmd =
+        dp_guard_submit(tw->host->guard, origin, name, &v, tk != NULL ? write_outcome : NULL, tk);
+    lua_pushinteger(L, (lua_Integer)cmd);
     return 1;
 }
 
@@ -661,6 +783,10 @@ static int api_event(lua_State *L)
                 char num[32];
                 snprintf(num, sizeof num, "%.6g", lua_tonumber(L, -1));
                 lua_pushfstring(L, "%s%s=%s", i ? " " : "", keys[i], num);
+            } else if (lua_type(L, -1) == LUA_TTABLE) {
+                /* Nested fields are in the payload; an address here would
+                 * make the summary differ from run to run. */
+                lua_pushfstring(L, "%s%s={...}", i ? " " : "", keys[i]);
             } else {
                 const char *s = luaL_tolstring(L, -1, NULL);
                 bool quote = strpbrk(s, " \"=") != NULL;
@@ -797,6 +923,8 @@ static int open_api(lua_State *L)
                                         {"set", api_set},
                                         {"get", api_get},
                                         {"event", api_event},
+                                        {"write", api_write},
+                                        {"device_stats", api_device_stats},
                                         {NULL, NULL}};
     set_funcs(L, ver, twin_fns);
     lua_pushstring(L, ver->twin->name);
@@ -825,6 +953,14 @@ static int open_api(lua_State *L)
 
     lua_pushcfunction(L, api_duration);
     lua_setglobal(L, "duration");
+
+    /* The plant's alarm list, for doppel.alarm (an internal module). */
+    if (ver->twin->host->alarms != NULL) {
+        luaL_getsubtable(L, LUA_REGISTRYINDEX, LUA_LOADED_TABLE);
+        dp_lalarms_push(L, ver->twin->host->alarms, ver->twin->name);
+        lua_setfield(L, -2, "doppel.alarmlist");
+        lua_pop(L, 1);
+    }
     return 0;
 }
 
