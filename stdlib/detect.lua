@@ -28,8 +28,9 @@
 --- ```lua
 --- local detect = require "doppel.detect"
 --- local d = detect.zscore { size = 288 }
---- twin.on_change("temperature", function(v, t)
----    tags.temperature_anomaly = d:update(v, t) end)
+--- twin.on_change("temperature", function(v, tag)
+---    tags.temperature_anomaly = d:update(v, tag.ts)
+--- end)
 --- ```
 local stats = require "doppel.stats"
 

@@ -19,8 +19,10 @@
 --- ```lua
 --- local stats = require "doppel.stats"
 --- local w = stats.window { span = "10min" }
---- twin.on_change("flow", function(v, t) w:push(v, t)
----    tags.flow_mean = w:mean() end)
+--- twin.on_change("flow", function(v, tag)
+---    w:push(v, tag.ts)
+---    tags.flow_mean = w:mean()
+--- end)
 --- ```
 local M = {}
 
@@ -46,13 +48,20 @@ end
 
 local units = { ms = 0.001, s = 1, min = 60, h = 3600, d = 86400 }
 
---- Seconds from a number or a duration string ("250ms", "5s", "10min", "2h", "1d").
+--- Seconds from a number or a duration string ("250ms", "5s", "10min", "2h", "1d";
+--- in twins also compound ones like "1h30min").
 local function seconds(fn, name, v)
    if type(v) == "number" and v > 0 and v < huge then return v end
    if type(v) == "string" then
       local n, u = v:match("^%s*([%d%.]+)%s*(%a+)%s*$")
       n = tonumber(n)
       if n and units[u] and n > 0 then return n * units[u] end
+      -- Compound durations ("1h30min") through the twin's duration() when present.
+      local dur = rawget(_G, "duration")
+      if type(dur) == "function" then
+         local ok, d = pcall(dur, v)
+         if ok and type(d) == "number" and d > 0 then return d end
+      end
    end
    fail(fn, name .. " must be a positive number of seconds or a duration like \"10min\", got "
       .. show(v), 4)
