@@ -322,7 +322,7 @@ local Seasonal = class("seasonal")
 ---@return doppel.detect.Detector
 function M.seasonal(opts)
    opts = opts_of("seasonal", opts)
-   local period = stats._seconds("detect.seasonal", "period", opts.period or 86400)
+   local period = stats._seconds("doppel.detect.seasonal", "period", opts.period or 86400)
    local slots = posint("seasonal", "slots", opts.slots or 24)
    if slots > 100000 then fail("seasonal", "slots must be at most 100000, got " .. slots) end
    local alpha = num("seasonal", "alpha", opts.alpha or 0.1, 1e-9, 1)
@@ -474,7 +474,7 @@ function M.auto(opts)
    if slots > 100000 then fail("auto", "slots must be at most 100000, got " .. slots) end
    return setmetatable({ score = 0, n = 0, last = -huge_n,
       w = stats.window { size = posint("auto", "size", opts.size or 3000) },
-      period = stats._seconds("detect.auto", "period", opts.period or 86400), slots = slots,
+      period = stats._seconds("doppel.detect.auto", "period", opts.period or 86400), slots = slots,
       alpha = num("auto", "alpha", opts.alpha or 0.05, 1e-9, 1),
       q = num("auto", "quantile", opts.quantile or 0.999, 0, 1),
       floor = num("auto", "floor", opts.floor or 3, 0),

@@ -31,7 +31,9 @@ local type, tostring, error, setmetatable = type, tostring, error, setmetatable
 
 -- Argument checks shared by this module. Each raises "doppel.stats.FN: ARG ...".
 local function fail(fn, msg, level)
-   error("doppel.stats." .. fn .. ": " .. msg, level or 3)
+   -- Other modules borrow the checks below with their own "doppel.x.fn" name.
+   local prefix = fn:sub(1, 7) == "doppel." and "" or "doppel.stats."
+   error(prefix .. fn .. ": " .. msg, level or 3)
 end
 
 local function show(v)
@@ -46,22 +48,14 @@ local function check_num(fn, name, v)
    return v
 end
 
-local units = { ms = 0.001, s = 1, min = 60, h = 3600, d = 86400 }
+local to_seconds = require "doppel._duration"
 
---- Seconds from a number or a duration string ("250ms", "5s", "10min", "2h", "1d";
---- in twins also compound ones like "1h30min").
+--- Seconds from a positive number or a duration string ("250ms", "10min", "1h30min").
 local function seconds(fn, name, v)
    if type(v) == "number" and v > 0 and v < huge then return v end
    if type(v) == "string" then
-      local n, u = v:match("^%s*([%d%.]+)%s*(%a+)%s*$")
-      n = tonumber(n)
-      if n and units[u] and n > 0 then return n * units[u] end
-      -- Compound durations ("1h30min") through the twin's duration() when present.
-      local dur = rawget(_G, "duration")
-      if type(dur) == "function" then
-         local ok, d = pcall(dur, v)
-         if ok and type(d) == "number" and d > 0 then return d end
-      end
+      local ok, d = pcall(to_seconds, v)
+      if ok and type(d) == "number" and d > 0 and d < huge then return d end
    end
    fail(fn, name .. " must be a positive number of seconds or a duration like \"10min\", got "
       .. show(v), 4)
