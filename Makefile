@@ -82,7 +82,7 @@ bench-nab: build
 	@echo "== NAB scorer check (published Numenta HTM: 70.10 / 63.1-63.2 / 74.32)"
 	@DP_SOURCE_DIR=$(CURDIR) ./$(BUILD)/bench_nab --reference $(BUILD)/nab-reference/numenta
 	@echo "== NAB with doppel.detect (tests/bench/nab_detector.lua)"
-	@DP_SOURCE_DIR=$(CURDIR) ./$(BUILD)/bench_nab
+	@DP_SOURCE_DIR=$(CURDIR) ./$(BUILD)/bench_nab --detector tests/bench/nab_detector.lua
 
 bench-cmapss: build
 	@DP_SOURCE_DIR=$(CURDIR) ./$(BUILD)/bench_cmapss
