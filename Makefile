@@ -73,3 +73,16 @@ bench: build
 
 clean:
 	rm -rf $(BUILD) $(BUILD_SAN) $(BUILD_FUZZ)
+
+# Public benchmarks (data in ../shared/data, see docs/benchmarks.md).
+.PHONY: bench-nab bench-cmapss
+bench-nab: build
+	@rm -rf $(BUILD)/nab-reference && mkdir -p $(BUILD)/nab-reference
+	@tar xzf ../shared/data/nab/reference/numenta_results.tar.gz -C $(BUILD)/nab-reference
+	@echo "== NAB scorer check (published Numenta HTM: 70.10 / 63.1-63.2 / 74.32)"
+	@DP_SOURCE_DIR=$(CURDIR) ./$(BUILD)/bench_nab --reference $(BUILD)/nab-reference/numenta
+	@echo "== NAB with doppel.detect (tests/bench/nab_detector.lua)"
+	@DP_SOURCE_DIR=$(CURDIR) ./$(BUILD)/bench_nab --detector tests/bench/nab_detector.lua
+
+bench-cmapss: build
+	@DP_SOURCE_DIR=$(CURDIR) ./$(BUILD)/bench_cmapss

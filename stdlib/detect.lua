@@ -14,6 +14,11 @@
 --- * `page_hinkley` a drift or change of the mean, without knowing its size.
 --- * `seasonal`    signals with a daily / weekly pattern: compares each sample
 ---                 with what is usual at that phase of the period.
+--- * `auto`        a signal you know little about: level and seasonal
+---                 deviations, each calibrated by its own history, with a
+---                 hold-off (the configuration benchmarked on NAB).
+--- * `likelihood`  turns another detector's noisy scores into how improbable
+---                 their recent average is (Numenta's anomaly likelihood).
 --- * `ensemble`    several of the above combined (max, mean or vote), with an
 ---                 optional hold-off so one event gives one alert.
 --- * `hotelling`   several tags of one asset at once against a learned healthy
@@ -23,8 +28,9 @@
 --- ```lua
 --- local detect = require "doppel.detect"
 --- local d = detect.zscore { size = 288 }
---- twin.on_change("temperature", function(v, t)
----    tags.temperature_anomaly = d:update(v, t) end)
+--- twin.on_change("temperature", function(v, tag)
+---    tags.temperature_anomaly = d:update(v, tag.ts)
+--- end)
 --- ```
 local stats = require "doppel.stats"
 
@@ -32,6 +38,8 @@ local M = {}
 
 local abs, sqrt, exp, log, floor = math.abs, math.sqrt, math.exp, math.log, math.floor
 local type, tostring, error, setmetatable = type, tostring, error, setmetatable
+
+local huge_n = 2 ^ 53
 
 local function fail(fn, msg, level)
    error("doppel.detect." .. fn .. ": " .. msg, level or 3)
@@ -314,7 +322,7 @@ local Seasonal = class("seasonal")
 ---@return doppel.detect.Detector
 function M.seasonal(opts)
    opts = opts_of("seasonal", opts)
-   local period = stats._seconds("detect.seasonal", "period", opts.period or 86400)
+   local period = stats._seconds("doppel.detect.seasonal", "period", opts.period or 86400)
    local slots = posint("seasonal", "slots", opts.slots or 24)
    if slots > 100000 then fail("seasonal", "slots must be at most 100000, got " .. slots) end
    local alpha = num("seasonal", "alpha", opts.alpha or 0.1, 1e-9, 1)
@@ -429,6 +437,160 @@ function Ensemble.step(self, x, t)
       end
       if s >= self.threshold then self.last_alert = t end
    end
+   return s
+end
+
+-------------------------------------------------------------------------------
+-- Auto: a general-purpose detector for signals you know little about
+-------------------------------------------------------------------------------
+
+---@class doppel.detect.AutoOptions
+---@field size? integer           rolling window of the level z-score (default 3000 samples)
+---@field period? number|string   season of the contextual part (default "1d")
+---@field slots? integer          phases per season (default 96)
+---@field alpha? number           adaptation of each phase's mean and spread (default 0.05)
+---@field quantile? number        the deviation's own quantile that calibrates it (default 0.999)
+---@field floor? number           lower bound of that quantile, in std units (default 3)
+---@field gain? number            score = deviation / (quantile * gain) (default 5)
+---@field hold? integer           samples during which scores are damped after an alert
+---                               (default 300)
+---@field trigger? number         score counted as an alert for the hold-off (default 0.15)
+
+local Auto = class("auto")
+
+--- A detector for a signal whose behaviour is not known in advance, tuned on
+--- the NAB corpus (see docs/benchmarks.md). Two deviations are computed for
+--- each sample: from the level of a long rolling window (z-score), and from
+--- what is usual at this phase of the season (the seasonal detector's
+--- slots). Each is divided by a high quantile of its own past values (a
+--- quantile sketch), so a signal that is always spiky must spike harder to
+--- alert, and the larger of the two is the score. After an alert, scores are
+--- ramped back up over `hold` samples so that one event gives one alert.
+---@param opts? doppel.detect.AutoOptions
+---@return doppel.detect.Detector
+function M.auto(opts)
+   opts = opts_of("auto", opts)
+   local slots = posint("auto", "slots", opts.slots or 96)
+   if slots > 100000 then fail("auto", "slots must be at most 100000, got " .. slots) end
+   return setmetatable({ score = 0, n = 0, last = -huge_n,
+      w = stats.window { size = posint("auto", "size", opts.size or 3000) },
+      period = stats._seconds("doppel.detect.auto", "period", opts.period or 86400), slots = slots,
+      alpha = num("auto", "alpha", opts.alpha or 0.05, 1e-9, 1),
+      q = num("auto", "quantile", opts.quantile or 0.999, 0, 1),
+      floor = num("auto", "floor", opts.floor or 3, 0),
+      gain = num("auto", "gain", opts.gain or 5, 1e-9),
+      hold = posint("auto", "hold", opts.hold or 300),
+      trigger = num("auto", "trigger", opts.trigger or 0.15, 0, 1),
+      mean = {}, var = {}, cnt = {},
+      level_q = stats.sketch { alpha = 0.02 }, season_q = stats.sketch { alpha = 0.02 } }, Auto)
+end
+
+local function calibrated(self, sk, z)
+   local s = 0
+   if sk:count() >= 100 then
+      local q = sk:quantile(self.q)
+      if q < self.floor then q = self.floor end
+      s = z / q / self.gain
+   end
+   sk:add(z)
+   return s
+end
+
+function Auto.step(self, x, t)
+   t = now_or(t)
+   self.n = self.n + 1
+   local w, s, gsd = self.w, 0, nil
+   if w:count() >= 20 then
+      gsd = w:stddev()
+      if gsd < 1e-9 then gsd = 1e-9 end
+      s = calibrated(self, self.level_q, abs(x - w:mean()) / gsd)
+   end
+   w:push(x)
+   local slot = floor((t % self.period) / self.period * self.slots) + 1
+   if slot > self.slots then slot = self.slots end
+   local c = self.cnt[slot] or 0
+   if c >= 3 and gsd then
+      local sd = sqrt(self.var[slot])
+      if sd < 0.2 * gsd then sd = 0.2 * gsd end
+      local ss = calibrated(self, self.season_q, abs(x - self.mean[slot]) / sd)
+      if ss > s then s = ss end
+   end
+   if c == 0 then
+      self.mean[slot], self.var[slot] = x, 0
+   else
+      local a = math.max(self.alpha, 1 / (c + 1))
+      local d = x - self.mean[slot]
+      self.mean[slot] = self.mean[slot] + a * d
+      self.var[slot] = (1 - a) * (self.var[slot] + a * d * d)
+   end
+   self.cnt[slot] = c + 1
+   if s > 1 then s = 1 end
+   local e = self.n - self.last
+   if e < self.hold then s = s * e / self.hold end
+   if s > self.trigger then self.last = self.n end
+   return s
+end
+
+-------------------------------------------------------------------------------
+-- Anomaly likelihood
+-------------------------------------------------------------------------------
+
+---@class doppel.detect.LikelihoodOptions
+---@field detector doppel.detect.Detector  the detector whose scores are judged
+---@field short? integer     samples averaged into the current level (default 10)
+---@field long? integer      samples of history the level is compared with (default 1000)
+---@field learn? integer     samples before scoring (default 300)
+---@field min_std? number    floor on the history's spread (default 0.01)
+---@field log? boolean       report on a log scale (default true): the score is
+---                          log(tail) / log(1e-10), so 0.5 means a tail probability
+---                          of 1e-5 and scores do not saturate at 1
+
+local Likelihood = class("likelihood")
+
+--- Anomaly likelihood (as in Numenta's HTM detector): how improbable the
+--- recent average of another detector's scores is, given the distribution of
+--- those averages over a longer history (taken as normal). It turns a noisy
+--- raw score into one comparable across signals, and a single stray spike
+--- counts less than a run of unusual samples.
+---@param opts doppel.detect.LikelihoodOptions
+---@return doppel.detect.Detector
+function M.likelihood(opts)
+   if type(opts) ~= "table" then
+      fail("likelihood", "options must be a table, got " .. show(opts))
+   end
+   local d = opts.detector
+   if type(d) ~= "table" or type(d.update) ~= "function" then
+      fail("likelihood", "detector must be a detector, got " .. show(d))
+   end
+   local short = posint("likelihood", "short", opts.short or 10)
+   return setmetatable({ score = 0, detector = d, short = short, ring = {}, sum = 0, n = 0,
+      hist = stats.window { size = posint("likelihood", "long", opts.long or 1000) },
+      learn = posint("likelihood", "learn", opts.learn or 300),
+      min_std = num("likelihood", "min_std", opts.min_std or 0.01, 0),
+      log = opts.log ~= false }, Likelihood)
+end
+
+function Likelihood.step(self, x, t)
+   local raw = self.detector:update(x, t)
+   self.n = self.n + 1
+   local slot = (self.n - 1) % self.short + 1
+   self.sum = self.sum + raw - (self.ring[slot] or 0)
+   self.ring[slot] = raw
+   local avg = self.sum / math.min(self.n, self.short)
+   local h = self.hist
+   local s = 0
+   if self.n > self.learn then
+      local sd = h:stddev()
+      if sd < self.min_std then sd = self.min_std end
+      local z = (avg - h:mean()) / sd
+      local tail = 0.5 * erfc(z / 1.4142135623730951)
+      if self.log then
+         s = log(tail + 1e-10) / log(1e-10)
+      else
+         s = 1 - tail
+      end
+   end
+   h:push(avg)
    return s
 end
 

@@ -137,6 +137,45 @@ test.case("ensemble: max, mean, vote and hold-off", function(t)
    t:ok(h:update(12, 301) > 0.99, "after the hold, alerts again")
 end)
 
+test.case("auto: a spike alerts once; a seasonal oddity alerts; spiky noise calibrates", function(t)
+   local n = noise(29)
+   local d = detect.auto { size = 500, slots = 24, hold = 100 }
+   local scores = {}
+   for i = 1, 24 * 60 do
+      local tt = i * 3600 -- hourly samples, 60 days
+      local h = (tt % 86400) // 3600
+      local v = ((h >= 8 and h < 18) and 50 or 10) + n()
+      if i == 1200 then v = 200 end
+      if i == 1300 and h < 8 then v = 50 end
+      scores[i] = d:update(v, tt)
+   end
+   t:ok(scores[1200] >= 0.5, "spike " .. scores[1200])
+   t:ok(max_of(scores, 1201, 1210) < 0.15, "held off after the alert")
+   local h1300 = (1300 * 3600 % 86400) // 3600
+   t:ok(h1300 < 8, "test setup: sample 1300 is at night")
+   t:ok(scores[1300] >= 0.15, "day level at night " .. scores[1300])
+   t:ok(max_of(scores, 400, 1199) < 0.15, "quiet on ordinary data: " .. max_of(scores, 400, 1199))
+   t:raises(function() detect.auto { hold = 0 } end, "hold must be a positive integer")
+end)
+
+test.case("likelihood: a run of unusual raw scores is improbable, one blip is not", function(t)
+   local n = noise(31)
+   local d = detect.likelihood { detector = detect.zscore { size = 100 }, learn = 200 }
+   local s = {}
+   for i = 1, 1000 do
+      local v = n()
+      if i == 500 then v = 6 end
+      if i >= 800 and i < 820 then v = v + 3 end
+      s[i] = d:update(v, i)
+   end
+   t:ok(s[100] == 0, "learning")
+   t:ok(s[500] < max_of(s, 800, 820), "a run scores higher than one blip")
+   t:ok(max_of(s, 800, 820) > 0.3, "run: tail below 1e-3 " .. max_of(s, 800, 820))
+   t:ok(max_of(s, 300, 490) < 0.3, "quiet " .. max_of(s, 300, 490))
+   t:raises(function() detect.likelihood { detector = 3 } end,
+      "doppel.detect.likelihood: detector must be a detector")
+end)
+
 test.case("hotelling T2 catches a broken correlation no single variable shows", function(t)
    local n = noise(23)
    local d = detect.hotelling { vars = { "flow", "power" }, learn = 200 }
@@ -175,7 +214,8 @@ test.case("bad arguments raise errors naming the argument", function(t)
    t:raises(function() detect.cusum { h = 0 } end, "h must be a number")
    t:raises(function() detect.cusum { std = -1 } end, "std must be a number")
    t:raises(function() detect.page_hinkley { lambda = "big" } end, "lambda must be a number")
-   t:raises(function() detect.seasonal { period = "soon" } end, "period must be a positive")
+   t:raises(function() detect.seasonal { period = "soon" } end,
+      "doppel.detect.seasonal: period must be a positive")
    t:raises(function() detect.seasonal { slots = 0 } end, "slots must be a positive integer")
    t:raises(function() detect.ensemble { detectors = {} } end, "detectors must be a non-empty")
    t:raises(function() detect.ensemble { detectors = { 1 } } end, "detectors[1] must be a detector")

@@ -21,7 +21,7 @@
 --- local predict = require "doppel.predict"
 --- local tr = predict.trend { span = "7d", model = "auto" }
 --- twin.every("1h", function()
----    tr:push(tags.vibration_rms, clock.now())
+---    tr:push(tags.vibration_rms.value, clock.now())
 ---    local r = tr:rul(7.1)              -- ISO 10816 zone D
 ---    if r then tags.rul_days = r.rul / 86400 end
 --- end)

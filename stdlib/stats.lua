@@ -19,8 +19,10 @@
 --- ```lua
 --- local stats = require "doppel.stats"
 --- local w = stats.window { span = "10min" }
---- twin.on_change("flow", function(v, t) w:push(v, t)
----    tags.flow_mean = w:mean() end)
+--- twin.on_change("flow", function(v, tag)
+---    w:push(v, tag.ts)
+---    tags.flow_mean = w:mean()
+--- end)
 --- ```
 local M = {}
 
@@ -29,7 +31,9 @@ local type, tostring, error, setmetatable = type, tostring, error, setmetatable
 
 -- Argument checks shared by this module. Each raises "doppel.stats.FN: ARG ...".
 local function fail(fn, msg, level)
-   error("doppel.stats." .. fn .. ": " .. msg, level or 3)
+   -- Other modules borrow the checks below with their own "doppel.x.fn" name.
+   local prefix = fn:sub(1, 7) == "doppel." and "" or "doppel.stats."
+   error(prefix .. fn .. ": " .. msg, level or 3)
 end
 
 local function show(v)
@@ -44,15 +48,14 @@ local function check_num(fn, name, v)
    return v
 end
 
-local units = { ms = 0.001, s = 1, min = 60, h = 3600, d = 86400 }
+local to_seconds = require "doppel._duration"
 
---- Seconds from a number or a duration string ("250ms", "5s", "10min", "2h", "1d").
+--- Seconds from a positive number or a duration string ("250ms", "10min", "1h30min").
 local function seconds(fn, name, v)
    if type(v) == "number" and v > 0 and v < huge then return v end
    if type(v) == "string" then
-      local n, u = v:match("^%s*([%d%.]+)%s*(%a+)%s*$")
-      n = tonumber(n)
-      if n and units[u] and n > 0 then return n * units[u] end
+      local ok, d = pcall(to_seconds, v)
+      if ok and type(d) == "number" and d > 0 and d < huge then return d end
    end
    fail(fn, name .. " must be a positive number of seconds or a duration like \"10min\", got "
       .. show(v), 4)
@@ -342,6 +345,7 @@ function Sketch:add(x)
    local c = bins[k]
    if c == nil then
       self.nbins = self.nbins + 1
+      self.order = nil
       bins[k] = 1
       if self.nbins > self.max_bins then
          collapse(self, x > 0 and self.pos or self.neg, "collapsed")
@@ -367,29 +371,46 @@ function Sketch:quantile(q)
    if q == 1 then return self.hi end
    local rank = floor(q * (self.n - 1)) -- 0-based rank of the answer
    local g = self.gamma
-   local function value(k, sign) -- the bin's representative: relative error <= alpha
-      local v = 2 * g ^ k / (g + 1)
-      return sign * v
+   -- Sorted bin keys are cached until a bin is added (rare once the range is
+   -- covered), so a query walks the bins from the nearer end: O(bins), and
+   -- O(1) in practice for extreme quantiles.
+   local order = self.order
+   if order == nil then
+      order = {}
+      local neg = {}
+      for k in pairs(self.neg) do neg[#neg + 1] = k end
+      table.sort(neg, function(a, b) return a > b end)
+      for _, k in ipairs(neg) do order[#order + 1] = { self.neg, k, -1 } end
+      order[#order + 1] = false -- the zero bucket
+      local pos = {}
+      for k in pairs(self.pos) do pos[#pos + 1] = k end
+      table.sort(pos)
+      for _, k in ipairs(pos) do order[#order + 1] = { self.pos, k, 1 } end
+      self.order = order
    end
-   local function sorted(bins, desc)
-      local keys = {}
-      for k in pairs(bins) do keys[#keys + 1] = k end
-      if desc then table.sort(keys, function(a, b) return a > b end) else table.sort(keys) end
-      return keys
+   local function value(e)
+      if not e then return 0 end
+      local v = e[3] * 2 * g ^ e[2] / (g + 1) -- relative error <= alpha
+      if v < self.lo then return self.lo end
+      if v > self.hi then return self.hi end
+      return v
    end
-   local acc = 0
-   if rank < self.nneg then
-      for _, k in ipairs(sorted(self.neg, true)) do
-         acc = acc + self.neg[k]
-         if acc > rank then return math.max(self.lo, value(k, -1)) end
+   local function count(e)
+      if not e then return self.zero end
+      return e[1][e[2]]
+   end
+   if rank < self.n / 2 then
+      local acc = 0
+      for i = 1, #order do
+         acc = acc + count(order[i])
+         if acc > rank then return value(order[i]) end
       end
-   end
-   acc = self.nneg
-   if rank < acc + self.zero then return 0 end
-   acc = acc + self.zero
-   for _, k in ipairs(sorted(self.pos, false)) do
-      acc = acc + self.pos[k]
-      if acc > rank then return math.min(self.hi, value(k, 1)) end
+   else
+      local acc = self.n
+      for i = #order, 1, -1 do
+         acc = acc - count(order[i])
+         if acc <= rank then return value(order[i]) end
+      end
    end
    return self.hi
 end
@@ -400,6 +421,7 @@ end
 function Sketch:merge(other)
    if getmetatable(other) ~= Sketch then fail("sketch.merge", "other must be a sketch") end
    if other.alpha ~= self.alpha then fail("sketch.merge", "other must have the same alpha") end
+   self.order = nil
    for _, side in ipairs { "pos", "neg" } do
       local mine = self[side]
       for k, c in pairs(other[side]) do

@@ -63,6 +63,7 @@ test.case("time window: samples older than the span leave it", function(t)
    t:eq(w:count(), 0)
    t:eq(w:mean(), nil)
    t:raises(function() w:push(1, 900) end, "t must not go back in time")
+   t:eq(stats.window { span = "1h30min" }.span, 5400)
 end)
 
 test.case("time window: max_count bounds memory", function(t)

@@ -295,6 +295,37 @@ static double sweep(row_t *rows, size_t n, int nwindows, const profile_t *pr, do
     return best;
 }
 
+/* Per series at a threshold: windows detected and detections outside them. */
+static void detail(series_t *ss, int ns, double thr)
+{
+    const profile_t *pr = &profiles[0];
+    for (int si = 0; si < ns; si++) {
+        size_t n = 0;
+        int nw = 0;
+        row_t *rows = weigh(&ss[si], 1, pr, &n, &nw);
+        int hit = 0, fps = 0;
+        bool seen[16] = {false};
+        double total = -pr->fn * nw;
+        for (size_t i = 0; i < n; i++) {
+            if (!rows[i].counted || rows[i].score < thr)
+                continue;
+            if (rows[i].window < 0) {
+                fps++;
+                total += rows[i].weight;
+            } else if (!seen[rows[i].window]) {
+                /* Rows are in time order: the first detection weighs most. */
+                seen[rows[i].window] = true;
+                hit++;
+                total += pr->fn + rows[i].weight;
+            }
+        }
+        printf("  %-60s windows %d/%d  fp %3d  score %7.3f\n", ss[si].name, hit, nw, fps, total);
+        free(rows);
+    }
+}
+
+static bool verbose;
+
 static void report(series_t *ss, int ns, double seconds)
 {
     int nwin = 0;
@@ -318,6 +349,8 @@ static void report(series_t *ss, int ns, double seconds)
         double norm = nw > 0 ? 100.0 * (raw - null) / (perfect - null) : 0;
         printf("%-20s score %6.2f  (raw %.4f, threshold %.6f)\n", pr->name, norm, raw, thr);
         free(rows);
+        if (verbose && p == 0)
+            detail(ss, ns, thr);
     }
 }
 
@@ -366,15 +399,25 @@ int main(int argc, char **argv)
             reference = argv[++i];
         else if (strcmp(argv[i], "--limit") == 0 && i + 1 < argc)
             limit = atoi(argv[++i]);
+        else if (strcmp(argv[i], "--verbose") == 0)
+            verbose = true;
         else if (strcmp(argv[i], "--only") == 0 && i + 1 < argc)
             only = argv[++i];
         else
             die("unknown or incomplete argument \"%s\"", argv[i]);
     }
     char buf[1024], path[1400], detector_path[1400];
+    /* The source tree: $DP_SOURCE_DIR, else the current folder or its parent
+     * (running from build/). */
     const char *src = getenv("DP_SOURCE_DIR");
+    if (src == NULL) {
+        FILE *f = fopen("tests/bench/nab.c", "r");
+        src = f != NULL ? "." : "..";
+        if (f != NULL)
+            fclose(f);
+    }
     if (data == NULL) {
-        snprintf(buf, sizeof buf, "%s/../shared/data/nab", src ? src : ".");
+        snprintf(buf, sizeof buf, "%s/../shared/data/nab", src);
         data = buf;
     }
     snprintf(path, sizeof path, "%s/labels/combined_windows.json", data);
@@ -404,8 +447,7 @@ int main(int argc, char **argv)
         printf("NAB scorer on the published results in %s\n", reference);
     } else {
         if (detector == NULL) {
-            snprintf(detector_path, sizeof detector_path, "%s/tests/bench/nab_detector.lua",
-                     src ? src : ".");
+            snprintf(detector_path, sizeof detector_path, "%s/tests/bench/nab_detector.lua", src);
             detector = detector_path;
         }
         dp_clock_t *clock = dp_clock_new_virtual(0);

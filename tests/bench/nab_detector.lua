@@ -1,4 +1,5 @@
+-- The detector bench_nab streams every NAB series through (one per series).
 local detect = require "doppel.detect"
 return function()
-   return detect.zscore { size = 200 }
+   return detect.auto()
 end

@@ -163,3 +163,26 @@ Test(signal, sandbox_require)
     free(err);
     dp_sandbox_free(sb);
 }
+
+/* The kernel's buffers are Lua userdata: a block too large for the twin's
+ * memory cap is a memory fault of that call, not a process-wide allocation. */
+Test(signal, scratch_counts_against_the_memory_cap)
+{
+    dp_sandbox_opts_t o = {.name = "test", .budget = 100000000, .memory = 8 << 20};
+    dp_sandbox_t *sb = dp_sandbox_new(&o);
+    cr_assert_not_null(sb);
+    const char *code = "local s = require 'doppel.signal'\n"
+                       "local t = {}\n"
+                       "for i = 1, 200000 do t[i] = i % 7 end\n"
+                       "s.fft(t)\n";
+    char *err = NULL;
+    cr_assert_eq(dp_sandbox_load(sb, code, strlen(code), "=test", &err), 0);
+    cr_assert_eq(dp_sandbox_call(sb, 0, 0, &err, NULL), DP_SB_MEMORY, "%s", err ? err : "ok");
+    free(err);
+    err = NULL;
+    /* The state stays usable after the fault. */
+    const char *small = "assert(require('doppel.signal').rms({1, 1}) == 1)";
+    cr_assert_eq(dp_sandbox_load(sb, small, strlen(small), "=small", &err), 0);
+    cr_assert_eq(dp_sandbox_call(sb, 0, 0, &err, NULL), DP_SB_OK, "%s", err ? err : "");
+    dp_sandbox_free(sb);
+}
