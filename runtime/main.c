@@ -14,7 +14,9 @@
 #include "clock.h"
 #include "cmd_replay.h"
 #include "cmd_test.h"
+#include "cmd_export.h"
 #include "log.h"
+#include "persist.h"
 #include "plant.h"
 #include "sandbox.h"
 
@@ -28,6 +30,7 @@ typedef struct {
     const char *run_for;
     bool no_watch;
     const char *input, *speed, *from, *to, *out, *format; /* replay */
+    bool recover_only;
 } options_t;
 
 typedef struct {
@@ -36,6 +39,9 @@ typedef struct {
     const char *summary;
     const char *help;
     int (*run)(int argc, char **argv, options_t *o);
+    /* The command parses its own options: everything after its name is
+     * passed to run() as is. */
+    bool raw_args;
 } command_t;
 
 static int cmd_run(int argc, char **argv, options_t *o);
@@ -44,6 +50,7 @@ static int cmd_version(int argc, char **argv, options_t *o);
 static int cmd_help(int argc, char **argv, options_t *o);
 static int cmd_test(int argc, char **argv, options_t *o);
 static int cmd_replay(int argc, char **argv, options_t *o);
+static int cmd_export(int argc, char **argv, options_t *o);
 
 static const command_t commands[] = {
     {"run", "[PLANT.lua]", "run a plant (no argument: the bundled demo pump station)",
@@ -54,7 +61,9 @@ static const command_t commands[] = {
      "  --start TIME       virtual start time (ISO 8601 UTC or epoch seconds;\n"
      "                     default 2026-01-01T00:00:00Z)\n"
      "  --for DURATION     stop after this long (\"90s\", \"10min\", \"1d\")\n"
-     "  --no-watch         do not reload twins when their files change\n",
+     "  --no-watch         do not reload twins when their files change\n"
+     "  --recover-only     recover the data directory (snapshot + journal), write a\n"
+     "                     fresh snapshot and exit without starting devices\n",
      cmd_run},
     {"check", "FILE...", "validate plant files and twin scripts without running them",
      "A plant file is read, its devices opened without I/O, its tags declared and\n"
@@ -70,19 +79,21 @@ static const command_t commands[] = {
      "See docs/testing.md for the test API.\n",
      cmd_test},
     {"replay", "PLANT", "run a plant's twins over a recording (--input FILE)",
-     "Runs the plant's twins over a CSV recording in virtual time (devices are not\n"
-     "started; commands never reach a device) and writes derived tag changes,\n"
-     "alarms, events and commands as CSV or msgpack. The same plant and input\n"
-     "give byte-identical output. See docs/replay.md for the formats.\n\n"
+     "Runs the plant's twins over a CSV recording or a journal in virtual time\n"
+     "(devices are not started; commands never reach a device) and writes derived\n"
+     "tag changes, alarms, events and commands as CSV or msgpack. The same plant\n"
+     "and input give byte-identical output. See docs/replay.md for the formats.\n\n"
      "Options:\n"
-     "  --input FILE       the recording: CSV, long (timestamp,tag,value[,quality])\n"
-     "                     or wide (timestamp,TAG,TAG...)\n"
+     "  --input FILE|DIR   the recording: CSV, long (timestamp,tag,value[,quality])\n"
+     "                     or wide (timestamp,TAG,TAG...); or a journal folder\n"
+     "                     (a data dir, or its journal/ folder)\n"
      "  --speed max|N      as fast as possible (default) or N times real time\n"
      "  --from TIME        skip samples before TIME (ISO 8601 UTC or epoch seconds)\n"
      "  --to TIME          stop at TIME\n"
      "  --out FILE         write there (default: standard output)\n"
      "  --format csv|msgpack  default: msgpack for FILE.msgpack, else csv\n",
      cmd_replay},
+    {"export", "--csv", "write journal contents as CSV", DP_CMD_EXPORT_HELP, cmd_export, true},
     {"version", "", "print the version", "Prints doppel's version and its libraries'.\n",
      cmd_version},
     {"help", "[COMMAND]", "show help for a command", "Shows help.\n", cmd_help},
@@ -253,7 +264,21 @@ static int cmd_run(int argc, char **argv, options_t *o)
         uv_loop_close(&loop);
         return 1;
     }
-    if (dp_plant_start(r.plant, &err) < 0) {
+    if (o->recover_only) {
+        /* Recovery ran in dp_plant_open; keep its result as a snapshot. */
+        struct dp_persist *ps = dp_plant_persist(r.plant);
+        if (ps == NULL) {
+            fprintf(stderr, "doppel run: --recover-only: this plant does not journal\n");
+            status = 1;
+        } else if (dp_persist_snapshot(ps, r.plant, &err) < 0) {
+            fprintf(stderr, "doppel run: --recover-only: %s\n", err);
+            free(err);
+            status = 1;
+        } else {
+            dp_log_info(NULL, "recovered; snapshot written");
+        }
+        dp_plant_stop(r.plant);
+    } else if (dp_plant_start(r.plant, &err) < 0) {
         fprintf(stderr, "doppel run: %s\n", err);
         free(err);
         dp_plant_stop(r.plant);
@@ -410,6 +435,13 @@ static int cmd_help(int argc, char **argv, options_t *o)
     return 0;
 }
 
+/* ---- export ---------------------------------------------------------- */
+
+static int cmd_export(int argc, char **argv, options_t *o)
+{
+    return dp_cmd_export(argc, argv, o->data_dir);
+}
+
 /* ---- option parsing -------------------------------------------------- */
 
 typedef struct {
@@ -432,6 +464,7 @@ static const option_t option_table[] = {
     {"to", true, offsetof(options_t, to), "replay"},
     {"out", true, offsetof(options_t, out), "replay"},
     {"format", true, offsetof(options_t, format), "replay"},
+    {"recover-only", false, offsetof(options_t, recover_only), "run"},
 };
 
 static bool accepts(const option_t *opt, const char *cmd)
@@ -465,6 +498,11 @@ int main(int argc, char **argv)
                     fprintf(stderr, "doppel: unknown command \"%s\" (try 'doppel help')\n", a);
                     status = 2;
                     goto out;
+                }
+                while (cmd->raw_args && i + 1 < argc) {
+                    if (strcmp(argv[i + 1], "-h") == 0 || strcmp(argv[i + 1], "--help") == 0)
+                        want_help = true;
+                    args[nargs++] = argv[++i];
                 }
             } else {
                 args[nargs++] = argv[i];

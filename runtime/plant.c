@@ -14,6 +14,7 @@
 #include "ingest.h"
 #include "lmsgpack.h"
 #include "log.h"
+#include "persist.h"
 #include "reload.h"
 #include "sandbox.h"
 #include "settings.h"
@@ -58,6 +59,8 @@ struct dp_plant {
     bool handles_open;
     bool stopped;
     bool watch;
+    dp_persist_cfg_t persist_cfg;
+    dp_persist_t *persist;
 };
 
 /* Plant-wide settings: plant { ... } in the plant file. */
@@ -708,7 +711,10 @@ static int read_plant_file(dp_plant_t *p, char **err)
         lua_pop(L, 1);
         lua_newtable(L);
     }
-    rc = dp_settings_parse(L, -1, plant_settings, &pc, NULL, "plant", err);
+    static const char *const plant_fields_elsewhere[] = {"journal", "snapshot", NULL};
+    rc = dp_settings_parse(L, -1, plant_settings, &pc, plant_fields_elsewhere, "plant", err);
+    if (rc == 0)
+        rc = dp_persist_parse(L, -1, &p->persist_cfg, err);
     lua_pop(L, 1);
     if (rc < 0)
         goto out;
@@ -879,13 +885,39 @@ dp_plant_t *dp_plant_open(const dp_plant_opts_t *opts, char **err)
     p->twin_host.alarms = p->alarms;
     dp_timer_init(p->clock, &p->alarm_tick);
     p->alarm_tick.data = p;
+    if (opts->on_event != NULL)
+        dp_plant_on_event(p, opts->on_event, opts->event_ud);
+    if (opts->on_command != NULL)
+        dp_guard_on_command(p->guard, opts->on_command, opts->command_ud);
     int read_rc = read_plant_file(p, err);
     p->source = NULL;
     if (read_rc < 0)
         goto fail;
+    if (opts->shadow && !dp_guard_shadow(p->guard))
+        dp_guard_set_shadow(p->guard, true, "this run (replay, test or recovery: never sent)");
+    /* Durability: a real-time plant with a data dir journals, and starts
+     * from what recovery makes of its snapshot and journal. */
+    const struct dp_snapshot *seed = opts->seed;
+    if (opts->loop != NULL && !opts->check_only && opts->data_dir != NULL &&
+        p->persist_cfg.enabled) {
+        dp_persist_opts_t pso = {.plant_path = p->path,
+                                 .data_dir = p->data_dir,
+                                 .loop = p->loop,
+                                 .cfg = &p->persist_cfg};
+        p->persist = dp_persist_open(&pso, err);
+        if (p->persist == NULL)
+            goto fail;
+        seed = dp_persist_seed(p->persist);
+    }
+    if (seed != NULL) {
+        int skipped = dp_snapshot_restore_store(seed, p->store);
+        if (skipped > 0)
+            dp_log_warn(NULL, "%d saved tags are no longer in the plant; skipped", skipped);
+    }
     for (int i = 0; i < p->ntwins; i++) {
         char *inner = NULL;
-        if (dp_twin_load(p->twins[i], NULL, 0, &inner) < 0) {
+        const dp_snap_twin_t *st = dp_snapshot_twin(seed, dp_twin_name(p->twins[i]));
+        if (dp_twin_load(p->twins[i], st ? st->state : NULL, st ? st->len : 0, &inner) < 0) {
             dp_fail(err, DP_ESCRIPT, "twin %s: %s", dp_twin_name(p->twins[i]), inner);
             free(inner);
             goto fail;
@@ -926,6 +958,8 @@ int dp_plant_start(dp_plant_t *p, char **err)
         d->started = true;
     }
     dp_timer_start(&p->alarm_tick, on_alarm_tick, DP_US_PER_SEC, DP_US_PER_SEC);
+    if (p->persist != NULL)
+        dp_persist_start(p->persist, p);
     dp_log_info(NULL, "plant %s running: %d device%s, %d twin%s, %d tags, %s time", p->name,
                 p->ndevices, p->ndevices == 1 ? "" : "s", p->ntwins, p->ntwins == 1 ? "" : "s",
                 dp_store_count(p->store), dp_clock_is_virtual(p->clock) ? "virtual" : "real");
@@ -944,6 +978,7 @@ void dp_plant_stop(dp_plant_t *p)
         return;
     p->stopped = true;
     dp_timer_stop(&p->alarm_tick);
+    dp_persist_prestop(p->persist, p);
     for (int i = 0; i < p->ntwins; i++)
         dp_twin_stop(p->twins[i]);
     for (int i = 0; i < p->ndevices; i++) {
@@ -957,6 +992,7 @@ void dp_plant_stop(dp_plant_t *p)
         p->host.ingest = NULL;
         dp_plant_flush(p);
     }
+    dp_persist_stop(p->persist);
     if (p->handles_open) {
         uv_close((uv_handle_t *)&p->prepare, NULL);
         uv_close((uv_handle_t *)&p->check, NULL);
@@ -988,7 +1024,10 @@ void dp_plant_free(dp_plant_t *p)
         free(d);
     }
     dp_alarms_free(p->alarms);
+    /* The guard first: failing its pending commands calls its listeners,
+     * the journal's among them. */
     dp_guard_free(p->guard);
+    dp_persist_free(p->persist);
     dp_store_free(p->store);
     dp_clock_free(p->clock);
     free(p->twins);
@@ -1048,6 +1087,11 @@ struct dp_device *dp_plant_device_at(dp_plant_t *p, int i)
 struct dp_alarms *dp_plant_alarms(dp_plant_t *p)
 {
     return p->alarms;
+}
+
+struct dp_persist *dp_plant_persist(dp_plant_t *p)
+{
+    return p->persist;
 }
 
 dp_guard_t *dp_plant_guard(dp_plant_t *p)

@@ -123,6 +123,14 @@ int dp_store_write(dp_store_t *store, int tag, const dp_value_t *v, dp_time_t ts
  * timestamp. Queues change records when the quality changes. */
 int dp_store_set_quality(dp_store_t *store, int tag, int quality);
 
+/* Observer of every accepted sample (the journal): called after each
+ * successful dp_store_write() with the stored value, and after each
+ * dp_store_set_quality() that changed the quality with v NULL. One observer
+ * per store; NULL removes it. `v->u.s` is valid during the call. */
+typedef void (*dp_store_write_cb)(int tag, const dp_value_t *v, dp_time_t ts, int quality,
+                                  void *ud);
+void dp_store_on_write(dp_store_t *store, dp_store_write_cb cb, void *ud);
+
 /* Copies up to `max` most recent history samples into `out`, oldest first;
  * returns the number copied. String values in `out` are borrowed and valid
  * until the next write to the tag. */

@@ -279,23 +279,30 @@ test.case("a vibration spike scores as an anomaly", function(t)
    t:ok(t:get("P1.vibration_anomaly") > 0.99, "spike " .. t:get("P1.vibration_anomaly"))
 end)
 
-test.case("an allowed recommendation is issued through the guard, once per change", function(t)
+-- doppel test runs plants in shadow mode: the guard judges every command and
+-- records it, nothing is written.
+test.case("an allowed recommendation is issued through the guard", function(t)
    pump(t, { recommend = { every = "15min", demand = 100, static_head = 20, allow_write = true,
                            setpoint = "speed_sp" } },
         { speed_sp = { writable = true, min = 900, max = 1480, unit = "rpm" } })
    operate(t, 130, 48, 22)
    t:advance("15min")
    t:advance("1s")
-   t:eq(t:get("P1.setpoint_outcome"), "done")
-   t:near(t:get("P1.speed_sp"), t:get("P1.recommended_speed"), 1e-9)
+   local cmds = t:commands()
+   t:eq(#cmds, 1)
+   t:eq(cmds[1].tag, "P1.speed_sp")
+   t:eq(cmds[1].origin, "twin:P1")
+   t:eq(cmds[1].outcome, "shadow")
+   t:near(cmds[1].value, t:get("P1.recommended_speed"), 1e-9)
+   t:ok(t:get("P1.setpoint_outcome"):find("shadow", 1, true) == 1, "the guard's verdict")
+   t:eq(t:get("P1.speed_sp"), nil, "nothing written in shadow mode")
    local r = t:events("recommendation")[1].data
    t:eq(r.issued, true)
    t:eq(r.reason, "issued through the guard")
    t:eq(r.command, 1)
-   -- Same conditions 15 min later: the same speed, below min_change: nothing issued.
+   -- Nothing was written, so the next recommendation is issued again.
    t:advance("15min")
-   t:eq(t:events("recommendation")[2].data.reason, "change below min_change")
-   t:eq(t:events("recommendation")[2].data.command, nil)
+   t:eq(#t:commands(), 2)
 end)
 
 test.case("a setpoint outside the guard's limits is rejected, nothing written", function(t)
@@ -305,6 +312,10 @@ test.case("a setpoint outside the guard's limits is rejected, nothing written", 
    operate(t, 130, 48, 22)
    t:advance("15min")
    t:advance("1s")
+   local cmds = t:commands()
+   t:eq(#cmds, 1)
+   t:eq(cmds[1].outcome, "rejected")
+   t:ok(cmds[1].reason:find("below the minimum", 1, true) ~= nil, cmds[1].reason)
    local outcome = t:get("P1.setpoint_outcome")
    t:ok(outcome:find("rejected: min:", 1, true) == 1, outcome)
    t:eq(t:get("P1.speed_sp"), nil)
