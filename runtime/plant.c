@@ -255,6 +255,31 @@ void dp_plant_on_event(dp_plant_t *p, dp_event_cb cb, void *ud)
     p->listeners[p->nlisteners++] = (listener_t){cb, ud};
 }
 
+/* twin.device_stats(name), through the driver's stats entry. */
+static int device_stats(dp_twin_host_t *host, const char *name, lua_State *L)
+{
+    dp_plant_t *p = (dp_plant_t *)((char *)host - offsetof(dp_plant_t, twin_host));
+    for (int i = 0; i < p->ndevices; i++) {
+        dp_device_t *dev = &p->devices[i]->dev;
+        if (strcmp(dev->name, name) != 0)
+            continue;
+        dp_stat_t st[64];
+        size_t n = dev->driver->stats != NULL ? dev->driver->stats(dev, st, 64) : 0;
+        lua_createtable(L, 0, (int)n + 1);
+        lua_pushstring(L, dev->driver->name);
+        lua_setfield(L, -2, "driver");
+        for (size_t k = 0; k < n; k++) {
+            if (st[k].text != NULL)
+                lua_pushstring(L, st[k].text);
+            else
+                lua_pushnumber(L, st[k].value);
+            lua_setfield(L, -2, st[k].name);
+        }
+        return 1;
+    }
+    return 0;
+}
+
 /* ---- the plant file --------------------------------------------------- */
 
 /* The plant file runs in a sandbox whose globals declare things:
@@ -880,7 +905,8 @@ dp_plant_t *dp_plant_open(const dp_plant_opts_t *opts, char **err)
                                     .clock = p->clock,
                                     .guard = p->guard,
                                     .emit = emit,
-                                    .check_only = opts->check_only};
+                                    .check_only = opts->check_only,
+                                    .device_stats = device_stats};
     p->alarms = dp_alarms_new(p->clock, alarm_emit, p);
     p->twin_host.alarms = p->alarms;
     dp_timer_init(p->clock, &p->alarm_tick);
@@ -919,6 +945,15 @@ dp_plant_t *dp_plant_open(const dp_plant_opts_t *opts, char **err)
         const dp_snap_twin_t *st = dp_snapshot_twin(seed, dp_twin_name(p->twins[i]));
         if (dp_twin_load(p->twins[i], st ? st->state : NULL, st ? st->len : 0, &inner) < 0) {
             dp_fail(err, DP_ESCRIPT, "twin %s: %s", dp_twin_name(p->twins[i]), inner);
+            free(inner);
+            goto fail;
+        }
+    }
+    for (int i = 0; i < p->ndevices; i++) {
+        device_t *d = p->devices[i];
+        char *inner = NULL;
+        if (d->dev.driver->bind != NULL && d->dev.driver->bind(&d->dev, &inner) < 0) {
+            dp_fail(err, DP_EINVAL, "device %s: %s", d->dev.name, inner ? inner : "bind failed");
             free(inner);
             goto fail;
         }
