@@ -907,20 +907,20 @@ dp_plant_t *dp_plant_open(const dp_plant_opts_t *opts, char **err)
                                     .emit = emit,
                                     .check_only = opts->check_only,
                                     .device_stats = device_stats};
-    p->alarms = dp_alarms_new(p->clock, alarm_emit, p);
-    p->twin_host.alarms = p->alarms;
-    dp_timer_init(p->clock, &p->alarm_tick);
-    p->alarm_tick.data = p;
     if (opts->on_event != NULL)
         dp_plant_on_event(p, opts->on_event, opts->event_ud);
     if (opts->on_command != NULL)
         dp_guard_on_command(p->guard, opts->on_command, opts->command_ud);
+    p->alarms = dp_alarms_new(p->clock, alarm_emit, p);
+    p->twin_host.alarms = p->alarms;
+    dp_timer_init(p->clock, &p->alarm_tick);
+    p->alarm_tick.data = p;
     int read_rc = read_plant_file(p, err);
     p->source = NULL;
     if (read_rc < 0)
         goto fail;
-    if (opts->shadow && !dp_guard_shadow(p->guard))
-        dp_guard_set_shadow(p->guard, true, "this run (replay, test or recovery: never sent)");
+    if (opts->dry_run)
+        dp_guard_set_dry_run(p->guard, true);
     /* Durability: a real-time plant with a data dir journals, and starts
      * from what recovery makes of its snapshot and journal. */
     const struct dp_snapshot *seed = opts->seed;
@@ -992,9 +992,9 @@ int dp_plant_start(dp_plant_t *p, char **err)
         }
         d->started = true;
     }
-    dp_timer_start(&p->alarm_tick, on_alarm_tick, DP_US_PER_SEC, DP_US_PER_SEC);
     if (p->persist != NULL)
         dp_persist_start(p->persist, p);
+    dp_timer_start(&p->alarm_tick, on_alarm_tick, DP_US_PER_SEC, DP_US_PER_SEC);
     dp_log_info(NULL, "plant %s running: %d device%s, %d twin%s, %d tags, %s time", p->name,
                 p->ndevices, p->ndevices == 1 ? "" : "s", p->ntwins, p->ntwins == 1 ? "" : "s",
                 dp_store_count(p->store), dp_clock_is_virtual(p->clock) ? "virtual" : "real");
@@ -1012,8 +1012,8 @@ void dp_plant_stop(dp_plant_t *p)
     if (p == NULL || p->stopped)
         return;
     p->stopped = true;
-    dp_timer_stop(&p->alarm_tick);
     dp_persist_prestop(p->persist, p);
+    dp_timer_stop(&p->alarm_tick);
     for (int i = 0; i < p->ntwins; i++)
         dp_twin_stop(p->twins[i]);
     for (int i = 0; i < p->ndevices; i++) {
@@ -1058,9 +1058,9 @@ void dp_plant_free(dp_plant_t *p)
         free(d->dev.name);
         free(d);
     }
-    dp_alarms_free(p->alarms);
     /* The guard first: failing its pending commands calls its listeners,
      * the journal's among them. */
+    dp_alarms_free(p->alarms);
     dp_guard_free(p->guard);
     dp_persist_free(p->persist);
     dp_store_free(p->store);
@@ -1119,14 +1119,14 @@ struct dp_device *dp_plant_device_at(dp_plant_t *p, int i)
     return i >= 0 && i < p->ndevices ? &p->devices[i]->dev : NULL;
 }
 
-struct dp_alarms *dp_plant_alarms(dp_plant_t *p)
-{
-    return p->alarms;
-}
-
 struct dp_persist *dp_plant_persist(dp_plant_t *p)
 {
     return p->persist;
+}
+
+struct dp_alarms *dp_plant_alarms(dp_plant_t *p)
+{
+    return p->alarms;
 }
 
 dp_guard_t *dp_plant_guard(dp_plant_t *p)

@@ -33,9 +33,9 @@ typedef struct {
      * where scripts and modules are found. NULL: read `path`. */
     const char *source;
     size_t source_len;
-    /* Shadow mode from the start, whatever the plant file says (replay and
-     * tests: commands are judged and recorded, never written). */
-    bool shadow;
+    /* Dry run (replay, tests, recovery): commands are judged, never sent to
+     * devices; writable tags without a device are written (command.h). */
+    bool dry_run;
     /* Listeners added before any twin loads, so events and commands raised
      * by on_start are seen too (NULL: none). */
     dp_event_cb on_event;
