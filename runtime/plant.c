@@ -11,6 +11,7 @@
 #include "alarms.h"
 #include "command.h"
 #include "embed.h"
+#include "http.h"
 #include "ingest.h"
 #include "lmsgpack.h"
 #include "log.h"
@@ -61,6 +62,7 @@ struct dp_plant {
     bool watch;
     dp_persist_cfg_t persist_cfg;
     dp_persist_t *persist;
+    dp_http_cfg_t *http; /* plant { http = { ... } }, NULL when absent */
 };
 
 /* Plant-wide settings: plant { ... } in the plant file. */
@@ -71,6 +73,7 @@ typedef struct {
     int64_t memory_mb;
     int64_t max_faults;
     dp_time_t fault_window;
+    dp_http_cfg_t *http;
     bool writes;
     bool shadow;
 } plant_cfg_t;
@@ -110,6 +113,13 @@ static const dp_setting_t plant_settings[] = {
      .offset = offsetof(plant_cfg_t, fault_window),
      .def = "10min",
      .doc = "Window for counting faults."},
+    {.name = "http",
+     .type = DP_SET_CUSTOM,
+     .offset = offsetof(plant_cfg_t, http),
+     .parse = dp_http_cfg_parse,
+     .free = dp_http_cfg_field_free,
+     .doc = "HTTP API and dashboard: { listen =, tls = { cert =, key = }, tokens = } "
+            "(docs/http.md)."},
     {.name = "writes",
      .type = DP_SET_BOOL,
      .offset = offsetof(plant_cfg_t, writes),
@@ -747,6 +757,22 @@ static int read_plant_file(dp_plant_t *p, char **err)
         free(p->name);
         p->name = dp_xstrdup(pc.name);
     }
+    if (pc.http != NULL) {
+        p->http = pc.http;
+        pc.http = NULL;
+        dp_http_cfg_set_dir(p->http, p->dir);
+        if (p->http->tokens_file != NULL) {
+            char *tf = p->http->tokens_file[0] == '/' || strncmp(p->dir, "embed:", 6) == 0
+                           ? dp_xstrdup(p->http->tokens_file)
+                           : dp_xasprintf("%s/%s", p->dir, p->http->tokens_file);
+            rc = dp_http_tokens_load(p->http, tf, err);
+            free(tf);
+            if (rc < 0)
+                goto out;
+        }
+        if ((rc = dp_http_cfg_check(p->http, err)) < 0)
+            goto out;
+    }
     if (!pc.writes)
         dp_guard_enable_writes(p->guard, false, "the plant file");
     if (pc.shadow)
@@ -900,7 +926,8 @@ dp_plant_t *dp_plant_open(const dp_plant_opts_t *opts, char **err)
                           .clock = p->clock,
                           .store = p->store,
                           .ingest = p->ingest,
-                          .guard = p->guard};
+                          .guard = p->guard,
+                          .plant = p};
     p->twin_host = (dp_twin_host_t){.store = p->store,
                                     .clock = p->clock,
                                     .guard = p->guard,
@@ -1071,6 +1098,7 @@ void dp_plant_free(dp_plant_t *p)
     free(p->name);
     free(p->path);
     free(p->dir);
+    dp_http_cfg_free(p->http);
     free(p->data_dir);
     free(p);
 }
@@ -1134,7 +1162,17 @@ dp_guard_t *dp_plant_guard(dp_plant_t *p)
     return p->guard;
 }
 
+const char *dp_plant_data_dir(const dp_plant_t *p)
+{
+    return p->data_dir;
+}
+
 struct dp_ingest *dp_plant_ingest(dp_plant_t *p)
 {
     return p->ingest;
+}
+
+const dp_http_cfg_t *dp_plant_http(const dp_plant_t *p)
+{
+    return p->http;
 }

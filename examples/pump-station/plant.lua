@@ -15,7 +15,8 @@
 -- fault injected at 14:00 that raises its vibration alarm; P102 cycles on
 -- and off every four hours.
 
-plant { name = "pump-station", description = "Two centrifugal pumps feeding a header" }
+plant { name = "pump-station", description = "Two centrifugal pumps feeding a header",
+        http = { listen = "127.0.0.1:8080" } }
 
 device "plant_sim" { driver = "sim", seed = 42 }
 
