@@ -11,6 +11,8 @@
 typedef struct {
     dp_alarm_info_t info;
     char *twin, *name, *message, *group;
+    bool declared; /* since dp_alarms_begin() */
+    bool created;  /* first declared since dp_alarms_begin() */
 } alarm_t;
 
 struct dp_alarms {
@@ -156,12 +158,15 @@ int dp_alarms_declare(dp_alarms_t *a, const char *twin, const char *name, const 
         free(al->group);
     } else {
         al = dp_xcalloc(1, sizeof *al);
+        al->created = true;
         al->twin = dp_xstrdup(twin);
         al->name = dp_xstrdup(name);
         a->v = dp_xrealloc(a->v, sizeof *a->v * (size_t)(a->n + 1));
         id = a->n;
         a->v[a->n++] = al;
     }
+    al->declared = true;
+    al->info.retired = false;
     al->message = dp_xstrdup(message != NULL ? message : "");
     al->group = dp_xstrdup(group != NULL ? group : "");
     dp_alarm_info_t *i = &al->info;
@@ -320,12 +325,39 @@ int dp_alarms_unshelve(dp_alarms_t *a, const char *twin, const char *name, const
     return 0;
 }
 
+void dp_alarms_begin(dp_alarms_t *a, const char *twin)
+{
+    for (int k = 0; k < a->n; k++) {
+        if (strcmp(a->v[k]->twin, twin) == 0)
+            a->v[k]->declared = a->v[k]->created = false;
+    }
+}
+
+void dp_alarms_end(dp_alarms_t *a, const char *twin, bool live)
+{
+    for (int k = 0; k < a->n; k++) {
+        alarm_t *al = a->v[k];
+        if (strcmp(al->twin, twin) != 0 || al->info.retired)
+            continue;
+        if (live ? !al->declared : al->created) {
+            if (al->info.active)
+                dp_alarms_condition(a, k, false, al->info.value);
+            al->info.retired = true;
+            al->info.state = DP_ALARM_NORMAL;
+            al->info.shelved = false;
+            al->info.suppressed = false;
+            al->info.first_out = false;
+        }
+        al->declared = al->created = false;
+    }
+}
+
 void dp_alarms_tick(dp_alarms_t *a)
 {
     dp_time_t now = dp_clock_now(a->clock);
     for (int k = 0; k < a->n; k++) {
         alarm_t *al = a->v[k];
-        if (al->info.shelved && now >= al->info.shelved_until)
+        if (al->info.shelved && !al->info.retired && now >= al->info.shelved_until)
             unshelve(a, al, "expiry");
     }
 }

@@ -42,6 +42,7 @@ typedef struct {
     bool shelved;    /* until shelved_until */
     bool suppressed; /* by design, by a condition the script sets */
     bool first_out;  /* the first alarm of its group to activate since the group was clear */
+    bool retired;    /* no longer declared by its twin's script (see dp_alarms_begin) */
     dp_time_t since; /* last state change */
     dp_time_t shelved_until;
     double value; /* value at the last transition */
@@ -58,6 +59,15 @@ void dp_alarms_free(dp_alarms_t *a);
  * state). Returns a handle >= 0 or DP_EINVAL. */
 int dp_alarms_declare(dp_alarms_t *a, const char *twin, const char *name, const char *message,
                       const char *group, dp_severity_t severity, int priority, double limit);
+/* Reloads: dp_alarms_begin() before a twin's script version is built, and
+ * dp_alarms_end() after, with whether the new version went live. On success
+ * the twin's alarms that the new version did not declare are retired: cleared
+ * if active (a "cleared" event), then hidden (info.retired; the Lua list
+ * leaves them out) until a later version declares them again. On failure
+ * only the alarms first declared by the failed attempt are retired. */
+void dp_alarms_begin(dp_alarms_t *a, const char *twin);
+void dp_alarms_end(dp_alarms_t *a, const char *twin, bool live);
+
 /* The script's verdict on the condition (delays already applied). */
 int dp_alarms_condition(dp_alarms_t *a, int id, bool active, double value);
 /* Suppression by design: while suppressed the alarm is not annunciated. */

@@ -210,7 +210,7 @@ static int l_get(lua_State *L)
     dp_alarms_t *a = list_of(L);
     int id = dp_alarms_find(a, twin, alarm);
     dp_alarm_info_t info;
-    if (id < 0 || dp_alarms_get(a, id, &info) < 0) {
+    if (id < 0 || dp_alarms_get(a, id, &info) < 0 || info.retired) {
         lua_pushnil(L);
         return 1;
     }
@@ -223,11 +223,14 @@ static int l_list(lua_State *L)
     dp_alarms_t *a = list_of(L);
     int n = dp_alarms_count(a);
     lua_createtable(L, n, 0);
+    int out = 0;
     for (int k = 0; k < n; k++) {
         dp_alarm_info_t info;
         dp_alarms_get(a, k, &info);
+        if (info.retired)
+            continue;
         push_info(L, &info);
-        lua_rawseti(L, -2, k + 1);
+        lua_rawseti(L, -2, ++out);
     }
     return 1;
 }

@@ -9,7 +9,8 @@
  *
  * `name` is one of this twin's alarms ("vibration_high") or any twin's
  * ("P101.vibration_high"). Misused arguments raise; an unknown alarm or an
- * action that does not apply returns nil and a message. */
+ * action that does not apply returns nil and a message. Retired alarms
+ * (alarms.h) are left out of get() and list(). */
 #ifndef DP_LALARMS_H
 #define DP_LALARMS_H
 

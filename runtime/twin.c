@@ -1258,6 +1258,7 @@ int dp_twin_load(dp_twin_t *tw, const char *state, size_t state_len, char **err)
     size_t kept_len = 0;
     char *msg = NULL, *trace = NULL;
     int rc = 0;
+    bool ver_begun = false;
     if (reload) {
         rc = dp_twin_state(tw, &kept, &kept_len, &msg);
         if (rc < 0) {
@@ -1267,6 +1268,10 @@ int dp_twin_load(dp_twin_t *tw, const char *state, size_t state_len, char **err)
         state = kept;
         state_len = kept_len;
     }
+    /* Alarms the new version no longer declares leave the plant's list. */
+    if (tw->host->alarms != NULL)
+        dp_alarms_begin(tw->host->alarms, tw->name);
+    ver_begun = true;
     version_t *ver = version_new(tw, state, state_len, &msg);
     if (ver == NULL) {
         rc = dp_fail(err, DP_ESCRIPT, "%s", msg);
@@ -1302,6 +1307,8 @@ int dp_twin_load(dp_twin_t *tw, const char *state, size_t state_len, char **err)
         tw->host->emit(tw->host, &ev);
     }
 out:
+    if (tw->host->alarms != NULL && ver_begun)
+        dp_alarms_end(tw->host->alarms, tw->name, rc == 0);
     if (rc < 0 && reload) {
         tw->stats.reload_failures++;
         dp_log_error(tw->name, "reload failed, previous version keeps running: %s",

@@ -437,12 +437,20 @@ local function run_one(model, cand, x0, t0, horizon, dt, keep)
          end
       end
    end
-   -- Inputs may be functions of time (a ramp, a schedule).
+   -- Inputs may be functions of time (a ramp, a schedule); constant inputs
+   -- are one table for the whole run.
+   local scheduled = false
+   for _, v in pairs(cand) do
+      if type(v) == "function" then scheduled = true end
+   end
+   local fixed
    local function inputs_at(tt)
+      if fixed then return fixed end
       local u = {}
       for k, v in pairs(cand) do
          if type(v) == "function" then u[k] = v(tt, x) else u[k] = v end
       end
+      if not scheduled then fixed = u end
       return u
    end
    local u = inputs_at(t)

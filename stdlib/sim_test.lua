@@ -129,6 +129,20 @@ test.case("recommend finds the lowest power speed that still delivers the demand
       method = "grid", points = 49, objective = function(p) return p.mean.power end,
       constraints = { function(p) return 100 - p.mean.flow end }, horizon = 60, step = 60 }
    t:ok(grid.value >= expect and grid.value < expect + 10, "grid " .. grid.value)
+   -- Writing allowed, but the change is below min_change: nothing is issued.
+   local small = sim.recommend { model = pump, setpoint = "speed", bounds = { 1000, 1480 },
+      objective = function(p) return p.mean.power end,
+      constraints = { function(p) return 100 - p.mean.flow end }, horizon = 60, step = 60,
+      min_change = 10, write = { tag = "speed_sp", allow = true, current = expect + 3 } }
+   t:eq(small.issued, false)
+   t:eq(small.reason, "change below min_change")
+   -- Allowed and large enough, but outside a twin there is no twin.write.
+   local nowrite = sim.recommend { model = pump, setpoint = "speed", bounds = { 1000, 1480 },
+      objective = function(p) return p.mean.power end,
+      constraints = { function(p) return 100 - p.mean.flow end }, horizon = 60, step = 60,
+      min_change = 10, write = { tag = "speed_sp", allow = true, current = 1480 } }
+   t:eq(nowrite.issued, false)
+   t:eq(nowrite.reason, "twin.write is not available here (twin scripts only)")
    local none = sim.recommend { model = pump, setpoint = "speed", bounds = { 1000, 1100 },
       objective = function(p) return p.mean.power end,
       constraints = { function(p) return 200 - p.mean.flow end }, horizon = 60, step = 60 }

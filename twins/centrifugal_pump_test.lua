@@ -279,6 +279,8 @@ test.case("a vibration spike scores as an anomaly", function(t)
    t:ok(t:get("P1.vibration_anomaly") > 0.99, "spike " .. t:get("P1.vibration_anomaly"))
 end)
 
+-- doppel test runs plants dry: the guard judges every command and records it;
+-- a setpoint without a device is written to the store, nothing goes to a device.
 test.case("an allowed recommendation is issued through the guard, once per change", function(t)
    pump(t, { recommend = { every = "15min", demand = 100, static_head = 20, allow_write = true,
                            setpoint = "speed_sp" } },
@@ -286,6 +288,12 @@ test.case("an allowed recommendation is issued through the guard, once per chang
    operate(t, 130, 48, 22)
    t:advance("15min")
    t:advance("1s")
+   local cmds = t:commands()
+   t:eq(#cmds, 1)
+   t:eq(cmds[1].tag, "P1.speed_sp")
+   t:eq(cmds[1].origin, "twin:P1")
+   t:eq(cmds[1].outcome, "done")
+   t:near(cmds[1].value, t:get("P1.recommended_speed"), 1e-9)
    t:eq(t:get("P1.setpoint_outcome"), "done")
    t:near(t:get("P1.speed_sp"), t:get("P1.recommended_speed"), 1e-9)
    local r = t:events("recommendation")[1].data
@@ -294,6 +302,7 @@ test.case("an allowed recommendation is issued through the guard, once per chang
    t:eq(r.command, 1)
    -- Same conditions 15 min later: the same speed, below min_change: nothing issued.
    t:advance("15min")
+   t:eq(#t:commands(), 1)
    t:eq(t:events("recommendation")[2].data.reason, "change below min_change")
    t:eq(t:events("recommendation")[2].data.command, nil)
 end)
@@ -305,6 +314,10 @@ test.case("a setpoint outside the guard's limits is rejected, nothing written", 
    operate(t, 130, 48, 22)
    t:advance("15min")
    t:advance("1s")
+   local cmds = t:commands()
+   t:eq(#cmds, 1)
+   t:eq(cmds[1].outcome, "rejected")
+   t:ok(cmds[1].reason:find("below the minimum", 1, true) ~= nil, cmds[1].reason)
    local outcome = t:get("P1.setpoint_outcome")
    t:ok(outcome:find("rejected: min:", 1, true) == 1, outcome)
    t:eq(t:get("P1.speed_sp"), nil)

@@ -302,6 +302,43 @@ Test(alarms, first_out_marks_the_first_of_a_group)
     cr_assert_not(info(b).first_out);
 }
 
+Test(alarms, a_reload_retires_what_it_no_longer_declares)
+{
+    int a = dp_alarms_declare(al, "P1", "vib", "", "", DP_SEV_HIGH, 2, 7);
+    int b = dp_alarms_declare(al, "P1", "temp", "", "", DP_SEV_LOW, 4, 80);
+    int c = dp_alarms_declare(al, "P2", "vib", "", "", DP_SEV_HIGH, 2, 7);
+    dp_alarms_condition(al, a, true, 9);
+    dp_alarms_condition(al, c, true, 9);
+    /* The new version of P1 declares only temp, and a new alarm. */
+    dp_alarms_begin(al, "P1");
+    cr_assert_eq(dp_alarms_declare(al, "P1", "temp", "", "", DP_SEV_LOW, 4, 85), b);
+    int d = dp_alarms_declare(al, "P1", "flow", "", "", DP_SEV_LOW, 4, 1);
+    dp_alarms_end(al, "P1", true);
+    dp_alarm_info_t i = info(a);
+    cr_assert(i.retired);
+    cr_assert_not(i.active, "an active alarm is cleared when retired");
+    cr_assert_eq(i.state, DP_ALARM_NORMAL);
+    cr_assert_str_eq(evs[nevs - 1].state, "cleared");
+    cr_assert_str_eq(evs[nevs - 1].name, "vib");
+    cr_assert_not(info(b).retired);
+    cr_assert_not(info(d).retired);
+    cr_assert_not(info(c).retired, "another twin's alarm is untouched");
+    cr_assert(info(c).active);
+    /* A failed reload retires only what it first declared. */
+    dp_alarms_begin(al, "P1");
+    int e = dp_alarms_declare(al, "P1", "level", "", "", DP_SEV_LOW, 4, 1);
+    dp_alarms_end(al, "P1", false);
+    cr_assert(info(e).retired);
+    cr_assert_not(info(b).retired);
+    cr_assert_not(info(d).retired);
+    /* Declared again later: back in the list. */
+    dp_alarms_begin(al, "P1");
+    cr_assert_eq(dp_alarms_declare(al, "P1", "vib", "", "", DP_SEV_HIGH, 2, 7), a);
+    dp_alarms_end(al, "P1", true);
+    cr_assert_not(info(a).retired);
+    cr_assert(info(b).retired, "temp was not declared this time");
+}
+
 Test(alarms, names_of_states_and_severities)
 {
     cr_assert_str_eq(dp_alarm_state_name(DP_ALARM_RTN_UNACKED), "rtn_unacked");
@@ -465,6 +502,16 @@ Test(alarms, a_twin_drives_the_plant_list, .init = NULL, .fini = NULL)
     cr_assert(i.active);
     dp_plant_run_until(p, T0 + 300 * DP_US_PER_SEC);
     cr_assert_eq(nevs, before);
+
+    /* A new version without the alarm retires it: gone from the Lua list. */
+    th_write(dir, "p1.lua", "twin.tag('vib_alarm')\n");
+    cr_assert_eq(dp_plant_reload(p, "P1", NULL), 0);
+    dp_alarms_get(list, id, &i);
+    cr_assert(i.retired);
+    call(p, "P2", "return count()", out, sizeof out);
+    cr_assert_str_eq(out, "0");
+    call(p, "P2", "return st('P1.vib')", out, sizeof out);
+    cr_assert_str_eq(out, "nil");
 
     dp_plant_free(p);
     th_rmdir(dir);
