@@ -2,6 +2,7 @@
 
 #include <string.h>
 
+#include "modbus/modbus.h"
 #include "mqtt/mqtt.h"
 #include "sim/sim.h"
 
@@ -9,6 +10,8 @@
  * documented. A new driver adds its vtable here. */
 static const dp_driver_t *const drivers[] = {
     &dp_sim_driver,
+    &dp_modbus_driver,
+    &dp_modbus_server_driver,
     &dp_mqtt_driver,
     NULL,
 };

@@ -22,6 +22,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/file.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
@@ -547,6 +548,8 @@ struct dp_journal {
     uint64_t fsyncs, segments, dropped;
     pthread_t thread;
 
+    int lock_fd; /* DIR/lock, flock()ed while the journal is open */
+
     /* Writer thread only (and open/close). */
     int fd;
     uint64_t fd_first;
@@ -841,12 +844,30 @@ dp_journal_t *dp_journal_open(const char *dir, uv_loop_t *loop, const dp_journal
         dp_fail(err, DP_EIO, "journal: cannot create %s: %s", dir, strerror(-rc));
         return NULL;
     }
+    /* One writer per journal: a second process appending would number its
+     * records like the first. The lock goes with the process, even on
+     * kill -9. */
+    char lock_path[4200];
+    snprintf(lock_path, sizeof lock_path, "%s/lock", dir);
+    int lock_fd = open(lock_path, O_RDWR | O_CREAT | O_CLOEXEC, 0640);
+    if (lock_fd < 0) {
+        dp_fail(err, DP_EIO, "journal: cannot open %s: %s", lock_path, strerror(errno));
+        return NULL;
+    }
+    if (flock(lock_fd, LOCK_EX | LOCK_NB) < 0) {
+        dp_fail(err, DP_ESTATE, "journal %s is in use by another doppel process", dir);
+        close(lock_fd);
+        return NULL;
+    }
     seg_t *segs = NULL;
     size_t nsegs = 0;
-    if (list_segments(dir, &segs, &nsegs, err) < 0)
+    if (list_segments(dir, &segs, &nsegs, err) < 0) {
+        close(lock_fd);
         return NULL;
+    }
 
     dp_journal_t *j = dp_xcalloc(1, sizeof *j);
+    j->lock_fd = lock_fd;
     j->dir = dp_xstrdup(dir);
     j->loop = loop;
     if (opts != NULL)
@@ -937,6 +958,7 @@ dp_journal_t *dp_journal_open(const char *dir, uv_loop_t *loop, const dp_journal
     }
     return j;
 fail:
+    close(j->lock_fd);
     free(j->segs);
     free(j->dir);
     free(j);
@@ -1090,6 +1112,8 @@ void dp_journal_get_stats(const dp_journal_t *j, dp_journal_stats_t *out)
 
 static void free_journal(dp_journal_t *j)
 {
+    if (j->lock_fd >= 0)
+        close(j->lock_fd);
     pthread_mutex_destroy(&j->mu);
     pthread_cond_destroy(&j->cond_work);
     pthread_cond_destroy(&j->cond_done);
@@ -1122,6 +1146,10 @@ void dp_journal_close(dp_journal_t *j)
     if (j->fd >= 0) {
         close(j->fd);
         j->fd = -1;
+    }
+    if (j->lock_fd >= 0) {
+        close(j->lock_fd);
+        j->lock_fd = -1;
     }
     /* Durable news that has not reached the loop yet is delivered now. */
     deliver_durable(j);

@@ -12,10 +12,15 @@
 #include <lauxlib.h>
 
 #include "clock.h"
+#include "cmd_repl.h"
+#include "cmd_replay.h"
+#include "cmd_test.h"
 #include "cmd_export.h"
+#include "http.h"
 #include "log.h"
 #include "persist.h"
 #include "plant.h"
+#include "repl_server.h"
 #include "sandbox.h"
 
 #define DEMO_PLANT "embed:examples/pump-station/plant.lua"
@@ -27,6 +32,10 @@ typedef struct {
     const char *start;
     const char *run_for;
     bool no_watch;
+    const char *eval;
+    const char *connect;
+    const char *repl_listen;
+    const char *input, *speed, *from, *to, *out, *format; /* replay */
     bool recover_only;
 } options_t;
 
@@ -45,6 +54,9 @@ static int cmd_run(int argc, char **argv, options_t *o);
 static int cmd_check(int argc, char **argv, options_t *o);
 static int cmd_version(int argc, char **argv, options_t *o);
 static int cmd_help(int argc, char **argv, options_t *o);
+static int cmd_repl(int argc, char **argv, options_t *o);
+static int cmd_test(int argc, char **argv, options_t *o);
+static int cmd_replay(int argc, char **argv, options_t *o);
 static int cmd_export(int argc, char **argv, options_t *o);
 
 static const command_t commands[] = {
@@ -57,6 +69,8 @@ static const command_t commands[] = {
      "                     default 2026-01-01T00:00:00Z)\n"
      "  --for DURATION     stop after this long (\"90s\", \"10min\", \"1d\")\n"
      "  --no-watch         do not reload twins when their files change\n"
+     "  --repl-listen HOST:PORT  also accept REPL clients over TCP (token from\n"
+     "                     DOPPEL_REPL_TOKEN, required; no TLS yet)\n"
      "  --recover-only     recover the data directory (snapshot + journal), write a\n"
      "                     fresh snapshot and exit without starting devices\n",
      cmd_run},
@@ -65,6 +79,37 @@ static const command_t commands[] = {
      "its twins' scripts loaded (on_start does not run). Any other Lua file is\n"
      "compiled. Prints one line per file; the exit status is 0 only if all are valid.\n",
      cmd_check},
+    {"repl", "", "attach to a running plant: evaluate Lua, inspect and watch tags",
+     "Connects to the plant running with the same data dir (DATA_DIR/repl.sock) and\n"
+     "reads Lua or .commands (.help lists them) with history and Tab completion.\n\n"
+     "Options:\n"
+     "  -e, --eval EXPR    evaluate EXPR, print the result and exit (status 1 on error)\n"
+     "  --connect HOST:PORT  attach over TCP (doppel run --repl-listen); the token is\n"
+     "                     read from DOPPEL_REPL_TOKEN\n",
+     cmd_repl},
+    {"test", "[PATH...]", "run twin tests (*_test.lua) in virtual time",
+     "Finds *_test.lua files under each PATH (files or directories, searched\n"
+     "recursively; none: the current directory) and runs every case in a fresh\n"
+     "plant in virtual time. Prints one line per case and \"N passed, N failed\";\n"
+     "the exit status is 0 if all passed, 1 if any failed, 2 for a bad PATH.\n"
+     "Twin log lines below warn are hidden unless --log-level is given.\n"
+     "See docs/testing.md for the test API.\n",
+     cmd_test},
+    {"replay", "PLANT", "run a plant's twins over a recording (--input FILE)",
+     "Runs the plant's twins over a CSV recording or a journal in virtual time\n"
+     "(devices are not started; commands never reach a device) and writes derived\n"
+     "tag changes, alarms, events and commands as CSV or msgpack. The same plant\n"
+     "and input give byte-identical output. See docs/replay.md for the formats.\n\n"
+     "Options:\n"
+     "  --input FILE|DIR   the recording: CSV, long (timestamp,tag,value[,quality])\n"
+     "                     or wide (timestamp,TAG,TAG...); or a journal folder\n"
+     "                     (a data dir, or its journal/ folder)\n"
+     "  --speed max|N      as fast as possible (default) or N times real time\n"
+     "  --from TIME        skip samples before TIME (ISO 8601 UTC or epoch seconds)\n"
+     "  --to TIME          stop at TIME\n"
+     "  --out FILE         write there (default: standard output)\n"
+     "  --format csv|msgpack  default: msgpack for FILE.msgpack, else csv\n",
+     cmd_replay},
     {"export", "--csv", "write journal contents as CSV", DP_CMD_EXPORT_HELP, cmd_export, true},
     {"version", "", "print the version", "Prints doppel's version and its libraries'.\n",
      cmd_version},
@@ -107,6 +152,8 @@ static const command_t *find_command(const char *name)
 
 typedef struct {
     dp_plant_t *plant;
+    dp_repl_server_t *repl;
+    dp_http_t *http;
     uv_signal_t sigint, sigterm, sighup;
     uv_timer_t stop_timer;
     bool stopping;
@@ -117,6 +164,8 @@ static void close_all(runner_t *r)
     if (r->stopping)
         return;
     r->stopping = true;
+    dp_repl_server_close(r->repl);
+    dp_http_stop(r->http);
     dp_plant_stop(r->plant);
     uv_close((uv_handle_t *)&r->sigint, NULL);
     uv_close((uv_handle_t *)&r->sigterm, NULL);
@@ -266,6 +315,26 @@ static int cmd_run(int argc, char **argv, options_t *o)
         uv_signal_start(&r.sighup, on_signal, SIGHUP);
         if (run_for > 0)
             uv_timer_start(&r.stop_timer, on_stop_timer, (uint64_t)(run_for / 1000), 0);
+        char sock[PATH_MAX];
+        snprintf(sock, sizeof sock, "%s/repl.sock", o->data_dir);
+        dp_repl_opts_t ro = {
+            .socket_path = sock, .listen = o->repl_listen, .token = getenv("DOPPEL_REPL_TOKEN")};
+        r.repl = dp_repl_server_new(&loop, r.plant, &ro, &err);
+        if (r.repl == NULL) {
+            fprintf(stderr, "doppel run: %s\n", err);
+            free(err);
+            close_all(&r);
+            status = 1;
+        } else if (dp_plant_http(r.plant) != NULL) {
+            /* The HTTP server is north-bound: when it cannot start (port
+             * taken), the plant runs on without it and says so. */
+            r.http = dp_http_start(&loop, r.plant, dp_plant_http(r.plant), &err);
+            if (r.http == NULL) {
+                dp_log_error(NULL, "%s; running without HTTP", err);
+                free(err);
+                err = NULL;
+            }
+        }
         if (strcmp(path, DEMO_PLANT) == 0)
             dp_log_info(NULL, "this is the bundled demo; copy examples/pump-station from the "
                               "source tree to edit it");
@@ -273,6 +342,7 @@ static int cmd_run(int argc, char **argv, options_t *o)
     uv_run(&loop, UV_RUN_DEFAULT);
     dp_plant_free(r.plant);
     uv_run(&loop, UV_RUN_DEFAULT);
+    dp_repl_server_free(r.repl);
     if (uv_loop_close(&loop) != 0)
         dp_log_warn(NULL, "loop closed with handles still open");
     return status;
@@ -365,6 +435,18 @@ static int cmd_check(int argc, char **argv, options_t *o)
     return failed ? 1 : 0;
 }
 
+/* ---- test ------------------------------------------------------------ */
+
+static int cmd_test(int argc, char **argv, options_t *o)
+{
+    return dp_cmd_test(argc, argv, o->log_level == NULL);
+}
+
+static int cmd_replay(int argc, char **argv, options_t *o)
+{
+    return dp_cmd_replay(argc, argv, o->input, o->speed, o->from, o->to, o->out, o->format);
+}
+
 /* ---- version, help --------------------------------------------------- */
 
 static int cmd_version(int argc, char **argv, options_t *o)
@@ -395,6 +477,14 @@ static int cmd_help(int argc, char **argv, options_t *o)
     return 0;
 }
 
+/* ---- repl -------------------------------------------------------------- */
+
+static int cmd_repl(int argc, char **argv, options_t *o)
+{
+    dp_repl_client_opts_t ro = {.data_dir = o->data_dir, .eval = o->eval, .connect = o->connect};
+    return dp_cmd_repl(argc, argv, &ro);
+}
+
 /* ---- export ---------------------------------------------------------- */
 
 static int cmd_export(int argc, char **argv, options_t *o)
@@ -418,6 +508,15 @@ static const option_t option_table[] = {
     {"start", true, offsetof(options_t, start), "run"},
     {"for", true, offsetof(options_t, run_for), "run"},
     {"no-watch", false, offsetof(options_t, no_watch), "run"},
+    {"eval", true, offsetof(options_t, eval), "repl"},
+    {"connect", true, offsetof(options_t, connect), "repl"},
+    {"repl-listen", true, offsetof(options_t, repl_listen), "run"},
+    {"input", true, offsetof(options_t, input), "replay"},
+    {"speed", true, offsetof(options_t, speed), "replay"},
+    {"from", true, offsetof(options_t, from), "replay"},
+    {"to", true, offsetof(options_t, to), "replay"},
+    {"out", true, offsetof(options_t, out), "replay"},
+    {"format", true, offsetof(options_t, format), "replay"},
     {"recover-only", false, offsetof(options_t, recover_only), "run"},
 };
 
@@ -471,6 +570,8 @@ int main(int argc, char **argv)
             want_help = true;
             continue;
         }
+        if (strcmp(a, "-e") == 0)
+            a = "--eval";
         if (strncmp(a, "--", 2) != 0) {
             fprintf(stderr, "doppel: unknown option \"%s\" (try 'doppel help')\n", a);
             status = 2;

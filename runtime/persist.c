@@ -230,6 +230,7 @@ static int recover(dp_persist_t *ps, dp_snapshot_t *snap, dp_snapshot_t **out, c
         .path = ps->plant_path,
         .start = snap != NULL && snap->ts <= rec.ts ? snap->ts : rec.ts,
         .seed = snap,
+        .dry_run = true, /* commands were sent live; the replay never sends them */
     };
     dp_plant_t *sub = dp_plant_open(&po, &rerr);
     if (sub == NULL) {
@@ -303,6 +304,7 @@ dp_persist_t *dp_persist_open(const dp_persist_opts_t *o, char **err)
     ps->loop = o->loop;
 
     dp_snapshot_t *snap = NULL;
+    dp_snapshot_remove_stale(ps->snap_dir);
     if (dp_snapshot_load_latest(ps->snap_dir, &snap, NULL) == 0)
         dp_log_info(NULL, "recovery: snapshot %s/%020" PRIu64 ".snap loaded", ps->snap_dir,
                     snap->seq);
@@ -361,23 +363,6 @@ static void on_event(const dp_event_t *ev, void *ud)
         dp_journal_append_event(ps->journal, ev);
 }
 
-static const char *outcome_name(dp_cmd_outcome_t o)
-{
-    switch (o) {
-    case DP_CMD_PENDING:
-        return "pending";
-    case DP_CMD_DONE:
-        return "done";
-    case DP_CMD_REJECTED:
-        return "rejected";
-    case DP_CMD_FAILED:
-        return "failed";
-    case DP_CMD_SHADOW:
-        return "shadow";
-    }
-    return "unknown";
-}
-
 static void on_command(const dp_cmd_t *cmd, void *ud)
 {
     dp_persist_t *ps = ud;
@@ -387,7 +372,8 @@ static void on_command(const dp_cmd_t *cmd, void *ud)
     const char *twin = strncmp(cmd->origin, "twin:", 5) == 0 ? cmd->origin + 5 : NULL;
     char *detail = twin != NULL ? NULL : dp_xasprintf("%s (by %s)", cmd->reason, cmd->origin);
     dp_journal_append_command(ps->journal, cmd->done_ts, twin, cmd->tag, &cmd->value,
-                              outcome_name(cmd->outcome), detail != NULL ? detail : cmd->reason);
+                              dp_cmd_outcome_name(cmd->outcome),
+                              detail != NULL ? detail : cmd->reason);
     free(detail);
 }
 
@@ -516,7 +502,9 @@ int dp_persist_start(dp_persist_t *ps, struct dp_plant *plant)
     ps->started = true;
     dp_store_on_write(ps->store, on_write, ps);
     dp_plant_on_event(plant, on_event, ps);
-    dp_guard_on_command(dp_plant_guard(plant), on_command, ps);
+    dp_guard_t *g = dp_plant_guard(plant);
+    if (g != NULL)
+        dp_guard_on_command(g, on_command, ps);
     dp_journal_on_durable(ps->journal, on_durable, ps);
     if (ps->loop != NULL && ps->cfg.snapshot_every > 0) {
         uv_timer_init(ps->loop, &ps->snap_timer);

@@ -8,8 +8,10 @@
 #include <sys/stat.h>
 
 #include "../drivers/driver.h"
+#include "alarms.h"
 #include "command.h"
 #include "embed.h"
+#include "http.h"
 #include "ingest.h"
 #include "lmsgpack.h"
 #include "log.h"
@@ -35,6 +37,8 @@ struct dp_plant {
     char *path;
     char *dir;
     char *data_dir;
+    const char *source; /* opts->source, used while reading the plant file only */
+    size_t source_len;
     uv_loop_t *loop;
     dp_clock_t *clock;
     dp_store_t *store;
@@ -47,6 +51,8 @@ struct dp_plant {
     int ntwins;
     listener_t *listeners;
     int nlisteners;
+    dp_alarms_t *alarms;
+    dp_timer_t alarm_tick; /* 1 s: expires shelving */
     uv_prepare_t prepare;
     uv_check_t check;
     dp_reload_t *reload;
@@ -56,6 +62,7 @@ struct dp_plant {
     bool watch;
     dp_persist_cfg_t persist_cfg;
     dp_persist_t *persist;
+    dp_http_cfg_t *http; /* plant { http = { ... } }, NULL when absent */
 };
 
 /* Plant-wide settings: plant { ... } in the plant file. */
@@ -66,6 +73,7 @@ typedef struct {
     int64_t memory_mb;
     int64_t max_faults;
     dp_time_t fault_window;
+    dp_http_cfg_t *http;
     bool writes;
     bool shadow;
 } plant_cfg_t;
@@ -105,6 +113,13 @@ static const dp_setting_t plant_settings[] = {
      .offset = offsetof(plant_cfg_t, fault_window),
      .def = "10min",
      .doc = "Window for counting faults."},
+    {.name = "http",
+     .type = DP_SET_CUSTOM,
+     .offset = offsetof(plant_cfg_t, http),
+     .parse = dp_http_cfg_parse,
+     .free = dp_http_cfg_field_free,
+     .doc = "HTTP API and dashboard: { listen =, tls = { cert =, key = }, tokens = } "
+            "(docs/http.md)."},
     {.name = "writes",
      .type = DP_SET_BOOL,
      .offset = offsetof(plant_cfg_t, writes),
@@ -231,10 +246,48 @@ static void emit(dp_twin_host_t *host, const dp_event_t *ev)
         p->listeners[i].cb(ev, p->listeners[i].ud);
 }
 
+/* Alarm transitions go out like every twin event: log and listeners. */
+static void alarm_emit(const dp_event_t *ev, void *ud)
+{
+    dp_plant_t *p = ud;
+    emit(&p->twin_host, ev);
+}
+
+static void on_alarm_tick(dp_timer_t *t)
+{
+    dp_plant_t *p = t->data;
+    dp_alarms_tick(p->alarms);
+}
+
 void dp_plant_on_event(dp_plant_t *p, dp_event_cb cb, void *ud)
 {
     p->listeners = dp_xrealloc(p->listeners, sizeof *p->listeners * (size_t)(p->nlisteners + 1));
     p->listeners[p->nlisteners++] = (listener_t){cb, ud};
+}
+
+/* twin.device_stats(name), through the driver's stats entry. */
+static int device_stats(dp_twin_host_t *host, const char *name, lua_State *L)
+{
+    dp_plant_t *p = (dp_plant_t *)((char *)host - offsetof(dp_plant_t, twin_host));
+    for (int i = 0; i < p->ndevices; i++) {
+        dp_device_t *dev = &p->devices[i]->dev;
+        if (strcmp(dev->name, name) != 0)
+            continue;
+        dp_stat_t st[64];
+        size_t n = dev->driver->stats != NULL ? dev->driver->stats(dev, st, 64) : 0;
+        lua_createtable(L, 0, (int)n + 1);
+        lua_pushstring(L, dev->driver->name);
+        lua_setfield(L, -2, "driver");
+        for (size_t k = 0; k < n; k++) {
+            if (st[k].text != NULL)
+                lua_pushstring(L, st[k].text);
+            else
+                lua_pushnumber(L, st[k].value);
+            lua_setfield(L, -2, st[k].name);
+        }
+        return 1;
+    }
+    return 0;
 }
 
 /* ---- the plant file --------------------------------------------------- */
@@ -659,8 +712,12 @@ static int read_plant_file(dp_plant_t *p, char **err)
     lua_pushcfunction(L, open_plant_env);
     dp_sandbox_call(sb, 0, 0, NULL, NULL);
 
-    size_t len = 0;
-    char *code = dp_source_read(p->path, &len, err);
+    size_t len = p->source_len;
+    char *code = p->source != NULL ? dp_xmalloc(len + 1) : dp_source_read(p->path, &len, err);
+    if (p->source != NULL) {
+        memcpy(code, p->source, len);
+        code[len] = '\0';
+    }
     if (code == NULL) {
         rc = DP_ENOENT;
         goto out;
@@ -699,6 +756,22 @@ static int read_plant_file(dp_plant_t *p, char **err)
     if (pc.name != NULL) {
         free(p->name);
         p->name = dp_xstrdup(pc.name);
+    }
+    if (pc.http != NULL) {
+        p->http = pc.http;
+        pc.http = NULL;
+        dp_http_cfg_set_dir(p->http, p->dir);
+        if (p->http->tokens_file != NULL) {
+            char *tf = p->http->tokens_file[0] == '/' || strncmp(p->dir, "embed:", 6) == 0
+                           ? dp_xstrdup(p->http->tokens_file)
+                           : dp_xasprintf("%s/%s", p->dir, p->http->tokens_file);
+            rc = dp_http_tokens_load(p->http, tf, err);
+            free(tf);
+            if (rc < 0)
+                goto out;
+        }
+        if ((rc = dp_http_cfg_check(p->http, err)) < 0)
+            goto out;
     }
     if (!pc.writes)
         dp_guard_enable_writes(p->guard, false, "the plant file");
@@ -841,6 +914,8 @@ dp_plant_t *dp_plant_open(const dp_plant_opts_t *opts, char **err)
     p->name = dp_xstrdup(base[0] && strcmp(base, ".") != 0 ? base : "plant");
     p->data_dir = dp_xstrdup(opts->data_dir != NULL ? opts->data_dir : "data");
     p->loop = opts->loop;
+    p->source = opts->source;
+    p->source_len = opts->source_len;
     p->watch = opts->watch && opts->loop != NULL && !opts->check_only;
     p->clock =
         opts->loop != NULL ? dp_clock_new_real(opts->loop) : dp_clock_new_virtual(opts->start);
@@ -857,9 +932,22 @@ dp_plant_t *dp_plant_open(const dp_plant_opts_t *opts, char **err)
                                     .clock = p->clock,
                                     .guard = p->guard,
                                     .emit = emit,
-                                    .check_only = opts->check_only};
-    if (read_plant_file(p, err) < 0)
+                                    .check_only = opts->check_only,
+                                    .device_stats = device_stats};
+    if (opts->on_event != NULL)
+        dp_plant_on_event(p, opts->on_event, opts->event_ud);
+    if (opts->on_command != NULL)
+        dp_guard_on_command(p->guard, opts->on_command, opts->command_ud);
+    p->alarms = dp_alarms_new(p->clock, alarm_emit, p);
+    p->twin_host.alarms = p->alarms;
+    dp_timer_init(p->clock, &p->alarm_tick);
+    p->alarm_tick.data = p;
+    int read_rc = read_plant_file(p, err);
+    p->source = NULL;
+    if (read_rc < 0)
         goto fail;
+    if (opts->dry_run)
+        dp_guard_set_dry_run(p->guard, true);
     /* Durability: a real-time plant with a data dir journals, and starts
      * from what recovery makes of its snapshot and journal. */
     const struct dp_snapshot *seed = opts->seed;
@@ -884,6 +972,15 @@ dp_plant_t *dp_plant_open(const dp_plant_opts_t *opts, char **err)
         const dp_snap_twin_t *st = dp_snapshot_twin(seed, dp_twin_name(p->twins[i]));
         if (dp_twin_load(p->twins[i], st ? st->state : NULL, st ? st->len : 0, &inner) < 0) {
             dp_fail(err, DP_ESCRIPT, "twin %s: %s", dp_twin_name(p->twins[i]), inner);
+            free(inner);
+            goto fail;
+        }
+    }
+    for (int i = 0; i < p->ndevices; i++) {
+        device_t *d = p->devices[i];
+        char *inner = NULL;
+        if (d->dev.driver->bind != NULL && d->dev.driver->bind(&d->dev, &inner) < 0) {
+            dp_fail(err, DP_EINVAL, "device %s: %s", d->dev.name, inner ? inner : "bind failed");
             free(inner);
             goto fail;
         }
@@ -924,6 +1021,7 @@ int dp_plant_start(dp_plant_t *p, char **err)
     }
     if (p->persist != NULL)
         dp_persist_start(p->persist, p);
+    dp_timer_start(&p->alarm_tick, on_alarm_tick, DP_US_PER_SEC, DP_US_PER_SEC);
     dp_log_info(NULL, "plant %s running: %d device%s, %d twin%s, %d tags, %s time", p->name,
                 p->ndevices, p->ndevices == 1 ? "" : "s", p->ntwins, p->ntwins == 1 ? "" : "s",
                 dp_store_count(p->store), dp_clock_is_virtual(p->clock) ? "virtual" : "real");
@@ -942,6 +1040,7 @@ void dp_plant_stop(dp_plant_t *p)
         return;
     p->stopped = true;
     dp_persist_prestop(p->persist, p);
+    dp_timer_stop(&p->alarm_tick);
     for (int i = 0; i < p->ntwins; i++)
         dp_twin_stop(p->twins[i]);
     for (int i = 0; i < p->ndevices; i++) {
@@ -986,6 +1085,9 @@ void dp_plant_free(dp_plant_t *p)
         free(d->dev.name);
         free(d);
     }
+    /* The guard first: failing its pending commands calls its listeners,
+     * the journal's among them. */
+    dp_alarms_free(p->alarms);
     dp_guard_free(p->guard);
     dp_persist_free(p->persist);
     dp_store_free(p->store);
@@ -996,6 +1098,7 @@ void dp_plant_free(dp_plant_t *p)
     free(p->name);
     free(p->path);
     free(p->dir);
+    dp_http_cfg_free(p->http);
     free(p->data_dir);
     free(p);
 }
@@ -1044,6 +1147,16 @@ struct dp_device *dp_plant_device_at(dp_plant_t *p, int i)
     return i >= 0 && i < p->ndevices ? &p->devices[i]->dev : NULL;
 }
 
+struct dp_persist *dp_plant_persist(dp_plant_t *p)
+{
+    return p->persist;
+}
+
+struct dp_alarms *dp_plant_alarms(dp_plant_t *p)
+{
+    return p->alarms;
+}
+
 dp_guard_t *dp_plant_guard(dp_plant_t *p)
 {
     return p->guard;
@@ -1054,12 +1167,12 @@ const char *dp_plant_data_dir(const dp_plant_t *p)
     return p->data_dir;
 }
 
-struct dp_persist *dp_plant_persist(dp_plant_t *p)
-{
-    return p->persist;
-}
-
 struct dp_ingest *dp_plant_ingest(dp_plant_t *p)
 {
     return p->ingest;
+}
+
+const dp_http_cfg_t *dp_plant_http(const dp_plant_t *p)
+{
+    return p->http;
 }

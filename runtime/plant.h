@@ -10,6 +10,7 @@
 #include <uv.h>
 
 #include "clock.h"
+#include "command.h"
 #include "event.h"
 #include "store.h"
 #include "twin.h"
@@ -27,6 +28,20 @@ typedef struct {
     /* Watch script files and reload twins when they change (real time only). */
     bool watch;
     const char *data_dir;
+    /* The plant file's text, when it is not read from `path` (doppel test
+     * builds plants from tables); `path` still names it and sets the folder
+     * where scripts and modules are found. NULL: read `path`. */
+    const char *source;
+    size_t source_len;
+    /* Dry run (replay, tests, recovery): commands are judged, never sent to
+     * devices; writable tags without a device are written (command.h). */
+    bool dry_run;
+    /* Listeners added before any twin loads, so events and commands raised
+     * by on_start are seen too (NULL: none). */
+    dp_event_cb on_event;
+    void *event_ud;
+    dp_cmd_cb on_command;
+    void *command_ud;
     /* Start from this store content and these twin states (recovery's
      * replay plant); NULL: from the data dir's snapshot and journal when the
      * plant journals (real time with a data_dir), else empty. */
@@ -80,5 +95,7 @@ struct dp_persist *dp_plant_persist(dp_plant_t *plant);
 size_t dp_plant_flush(dp_plant_t *plant);
 /* The ingest queue (NULL in virtual time). */
 struct dp_ingest *dp_plant_ingest(dp_plant_t *plant);
+/* The HTTP settings (plant { http = { ... } }), or NULL when absent. */
+const struct dp_http_cfg *dp_plant_http(const dp_plant_t *plant);
 
 #endif

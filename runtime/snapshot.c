@@ -10,6 +10,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
+#include <stdatomic.h>
 #include <msgpack.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -438,7 +439,10 @@ int dp_snapshot_write_file(const char *dir, uint64_t seq, const char *buf, size_
         return dp_fail(err, DP_EIO, "snapshot: cannot create %s: %s", dir, strerror(-rc));
     char path[4096], tmp[4200];
     snprintf(path, sizeof path, "%s/%020" PRIu64 ".snap", dir, seq);
-    snprintf(tmp, sizeof tmp, "%s.tmp", path);
+    /* A name of its own, so that a periodic snapshot still being written in
+     * the threadpool and the shutdown one never share a temporary file. */
+    static atomic_uint counter;
+    snprintf(tmp, sizeof tmp, "%s.%u.tmp", path, atomic_fetch_add(&counter, 1));
     int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0640);
     if (fd < 0)
         return dp_fail(err, DP_EIO, "snapshot: cannot create %s: %s", tmp, strerror(errno));
@@ -472,6 +476,23 @@ int dp_snapshot_write_file(const char *dir, uint64_t seq, const char *buf, size_
     }
     free(seqs);
     return 0;
+}
+
+void dp_snapshot_remove_stale(const char *dir)
+{
+    DIR *d = opendir(dir);
+    if (d == NULL)
+        return;
+    struct dirent *e;
+    while ((e = readdir(d)) != NULL) {
+        size_t n = strlen(e->d_name);
+        if (n > 4 && strcmp(e->d_name + n - 4, ".tmp") == 0 && strstr(e->d_name, ".snap.")) {
+            char path[4400];
+            snprintf(path, sizeof path, "%s/%s", dir, e->d_name);
+            unlink(path);
+        }
+    }
+    closedir(d);
 }
 
 int dp_snapshot_load_latest(const char *dir, dp_snapshot_t **out, char **err)

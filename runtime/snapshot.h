@@ -64,6 +64,10 @@ int dp_snapshot_write_file(const char *dir, uint64_t seq, const char *buf, size_
  * (warn) with the file name and the reason. DP_ENOENT when there is none. */
 int dp_snapshot_load_latest(const char *dir, dp_snapshot_t **out, char **err);
 
+/* Removes temporary files left in dir by a crash in the middle of a write
+ * (only the process that writes snapshots calls this, at start-up). */
+void dp_snapshot_remove_stale(const char *dir);
+
 /* Writes the snapshot's tag values and history into the store without
  * watchers seeing them (call before twins subscribe). Derived tags that do
  * not exist yet are created (their twin declares them again on load); input

@@ -516,6 +516,7 @@ int dp_store_write(dp_store_t *store, int tag, const dp_value_t *v, dp_time_t ts
     }
     t->pub.ts = ts;
     t->pub.quality = q;
+    t->pub.reason = NULL;
     t->pub.writes++;
     if (t->ring_cap > 0)
         ring_push(t, &t->pub.v, ts, q);
@@ -540,11 +541,21 @@ int dp_store_set_quality(dp_store_t *store, int tag, int quality)
     if (t->pub.quality == quality)
         return DP_OK;
     t->pub.quality = (uint8_t)quality;
+    t->pub.reason = NULL;
     /* Without a value there is nothing a watcher could be handed. */
     if (t->pub.v.type != DP_NIL && t->nwatches > 0)
         notify(store, t, tag, &t->pub.v, t->pub.ts, t->pub.quality);
     if (store->on_write != NULL)
         store->on_write(tag, NULL, t->pub.ts, quality, store->on_write_ud);
+    return DP_OK;
+}
+
+int dp_store_set_reason(dp_store_t *store, int tag, const char *reason)
+{
+    tag_t *t = tag_at(store, tag);
+    if (t == NULL)
+        return DP_EINVAL;
+    t->pub.reason = reason;
     return DP_OK;
 }
 

@@ -82,6 +82,9 @@ typedef struct {
     uint32_t flags;
     uint64_t writes; /* samples accepted so far */
     double deadband; /* default deadband from the tag's declaration */
+    /* Why the quality is not good ("timeout", "disconnected", "stale", ...),
+     * as its source said; NULL when it gave no reason. A static string. */
+    const char *reason;
 } dp_tag_t;
 
 typedef struct dp_store dp_store_t;
@@ -122,6 +125,10 @@ int dp_store_write(dp_store_t *store, int tag, const dp_value_t *v, dp_time_t ts
 /* Changes only the quality (e.g. stale or disconnected), keeping value and
  * timestamp. Queues change records when the quality changes. */
 int dp_store_set_quality(dp_store_t *store, int tag, int quality);
+/* Sets the reason of the tag's current quality (a static string: it is not
+ * copied; NULL clears it). dp_store_write() and a dp_store_set_quality()
+ * that changes the quality clear it, so set it after them. */
+int dp_store_set_reason(dp_store_t *store, int tag, const char *reason);
 
 /* Observer of every accepted sample (the journal): called after each
  * successful dp_store_write() with the stored value, and after each

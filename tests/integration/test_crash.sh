@@ -106,6 +106,8 @@ expected_state() {
 policies=(always interval never)
 maxack=0
 torn_written=0
+snaps_damaged=0
+snaps_skipped=0
 torn_cut=0
 accepted_total=0
 for cycle in $(seq 1 "$CYCLES"); do
@@ -122,6 +124,9 @@ for cycle in $(seq 1 "$CYCLES"); do
     PID=""
     log=$WORK/run.$cycle.log
     if grep -q "torn tail cut" "$log"; then torn_cut=$((torn_cut + 1)); fi
+    if grep -q "CRC does not match (flipped bytes); skipped" "$log"; then
+        snaps_skipped=$((snaps_skipped + 1))
+    fi
     if grep -q "ERROR" "$log"; then fail "cycle $cycle: errors logged"; grep ERROR "$log" | head -3; fi
     ack=$(grep -o 'accepted through record [0-9]*' "$log" | tail -1 | awk '{print $4}')
     ack=${ack:-0}
@@ -164,6 +169,16 @@ for cycle in $(seq 1 "$CYCLES"); do
     echo "cycle $cycle ($policy): accepted through $ack, journal $records records (last $last)," \
         "state $(grep -o '"n_a": [0-9]*, "n_b": [0-9]*' <<<"$sa")"
 
+    # Now and then, damage the newest snapshot: the restart must skip it,
+    # say so, and recover from the older one and a longer journal tail.
+    if [ $((cycle % 7)) -eq 3 ]; then
+        snap=$(ls "$DATA"/snapshots/*.snap 2>/dev/null | sort | tail -1)
+        if [ -n "$snap" ]; then
+            printf '\xff\xff\xff\xff' | dd of="$snap" bs=1 seek=40 conv=notrunc status=none
+            snaps_damaged=$((snaps_damaged + 1))
+        fi
+    fi
+
     # Now and then, tear a record on purpose: a frame header announcing 64
     # bytes followed by only a few, as a write cut short leaves it.
     if [ $((cycle % 5)) -eq 2 ]; then
@@ -186,6 +201,9 @@ PID=""
 [ "$status" -eq 0 ] || fail "clean stop exited $status"
 grep -q "shutdown snapshot" "$WORK/final.log" || fail "no shutdown snapshot"
 if grep -q "torn tail cut" "$WORK/final.log"; then torn_cut=$((torn_cut + 1)); fi
+if grep -q "CRC does not match (flipped bytes); skipped" "$WORK/final.log"; then
+    snaps_skipped=$((snaps_skipped + 1))
+fi
 counts=$(check_journal "$DATA" "$maxack") || fail "final journal check: $counts"
 rm -rf "$WORK/B"
 cp -r "$DATA" "$WORK/B"
@@ -195,9 +213,11 @@ rm -f "$WORK"/B/snapshots/*
 
 if [ "$torn_cut" -lt 1 ]; then fail "no torn record was detected"; fi
 if [ "$torn_cut" -lt "$torn_written" ]; then fail "a torn record went unnoticed"; fi
+if [ "$snaps_skipped" -lt "$snaps_damaged" ]; then fail "a damaged snapshot went unnoticed"; fi
 echo "crash test: $CYCLES kills (SIGKILL) under load; highest accepted record $maxack;" \
     "journal $(cut -d' ' -f1 <<<"$counts") records, numbered without gaps;" \
-    "torn records written $torn_written, detected and cut $torn_cut"
+    "torn records written $torn_written, detected and cut $torn_cut;" \
+    "snapshots damaged $snaps_damaged, detected and skipped $snaps_skipped"
 if [ "$failures" -ne 0 ]; then
     echo "crash test: $failures failure(s)"
     exit 1

@@ -2,6 +2,7 @@
  * cursors, following a live journal and durable callbacks on a loop. */
 #include <criterion/criterion.h>
 #include <dirent.h>
+#include <pthread.h>
 #include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -653,4 +654,79 @@ Test(journal, durable_callback_interval)
 Test(journal, durable_callback_never)
 {
     run_policy(DP_JFSYNC_NEVER);
+}
+
+/* A reader on another thread follows the journal while it is written and
+ * rotated: it sees every record once, in order, never a half-written one. */
+typedef struct {
+    const char *dir;
+    uint64_t target;
+    uint64_t seen;
+    bool bad;
+} follower_t;
+
+static void *follow_main(void *arg)
+{
+    follower_t *f = arg;
+    char *err = NULL;
+    dp_jreader_t *r = dp_jreader_open(f->dir, NULL, NULL, NULL, &err);
+    if (r == NULL) {
+        f->bad = true;
+        return NULL;
+    }
+    dp_jrec_t rec;
+    while (f->seen < f->target && !f->bad) {
+        int rc = dp_jreader_next(r, &rec, &err);
+        if (rc == 0) {
+            usleep(200);
+            continue;
+        }
+        if (rc < 0 || rec.seq != f->seen + 1 || rec.value.u.n != (double)rec.seq)
+            f->bad = true;
+        f->seen = rec.seq;
+    }
+    if (dp_jreader_skipped(r) != 0)
+        f->bad = true;
+    dp_jreader_free(r);
+    return NULL;
+}
+
+Test(journal, follower_thread_while_writing_and_rotating)
+{
+    char *dir = th_tmpdir();
+    dp_journal_opts_t o = {.fsync = DP_JFSYNC_NEVER, .segment_size = 8192};
+    dp_journal_t *j = jopen(dir, &o);
+    follower_t f = {.dir = dir, .target = 20000};
+    pthread_t t;
+    cr_assert_eq(pthread_create(&t, NULL, follow_main, &f), 0);
+    for (int k = 0; k < 200; k++) {
+        append_n(j, k * 100 + 1, 100);
+        dp_journal_commit(j);
+        if (k % 10 == 0)
+            usleep(1000);
+    }
+    cr_assert_eq(dp_journal_sync(j), 0);
+    pthread_join(t, NULL);
+    dp_journal_close(j);
+    cr_assert_not(f.bad, "the follower saw a wrong record after %llu", (unsigned long long)f.seen);
+    cr_assert_eq(f.seen, 20000u);
+    th_rmdir(dir);
+}
+
+Test(journal, one_writer_per_directory)
+{
+    char *dir = th_tmpdir();
+    dp_journal_t *j = jopen(dir, NULL);
+    char *err = NULL;
+    cr_assert_null(dp_journal_open(dir, NULL, NULL, 0, &err));
+    cr_assert(strstr(err, "in use by another doppel process") != NULL, "%s", err);
+    free(err);
+    /* Readers need no lock. */
+    dp_jreader_t *r = dp_jreader_open(dir, NULL, NULL, NULL, &err);
+    cr_assert_not_null(r);
+    dp_jreader_free(r);
+    dp_journal_close(j);
+    j = jopen(dir, NULL);
+    dp_journal_close(j);
+    th_rmdir(dir);
 }

@@ -5,6 +5,7 @@
 #include <sys/stat.h>
 
 #include "harness.h"
+#include "runtime/command.h"
 #include "runtime/journal.h"
 #include "runtime/persist.h"
 #include "runtime/snapshot.h"
@@ -351,4 +352,54 @@ Test(snapshot, journal_settings_are_checked)
     err = th_open_fails(dir);
     cr_assert(strstr(err, "journal: expected a table") != NULL, "%s", err);
     free(err);
+}
+
+Test(snapshot, commands_are_journaled_with_their_outcome)
+{
+    th_write(dir, "plant.lua",
+             "plant { name = 'cmd' }\n"
+             "twin 'P1' { script = 'p.lua', tags = { sp = { writable = true, min = 0, max = 100 } "
+             "} }\n");
+    th_write(dir, "p.lua", "");
+    uv_loop_t loop;
+    uv_loop_init(&loop);
+    dp_plant_t *p = open_live(&loop);
+    dp_guard_t *g = dp_plant_guard(p);
+    dp_value_t ok = dp_num(42), bad = dp_num(500);
+    dp_guard_submit(g, "twin:P1", "P1.sp", &ok, NULL, NULL);
+    dp_guard_submit(g, "repl", "P1.sp", &bad, NULL, NULL);
+    close_live(p, &loop, true);
+    cr_assert_eq(uv_loop_close(&loop), 0);
+
+    char jdir[600], *err = NULL;
+    snprintf(jdir, sizeof jdir, "%s/data/journal", dir);
+    dp_jreader_t *r = dp_jreader_open(jdir, NULL, NULL, NULL, &err);
+    dp_jrec_t rec;
+    int commands = 0, samples = 0;
+    while (dp_jreader_next(r, &rec, &err) == 1) {
+        if (rec.type == DP_JREC_SAMPLE) {
+            /* The accepted command's value reached the store: journaled too. */
+            cr_assert_str_eq(rec.tag, "P1.sp");
+            cr_assert_eq(rec.value.u.n, 42);
+            samples++;
+            continue;
+        }
+        if (rec.type != DP_JREC_COMMAND)
+            continue;
+        commands++;
+        cr_assert_str_eq(rec.tag, "P1.sp");
+        if (commands == 1) {
+            cr_assert_str_eq(rec.kind, "done");
+            cr_assert_str_eq(rec.twin, "P1");
+            cr_assert_eq(rec.value.u.n, 42);
+        } else {
+            cr_assert_str_eq(rec.kind, "rejected");
+            cr_assert_null(rec.twin);
+            cr_assert(strstr(rec.text, "(by repl)") != NULL, "%s", rec.text);
+            cr_assert_eq(rec.value.u.n, 500);
+        }
+    }
+    dp_jreader_free(r);
+    cr_assert_eq(commands, 2);
+    cr_assert_eq(samples, 1);
 }
