@@ -424,6 +424,8 @@ struct mqtt {
     bool in_publish;
     bucket_t *buckets;
     size_t nbuckets;
+    uint32_t *bidx; /* bucket index + 1, 0: free */
+    size_t bcap;
     dp_mqtt_buf_t msg;
     uint64_t age_seq; /* cached oldest-unsent timestamp for this acked seq */
     dp_time_t age_ts;
@@ -431,6 +433,8 @@ struct mqtt {
     req_t *reqs;
     /* stats */
     uint64_t items, messages, malformed, duplicates, cmd_ok, cmd_refused, samples_in;
+    uint64_t bad_window; /* uv_now() ms of the current one-second log window */
+    int bad_logged, bad_quiet;
     char statbuf[256];
 };
 
@@ -603,28 +607,45 @@ static int reopen_reader(mqtt_t *m)
     return 0;
 }
 
+static uint64_t hash_str(const char *s)
+{
+    uint64_t h = 1469598103934665603u; /* FNV-1a */
+    for (; *s; s++)
+        h = (h ^ (unsigned char)*s) * 1099511628211u;
+    return h;
+}
+
+/* The bucket of a topic: one per topic for the device's life (topics are
+ * the plant's tags and twins), found through an open-addressing index. */
 static bucket_t *bucket_for(mqtt_t *m, const char *topic, int qos)
 {
-    for (size_t i = 0; i < m->nbuckets; i++) {
-        if (strcmp(m->buckets[i].topic, topic) == 0)
-            return &m->buckets[i];
-    }
-    if (m->nbuckets >= 4096) {
-        /* Many topics: drop empty buckets to keep the search short. */
-        size_t k = 0;
-        for (size_t i = 0; i < m->nbuckets; i++) {
-            if (m->buckets[i].n > 0) {
-                m->buckets[k++] = m->buckets[i];
-            } else {
-                free(m->buckets[i].topic);
-                dp_mqtt_buf_free(&m->buckets[i].items);
-            }
+    size_t mask = m->bcap - 1;
+    if (m->bcap > 0) {
+        for (size_t i = hash_str(topic) & mask; m->bidx[i] != 0; i = (i + 1) & mask) {
+            bucket_t *b = &m->buckets[m->bidx[i] - 1];
+            if (strcmp(b->topic, topic) == 0)
+                return b;
         }
-        m->nbuckets = k;
+    }
+    if (2 * (m->nbuckets + 1) > m->bcap) {
+        m->bcap = m->bcap ? 2 * m->bcap : 64;
+        free(m->bidx);
+        m->bidx = dp_xcalloc(m->bcap, sizeof *m->bidx);
+        mask = m->bcap - 1;
+        for (size_t k = 0; k < m->nbuckets; k++) {
+            size_t i = hash_str(m->buckets[k].topic) & mask;
+            while (m->bidx[i] != 0)
+                i = (i + 1) & mask;
+            m->bidx[i] = (uint32_t)(k + 1);
+        }
     }
     m->buckets = dp_xrealloc(m->buckets, sizeof *m->buckets * (m->nbuckets + 1));
     bucket_t *b = &m->buckets[m->nbuckets++];
     *b = (bucket_t){.topic = dp_xstrdup(topic), .qos = qos};
+    size_t i = hash_str(topic) & mask;
+    while (m->bidx[i] != 0)
+        i = (i + 1) & mask;
+    m->bidx[i] = (uint32_t)m->nbuckets;
     return b;
 }
 
@@ -992,6 +1013,21 @@ static void on_message(dp_mqtt_client_t *cl, const char *topic, const void *payl
         char *err = NULL;
         if (dp_mqtt_decode(&o, payload, len, on_sample, &ctx, &err) < 0) {
             m->malformed++;
+            /* At most 10 lines a second: a device sending garbage must not
+             * flood the log. */
+            uint64_t t = uv_now(m->dev->host->loop);
+            if (t - m->bad_window >= 1000) {
+                if (m->bad_quiet > 0)
+                    dp_log_error(NULL, "mqtt %s: %d more malformed payloads were not logged",
+                                 dev_name(m), m->bad_quiet);
+                m->bad_window = t;
+                m->bad_logged = m->bad_quiet = 0;
+            }
+            if (++m->bad_logged > 10) {
+                m->bad_quiet++;
+                free(err);
+                continue;
+            }
             dp_log_error(NULL,
                          "mqtt %s: topic %s: malformed payload for %s (%zu bytes): %s; "
                          "skipped",
@@ -1240,6 +1276,7 @@ static void mqtt_close(dp_device_t *dev)
         dp_mqtt_buf_free(&m->buckets[i].items);
     }
     free(m->buckets);
+    free(m->bidx);
     dp_mqtt_buf_free(&m->msg);
     free(m->rounds);
     free(m->mid_round);

@@ -153,6 +153,10 @@ mosquitto_pub -p "$PORT" -t doppel/gw1/P1/cmd/eve -m '{"tag":"sp","value":5,"id"
 mosquitto_pub -p "$PORT" -t doppel/gw1/P1/cmd/scada -m '{"tag":"flow","value":5,"id":"c4"}'
 mosquitto_pub -p "$PORT" -t doppel/gw1/P1/cmd/scada -m 'set sp 5'
 mosquitto_pub -p "$PORT" -t doppel/gw1/P1/cmd -m '{"tag":"sp","value":5}'
+# A flood of garbage: at most 10 lines a second, the rest counted.
+for i in $(seq 25); do mosquitto_pub -p "$PORT" -t in/raw -m ''; done
+sleep 1.2
+mosquitto_pub -p "$PORT" -t in/raw -m ''
 wait "$D1"
 sleep 0.5
 S=streams.sub
@@ -186,6 +190,10 @@ check "log: malformed payload names the topic" \
     grep -aq 'topic in/ext: malformed payload for P1.ext (16 bytes): not valid JSON; skipped' streams.log
 check "log: missing field names the path" \
     grep -aq 'topic in/ext: malformed payload for P1.ext (13 bytes): no field "a.b\[1\]"; skipped' streams.log
+check "log: a flood of malformed payloads is summarised" \
+    grep -aqE 'mqtt broker: [0-9]+ more malformed payloads were not logged' streams.log
+check "log: at most 10 malformed lines in the flood" \
+    test "$(grep -ac 'topic in/raw: malformed payload for P1.raw (0 bytes): empty payload' streams.log)" -le 11
 check "death: twin offline on a clean stop" grep -aq '^doppel/gw1/P1/status {"status":"offline"}' $S
 check "death: plant offline on a clean stop" \
     grep -aq '^doppel/gw1/status {"status":"offline","ts"' $S
