@@ -385,6 +385,8 @@ typedef struct req {
     char *reply;
     char *id;
     char *client;
+    void *corr; /* MQTT 5 correlation data of the request, or NULL */
+    size_t corr_len;
     struct req *next, *prev;
 } req_t;
 
@@ -432,7 +434,7 @@ struct mqtt {
     /* commands */
     req_t *reqs;
     /* stats */
-    uint64_t items, messages, malformed, duplicates, cmd_ok, cmd_refused, samples_in;
+    uint64_t items, messages, malformed, duplicates, cmd_ok, cmd_refused, samples_in, skipped;
     uint64_t bad_window; /* uv_now() ms of the current one-second log window */
     int bad_logged, bad_quiet;
     char statbuf[256];
@@ -664,6 +666,17 @@ static int flush_bucket(mqtt_t *m, bucket_t *b, round_t *r)
     size_t n = b->n;
     b->items.len = 0;
     b->n = 0;
+    if (rc == DP_EIO) {
+        /* libmosquitto refused this message (a topic or size it cannot
+         * send): it will never be sent, so waiting for it would stop the
+         * cursor for good. Skip it, loudly. */
+        dp_mqtt_client_stats_t cs;
+        dp_mqtt_client_get_stats(m->client, &cs);
+        dp_log_error(NULL, "mqtt %s: cannot publish %zu records on %s (%zu bytes): %s; skipped",
+                     dev_name(m), n, b->topic, m->msg.len, cs.last_error);
+        m->skipped += n;
+        return 0;
+    }
     if (rc < 0)
         return rc;
     m->messages++;
@@ -839,8 +852,9 @@ static bool acl_allows(const acl_t *a, const char *client, const char *tag)
     return false;
 }
 
-static void send_reply(mqtt_t *m, const char *topic, const char *id, uint64_t cmd, const char *tag,
-                       const char *outcome, const char *reason)
+static void send_reply(mqtt_t *m, const char *topic, const void *corr, size_t corr_len,
+                       const char *id, uint64_t cmd, const char *tag, const char *outcome,
+                       const char *reason)
 {
     if (m == NULL || m->client == NULL || !dp_mqtt_client_connected(m->client)) {
         dp_log_warn(NULL, "mqtt: reply to %s not sent (not connected): %s", topic, outcome);
@@ -861,7 +875,7 @@ static void send_reply(mqtt_t *m, const char *topic, const char *id, uint64_t cm
     dp_mqtt_buf_add(&b, ",\"reason\":", 10);
     dp_mqtt_json_string(&b, reason ? reason : "");
     dp_mqtt_buf_add(&b, "}", 1);
-    dp_mqtt_client_publish(m->client, topic, b.data, b.len, 1, false, NULL);
+    dp_mqtt_client_publish_reply(m->client, topic, b.data, b.len, corr, corr_len);
     dp_mqtt_buf_free(&b);
 }
 
@@ -878,6 +892,7 @@ static void req_free(req_t *r)
     free(r->reply);
     free(r->id);
     free(r->client);
+    free(r->corr);
     free(r);
 }
 
@@ -889,15 +904,15 @@ static void on_cmd_done(const dp_cmd_t *cmd, void *ud)
             r->m->cmd_ok++;
         else
             r->m->cmd_refused++;
-        send_reply(r->m, r->reply, r->id, cmd->id, cmd->tag, dp_cmd_outcome_name(cmd->outcome),
-                   cmd->reason);
+        send_reply(r->m, r->reply, r->corr, r->corr_len, r->id, cmd->id, cmd->tag,
+                   dp_cmd_outcome_name(cmd->outcome), cmd->reason);
     }
     req_free(r);
 }
 
 /* <prefix>/<twin>/cmd/<client> */
 static void on_command(mqtt_t *m, const char *topic, const void *payload, size_t len,
-                       const char *response_topic)
+                       const char *response_topic, const void *corr, size_t corr_len)
 {
     const char *rest = topic + strlen(m->prefix) + 1;
     const char *slash = strchr(rest, '/');
@@ -923,7 +938,7 @@ static void on_command(mqtt_t *m, const char *topic, const void *payload, size_t
         m->cmd_refused++;
         dp_log_warn(NULL, "mqtt %s: command on %s refused: malformed request: %s", dev_name(m),
                     topic, err);
-        send_reply(m, reply, NULL, 0, NULL, "rejected", err);
+        send_reply(m, reply, corr, corr_len, NULL, 0, NULL, "rejected", err);
         free(err);
         return;
     }
@@ -941,7 +956,7 @@ static void on_command(mqtt_t *m, const char *topic, const void *payload, size_t
     if (why[0]) {
         m->cmd_refused++;
         dp_log_warn(NULL, "mqtt %s: command on %s refused: %s", dev_name(m), topic, why);
-        send_reply(m, reply, id, 0, full, "rejected", why);
+        send_reply(m, reply, corr, corr_len, id, 0, full, "rejected", why);
     } else {
         req_t *r = dp_xcalloc(1, sizeof *r);
         r->m = m;
@@ -949,6 +964,11 @@ static void on_command(mqtt_t *m, const char *topic, const void *payload, size_t
         r->id = id;
         id = NULL;
         r->client = dp_xstrdup(client);
+        if (corr != NULL && corr_len > 0) {
+            r->corr = dp_xmalloc(corr_len);
+            memcpy(r->corr, corr, corr_len);
+            r->corr_len = corr_len;
+        }
         r->next = m->reqs;
         if (m->reqs)
             m->reqs->prev = r;
@@ -990,14 +1010,14 @@ static void on_sample(const dp_mqtt_sample_t *smp, void *ud)
 }
 
 static void on_message(dp_mqtt_client_t *cl, const char *topic, const void *payload, size_t len,
-                       const char *response_topic, void *ud)
+                       const char *response_topic, const void *corr, size_t corr_len, void *ud)
 {
     (void)cl;
     mqtt_t *m = ud;
     bool match = false;
     if (m->cmd_sub != NULL &&
         mosquitto_topic_matches_sub(m->cmd_sub, topic, &match) == MOSQ_ERR_SUCCESS && match) {
-        on_command(m, topic, payload, len, response_topic);
+        on_command(m, topic, payload, len, response_topic, corr, corr_len);
         return;
     }
     for (size_t i = 0; i < m->nsouth; i++) {
@@ -1343,9 +1363,11 @@ static size_t mqtt_stats(dp_device_t *dev, dp_stat_t *out, size_t max)
         {"messages_published", (double)m->messages, NULL},
         {"items_published", (double)m->items, NULL},
         {"inflight", (double)m->inflight, NULL},
+        {"items_unpublishable", (double)m->skipped, NULL},
         {"backlog_records", (double)backlog, NULL},
         {"backlog_age_s", (double)age / 1e6, NULL},
         {"cursor_seq", (double)m->acked.seq, NULL},
+        {"messages_refused_by_broker", (double)cs.refused, NULL},
         {"messages_received", (double)cs.received, NULL},
         {"samples_received", (double)m->samples_in, NULL},
         {"malformed", (double)m->malformed, NULL},

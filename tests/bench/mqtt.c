@@ -113,9 +113,9 @@ static bool run_until(bool (*done)(void *), void *ud, double timeout)
 }
 
 static void on_sub_msg(dp_mqtt_client_t *c, const char *topic, const void *p, size_t len,
-                       const char *resp, void *ud)
+                       const char *resp, const void *corr, size_t corr_len, void *ud)
 {
-    (void)c, (void)topic, (void)resp, (void)ud;
+    (void)c, (void)topic, (void)resp, (void)corr, (void)corr_len, (void)ud;
     /* A batch {"seq":S,"items":[{"seq":..},...]} holds one "seq" more than items. */
     uint64_t n = 0;
     const char *s = p, *end = s + len;

@@ -139,6 +139,8 @@ twin.on_change("ext", function(v) twin.event("ext_seen", { v = v }) end)
 LUA
 timeout 20 mosquitto_sub -p "$PORT" -t 'doppel/gw1/#' -v > streams.sub 2>&1 &
 PIDS="$PIDS $!"
+timeout 20 mosquitto_sub -p "$PORT" -V mqttv5 -t 'resp/gw1' -F '%t %D %p' > resp.sub 2>&1 &
+PIDS="$PIDS $!"
 sleep 0.3
 run_doppel streams 6 streams.lua
 D1=$LAST
@@ -153,6 +155,10 @@ mosquitto_pub -p "$PORT" -t doppel/gw1/P1/cmd/eve -m '{"tag":"sp","value":5,"id"
 mosquitto_pub -p "$PORT" -t doppel/gw1/P1/cmd/scada -m '{"tag":"flow","value":5,"id":"c4"}'
 mosquitto_pub -p "$PORT" -t doppel/gw1/P1/cmd/scada -m 'set sp 5'
 mosquitto_pub -p "$PORT" -t doppel/gw1/P1/cmd -m '{"tag":"sp","value":5}'
+# MQTT 5 request/response: the reply goes to the response topic, with the
+# request's correlation data.
+mosquitto_pub -p "$PORT" -V mqttv5 -t doppel/gw1/P1/cmd/scada -D publish response-topic resp/gw1 \
+    -D publish correlation-data corr-77 -m '{"tag":"sp","value":60,"id":"c5"}'
 # A flood of garbage: at most 10 lines a second, the rest counted.
 for i in $(seq 25); do mosquitto_pub -p "$PORT" -t in/raw -m ''; done
 sleep 1.2
@@ -183,6 +189,8 @@ check "reply: tag not allowed" \
     grep -aq '^doppel/gw1/P1/reply/scada {"id":"c4".*"client scada may not command P1.flow"' $S
 check "reply: malformed request" \
     grep -aq '^doppel/gw1/P1/reply/scada {"id":null.*"rejected","reason":"neither a JSON object' $S
+check "reply: MQTT 5 response topic and correlation data" \
+    grep -aq '^resp/gw1 corr-77 {"id":"c5","cmd":[0-9]*,"tag":"P1.sp","outcome":"done"' resp.sub
 check "log: refused command without a client" \
     grep -aq 'command on doppel/gw1/P1/cmd refused: the topic must be' streams.log
 check "log: refused command logged" grep -aq 'refused: client eve may not command P1.sp' streams.log
