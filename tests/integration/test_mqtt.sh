@@ -34,6 +34,7 @@ free_port() {
 }
 PORT=$(free_port)
 TLSPORT=$(free_port)
+AUTHPORT=$(free_port)
 
 # ---- a test CA, a broker certificate for 127.0.0.1 and a client certificate
 mkdir -p tls
@@ -57,9 +58,9 @@ mkdir -p tls
 [ -s tls/client.crt ] || { echo "FAIL: openssl could not make the test certificates"; exit 1; }
 
 mkdir -p mdb
+mosquitto_passwd -b -c passwd gw secret-pw 2>/dev/null
 cat > mosquitto.conf <<CONF
-per_listener_settings false
-allow_anonymous true
+per_listener_settings true
 persistence true
 persistence_location $WORK/mdb/
 autosave_interval 1
@@ -67,7 +68,12 @@ max_queued_messages 0
 max_inflight_messages 0
 log_dest file $WORK/mosquitto.log
 listener $PORT 127.0.0.1
+allow_anonymous true
+listener $AUTHPORT 127.0.0.1
+allow_anonymous false
+password_file $WORK/passwd
 listener $TLSPORT 127.0.0.1
+allow_anonymous true
 cafile $WORK/tls/ca.crt
 certfile $WORK/tls/server.crt
 keyfile $WORK/tls/server.key
@@ -124,7 +130,7 @@ start_broker
 cat > streams.lua <<LUA
 plant { name = "gw1" }
 device "sim" { driver = "sim", seed = 1 }
-device "broker" { driver = "mqtt", port = $PORT, publish = true,
+device "broker" { driver = "mqtt", port = $PORT, publish = true, qos_events = 0,
                   commands = { scada = { "P1.sp" } } }
 twin "P1" { script = "p1.lua", tags = {
    flow = { device = "sim", wave = "sine", mean = 10, amplitude = 1, period = "10s",
@@ -237,6 +243,30 @@ wait "$LAST"
 check "TLS: a broker certificate from another CA is refused" \
     grep -aq "mqtt broker: cannot connect to 127.0.0.1:$TLSPORT" tlsbad.log
 check "TLS: never connected with the wrong CA" bash -c "! grep -aq 'connected to' tlsbad.log"
+
+# ---- 2b. user name and password, the password from a file or the environment
+printf 'secret-pw\n' > pw.txt
+cat > auth.lua <<LUA
+plant { name = "gwauth" }
+device "broker" { driver = "mqtt", port = $AUTHPORT, username = "gw", password_file = "pw.txt",
+                  publish = true }
+twin "T" { script = "t.lua", tags = {} }
+LUA
+sed -e 's/password_file = "pw.txt"/password_env = "DP_TEST_PW"/' -e 's/gwauth/gwenv/' auth.lua > authenv.lua
+run_doppel auth 2 auth.lua
+wait "$LAST"
+check "auth: connected with the password from a file" grep -aq "connected to 127.0.0.1:$AUTHPORT" auth.log
+DP_TEST_PW=secret-pw run_doppel authenv 2 authenv.lua
+wait "$LAST"
+check "auth: connected with the password from the environment" \
+    grep -aq "connected to 127.0.0.1:$AUTHPORT" authenv.log
+DP_TEST_PW=wrong run_doppel authbad 2 authenv.lua
+wait "$LAST"
+check "auth: a wrong password is refused and said so" \
+    grep -aq "cannot connect to 127.0.0.1:$AUTHPORT: broker refused the connection: Not authorized" authbad.log
+run_doppel authnone 2 authenv.lua
+wait "$LAST"
+check "auth: a missing variable is named" grep -aq 'password_env: variable DP_TEST_PW is not set' authnone.log
 
 # ---- 3. store-and-forward: broker outage, doppel restart while it is down ----
 cat > saf.lua <<LUA
