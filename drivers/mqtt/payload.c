@@ -786,6 +786,8 @@ int dp_mqtt_decode(const dp_mqtt_decode_opts_t *o, const void *payload, size_t l
 {
     dp_mqtt_sample_t s = {.quality = DP_Q_GOOD};
     int rc = 0;
+    if (payload == NULL)
+        payload = ""; /* an empty message has no bytes at all */
     switch (o->format) {
     case DP_MQTT_DOPPEL:
         return decode_doppel(payload, len, cb, ud, err);
@@ -852,7 +854,7 @@ int dp_mqtt_decode(const dp_mqtt_decode_opts_t *o, const void *payload, size_t l
 int dp_mqtt_decode_command(const void *payload, size_t len, char **tag, dp_value_t *v, char **id,
                            char **err)
 {
-    const char *p = payload;
+    const char *p = payload != NULL ? payload : "";
     *tag = *id = NULL;
     *v = (dp_value_t){.type = DP_NIL};
     int rc = 0;
