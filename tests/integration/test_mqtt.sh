@@ -7,6 +7,7 @@
 # in order), and a fleet: one plant consuming another through the broker.
 set -u
 DOPPEL=$(realpath "$1")
+SRC=${DP_SOURCE_DIR:-$(cd "$(dirname "$0")/../.." && pwd)}
 WORK=$(mktemp -d)
 PIDS=""
 cleanup() {
@@ -122,6 +123,11 @@ for f in bad1:'commands: "P1": expected "twin.tag", "twin.*" or "*"' \
          bad3:'device b: keepalive: must be between 5s and 65535s'; do
     out=$("$DOPPEL" check "${f%%:*}.lua" 2>&1)
     if [ $? -eq 1 ] && grep -qF -- "${f#*:}" <<<"$out"; then ok "check ${f%%:*}"; else fail "check ${f%%:*}: $out"; fi
+done
+
+for f in gateway site; do
+    out=$("$DOPPEL" check "$SRC/examples/mqtt-fleet/$f.lua" 2>&1)
+    if [ $? -eq 0 ]; then ok "check examples/mqtt-fleet/$f.lua"; else fail "$out"; fi
 done
 
 start_broker
