@@ -358,6 +358,7 @@ typedef struct {
     int tag;
     mqtt_point_t *pt;
     uint64_t last_seq; /* doppel format: newest sequence number kept */
+    char *status;      /* doppel format: the source plant's status topic */
 } south_t;
 
 /* Records read from the journal together. The cursor moves past a round
@@ -502,8 +503,19 @@ static int mqtt_add_point(dp_device_t *dev, int tag, void *point, char **err)
     if (pt->field != NULL && (pt->format == DP_MQTT_TEXT || pt->format == DP_MQTT_DOPPEL))
         return dp_fail(err, DP_EINVAL, "field: not used with format %s",
                        in_format_choices[pt->format]);
+    char *status = NULL;
+    if (pt->format == DP_MQTT_DOPPEL) {
+        /* <prefix>/<twin>/data/<tag> -> <prefix>/status */
+        size_t n = strlen(pt->topic), levels = 0;
+        while (n > 0 && levels < 3) {
+            if (pt->topic[--n] == '/')
+                levels++;
+        }
+        if (levels == 3 && n > 0)
+            status = dp_xasprintf("%.*s/status", (int)n, pt->topic);
+    }
     m->south = dp_xrealloc(m->south, sizeof *m->south * (m->nsouth + 1));
-    m->south[m->nsouth++] = (south_t){.tag = tag, .pt = pt};
+    m->south[m->nsouth++] = (south_t){.tag = tag, .pt = pt, .status = status};
     return 0;
 }
 
@@ -790,7 +802,7 @@ static void publish_status(mqtt_t *m, bool online)
     dp_plant_t *p = m->dev->host->plant;
     dp_store_t *store = m->dev->host->store;
     dp_mqtt_buf_t b = {0};
-    char topic[512], tmp[64];
+    char topic[512], tmp[128];
     int nt = p ? dp_plant_twin_count(p) : 0;
     for (int i = 0; i < nt; i++) {
         const char *tw = dp_twin_name(dp_plant_twin_at(p, i));
@@ -821,8 +833,12 @@ static void publish_status(mqtt_t *m, bool online)
         dp_mqtt_client_publish(m->client, topic, b.data, b.len, 1, true, NULL);
     }
     b.len = 0;
-    snprintf(tmp, sizeof tmp, "{\"status\":\"%s\",\"ts\":%" PRId64 ",\"twins\":[",
-             online ? "online" : "offline", now(m));
+    /* `seq`: the journal's last record; a consumer that kept a higher one
+     * knows this plant's journal started over. */
+    snprintf(tmp, sizeof tmp,
+             "{\"status\":\"%s\",\"ts\":%" PRId64 ",\"seq\":%" PRIu64 ",\"twins\":[",
+             online ? "online" : "offline", now(m),
+             m->journal ? dp_journal_last_seq(m->journal) : (uint64_t)0);
     dp_mqtt_buf_add(&b, tmp, strlen(tmp));
     for (int i = 0; i < nt; i++) {
         if (i)
@@ -1009,6 +1025,22 @@ static void on_sample(const dp_mqtt_sample_t *smp, void *ud)
         dp_store_write(store, c->s->tag, &smp->v, smp->ts ? smp->ts : now(m), smp->quality);
 }
 
+/* The `seq` of a doppel birth message; false when absent or not online. */
+static bool source_seq(const void *payload, size_t len, uint64_t *seq)
+{
+    char buf[160];
+    if (len >= sizeof buf)
+        len = sizeof buf - 1;
+    if (len > 0)
+        memcpy(buf, payload, len);
+    buf[len] = '\0';
+    const char *p = strstr(buf, "\"seq\":");
+    if (strstr(buf, "\"status\":\"online\"") == NULL || p == NULL)
+        return false;
+    *seq = strtoull(p + 6, NULL, 10);
+    return true;
+}
+
 static void on_message(dp_mqtt_client_t *cl, const char *topic, const void *payload, size_t len,
                        const char *response_topic, const void *corr, size_t corr_len, void *ud)
 {
@@ -1023,6 +1055,22 @@ static void on_message(dp_mqtt_client_t *cl, const char *topic, const void *payl
     for (size_t i = 0; i < m->nsouth; i++) {
         south_t *s = &m->south[i];
         match = false;
+        if (s->status != NULL &&
+            mosquitto_topic_matches_sub(s->status, topic, &match) == MOSQ_ERR_SUCCESS && match) {
+            /* A source's birth with a journal behind what we kept: its
+             * journal started over (a new data directory), and so did its
+             * sequence numbers. */
+            uint64_t seq = 0;
+            if (source_seq(payload, len, &seq) && seq < s->last_seq) {
+                dp_log_warn(NULL,
+                            "mqtt %s: %s: the source's journal starts over (record %" PRIu64
+                            " < %" PRIu64 " kept): sequence numbers reset",
+                            dev_name(m), dp_store_get(m->dev->host->store, s->tag)->name, seq,
+                            s->last_seq);
+                s->last_seq = 0;
+            }
+            continue;
+        }
         if (mosquitto_topic_matches_sub(s->pt->topic, topic, &match) != MOSQ_ERR_SUCCESS || !match)
             continue;
         dp_mqtt_decode_opts_t o = {.format = s->pt->format,
@@ -1238,8 +1286,11 @@ static int mqtt_start(dp_device_t *dev, char **err)
         if (rc < 0)
             return rc;
     }
-    for (size_t i = 0; i < m->nsouth; i++)
+    for (size_t i = 0; i < m->nsouth; i++) {
         dp_mqtt_client_subscribe(m->client, m->south[i].pt->topic, (int)m->south[i].pt->qos);
+        if (m->south[i].status != NULL)
+            dp_mqtt_client_subscribe(m->client, m->south[i].status, 1);
+    }
     if (m->cmd_sub != NULL)
         dp_mqtt_client_subscribe(m->client, m->cmd_sub, 1);
     dp_mqtt_client_start(m->client);
@@ -1300,6 +1351,8 @@ static void mqtt_close(dp_device_t *dev)
     dp_mqtt_buf_free(&m->msg);
     free(m->rounds);
     free(m->mid_round);
+    for (size_t i = 0; i < m->nsouth; i++)
+        free(m->south[i].status);
     free(m->south);
     free(m->prefix);
     free(m->client_id);

@@ -369,18 +369,27 @@ LUA
 timeout 20 mosquitto_sub -p "$PORT" -t 'doppel/site/S/data/#' -v > site.sub 2>&1 &
 PIDS="$PIDS $!"
 sleep 0.3
-run_doppel site 6 site.lua
+run_doppel site 9 site.lua
 DS=$LAST
 wait_for site.log "mqtt broker: connected" || fail "site did not connect"
 run_doppel gw3 3 gw3.lua
 wait "$LAST"
+"$DOPPEL" --data-dir data-gw3 export --tags P1.flow | tail -n +2 | cut -d, -f2,5 > gw3.csv
+# The gateway starts over with a new data directory: its sequence numbers
+# restart, and the site must notice (from its birth message) and keep reading.
+rm -rf data-gw3
+run_doppel gw3 2 gw3.lua
+wait "$LAST"
 wait "$DS"
 sleep 0.3
-"$DOPPEL" --data-dir data-gw3 export --tags P1.flow | tail -n +2 | cut -d, -f2,5 | sort > gw3.csv
+"$DOPPEL" --data-dir data-gw3 export --tags P1.flow | tail -n +2 | cut -d, -f2,5 >> gw3.csv
+sort -o gw3.csv gw3.csv
 "$DOPPEL" --data-dir data-site export --tags S.gw3_flow | tail -n +2 | cut -d, -f2,5 | sort > site.csv
 n3=$(wc -l < gw3.csv)
 check "fleet: the site has every gw3 sample with its timestamp and value ($n3)" \
     bash -c "[ $n3 -ge 40 ] && diff -q gw3.csv site.csv"
+check "fleet: the site saw the gateway's journal start over" \
+    grep -aq "S.gw3_flow: the source's journal starts over" site.log
 check "fleet: the site's twin computed from them and published it" \
     grep -aq '^doppel/site/S/data/total {"seq"' site.sub
 
