@@ -219,10 +219,16 @@ static void on_publish(struct mosquitto *m, void *obj, int mid, int reason,
                        const mosquitto_property *props)
 {
     (void)m;
-    (void)reason;
     (void)props;
     dp_mqtt_client_t *c = obj;
     c->st.acked++;
+    /* MQTT 5 brokers may refuse a message in its PUBACK (not authorised,
+     * quota, ...): it is acknowledged all the same, so say so. */
+    if (reason >= 0x80 && c->o.protocol == 5) {
+        c->st.refused++;
+        dp_log_warn(NULL, "mqtt %s: the broker refused a message: %s", c->o.name,
+                    mosquitto_reason_string(reason));
+    }
     if (c->cbs.published != NULL && !c->closing)
         c->cbs.published(c, mid, c->ud);
 }
@@ -236,10 +242,16 @@ static void on_message(struct mosquitto *m, void *obj, const struct mosquitto_me
     if (c->cbs.message == NULL || c->closing)
         return;
     char *resp = NULL;
-    if (props != NULL)
+    void *corr = NULL;
+    uint16_t corr_len = 0;
+    if (props != NULL) {
         mosquitto_property_read_string(props, MQTT_PROP_RESPONSE_TOPIC, &resp, false);
-    c->cbs.message(c, msg->topic, msg->payload, (size_t)msg->payloadlen, resp, c->ud);
+        mosquitto_property_read_binary(props, MQTT_PROP_CORRELATION_DATA, &corr, &corr_len, false);
+    }
+    c->cbs.message(c, msg->topic, msg->payload, (size_t)msg->payloadlen, resp, corr, corr_len,
+                   c->ud);
     free(resp);
+    free(corr);
 }
 
 static void on_poll(uv_poll_t *h, int status, int events)
@@ -430,6 +442,29 @@ int dp_mqtt_client_publish(dp_mqtt_client_t *c, const char *topic, const void *p
             c->drop_pending = true;
             return DP_ESTATE;
         }
+        return DP_EIO;
+    }
+    c->st.sent++;
+    update_poll(c);
+    return 0;
+}
+
+int dp_mqtt_client_publish_reply(dp_mqtt_client_t *c, const char *topic, const void *payload,
+                                 size_t len, const void *correlation, size_t correlation_len)
+{
+    if (correlation == NULL || c->o.protocol != 5)
+        return dp_mqtt_client_publish(c, topic, payload, len, 1, false, NULL);
+    if (!c->connected || c->mosq == NULL || c->drop_pending)
+        return DP_ESTATE;
+    mosquitto_property *props = NULL;
+    int rc = mosquitto_property_add_binary(
+        &props, MQTT_PROP_CORRELATION_DATA, correlation,
+        (uint16_t)(correlation_len > 65535 ? 65535 : correlation_len));
+    if (rc == MOSQ_ERR_SUCCESS)
+        rc = mosquitto_publish_v5(c->mosq, NULL, topic, (int)len, payload, 1, false, props);
+    mosquitto_property_free_all(&props);
+    if (rc != MOSQ_ERR_SUCCESS) {
+        set_error(c, mosq_error(rc));
         return DP_EIO;
     }
     c->st.sent++;

@@ -46,9 +46,11 @@ typedef struct {
 typedef struct {
     void (*connected)(dp_mqtt_client_t *c, void *ud);
     void (*disconnected)(dp_mqtt_client_t *c, const char *why, void *ud);
-    /* `response_topic` is the MQTT 5 response topic of the message, or NULL. */
+    /* `response_topic` and `correlation` are the MQTT 5 properties of the
+     * message (NULL when absent), valid during the call. */
     void (*message)(dp_mqtt_client_t *c, const char *topic, const void *payload, size_t len,
-                    const char *response_topic, void *ud);
+                    const char *response_topic, const void *correlation, size_t correlation_len,
+                    void *ud);
     /* A QoS 1 message was acknowledged by the broker (QoS 0: handed to the socket). */
     void (*published)(dp_mqtt_client_t *c, int mid, void *ud);
 } dp_mqtt_cbs_t;
@@ -69,12 +71,17 @@ bool dp_mqtt_client_connected(const dp_mqtt_client_t *c);
  * DP_ESTATE when not connected, DP_EIO when libmosquitto refuses. */
 int dp_mqtt_client_publish(dp_mqtt_client_t *c, const char *topic, const void *payload, size_t len,
                            int qos, bool retain, int *mid);
+/* Like dp_mqtt_client_publish (QoS 1, not retained), adding the MQTT 5
+ * correlation data of a request to its reply (ignored with MQTT 3.1.1). */
+int dp_mqtt_client_publish_reply(dp_mqtt_client_t *c, const char *topic, const void *payload,
+                                 size_t len, const void *correlation, size_t correlation_len);
 /* Subscribes now (when connected) and on every later connection. */
 int dp_mqtt_client_subscribe(dp_mqtt_client_t *c, const char *topic, int qos);
 
 typedef struct {
     uint64_t connects, disconnects, failures;
     uint64_t sent, acked, received;
+    uint64_t refused;       /* MQTT 5: acknowledged with an error reason code */
     const char *last_error; /* "" when none; valid until the next call into the client */
 } dp_mqtt_client_stats_t;
 void dp_mqtt_client_get_stats(const dp_mqtt_client_t *c, dp_mqtt_client_stats_t *out);

@@ -358,6 +358,7 @@ typedef struct {
     int tag;
     mqtt_point_t *pt;
     uint64_t last_seq; /* doppel format: newest sequence number kept */
+    char *status;      /* doppel format: the source plant's status topic */
 } south_t;
 
 /* Records read from the journal together. The cursor moves past a round
@@ -385,6 +386,8 @@ typedef struct req {
     char *reply;
     char *id;
     char *client;
+    void *corr; /* MQTT 5 correlation data of the request, or NULL */
+    size_t corr_len;
     struct req *next, *prev;
 } req_t;
 
@@ -424,13 +427,17 @@ struct mqtt {
     bool in_publish;
     bucket_t *buckets;
     size_t nbuckets;
+    uint32_t *bidx; /* bucket index + 1, 0: free */
+    size_t bcap;
     dp_mqtt_buf_t msg;
     uint64_t age_seq; /* cached oldest-unsent timestamp for this acked seq */
     dp_time_t age_ts;
     /* commands */
     req_t *reqs;
     /* stats */
-    uint64_t items, messages, malformed, duplicates, cmd_ok, cmd_refused, samples_in;
+    uint64_t items, messages, malformed, duplicates, cmd_ok, cmd_refused, samples_in, skipped;
+    uint64_t bad_window; /* uv_now() ms of the current one-second log window */
+    int bad_logged, bad_quiet;
     char statbuf[256];
 };
 
@@ -496,8 +503,19 @@ static int mqtt_add_point(dp_device_t *dev, int tag, void *point, char **err)
     if (pt->field != NULL && (pt->format == DP_MQTT_TEXT || pt->format == DP_MQTT_DOPPEL))
         return dp_fail(err, DP_EINVAL, "field: not used with format %s",
                        in_format_choices[pt->format]);
+    char *status = NULL;
+    if (pt->format == DP_MQTT_DOPPEL) {
+        /* <prefix>/<twin>/data/<tag> -> <prefix>/status */
+        size_t n = strlen(pt->topic), levels = 0;
+        while (n > 0 && levels < 3) {
+            if (pt->topic[--n] == '/')
+                levels++;
+        }
+        if (levels == 3 && n > 0)
+            status = dp_xasprintf("%.*s/status", (int)n, pt->topic);
+    }
     m->south = dp_xrealloc(m->south, sizeof *m->south * (m->nsouth + 1));
-    m->south[m->nsouth++] = (south_t){.tag = tag, .pt = pt};
+    m->south[m->nsouth++] = (south_t){.tag = tag, .pt = pt, .status = status};
     return 0;
 }
 
@@ -603,28 +621,45 @@ static int reopen_reader(mqtt_t *m)
     return 0;
 }
 
+static uint64_t hash_str(const char *s)
+{
+    uint64_t h = 1469598103934665603u; /* FNV-1a */
+    for (; *s; s++)
+        h = (h ^ (unsigned char)*s) * 1099511628211u;
+    return h;
+}
+
+/* The bucket of a topic: one per topic for the device's life (topics are
+ * the plant's tags and twins), found through an open-addressing index. */
 static bucket_t *bucket_for(mqtt_t *m, const char *topic, int qos)
 {
-    for (size_t i = 0; i < m->nbuckets; i++) {
-        if (strcmp(m->buckets[i].topic, topic) == 0)
-            return &m->buckets[i];
-    }
-    if (m->nbuckets >= 4096) {
-        /* Many topics: drop empty buckets to keep the search short. */
-        size_t k = 0;
-        for (size_t i = 0; i < m->nbuckets; i++) {
-            if (m->buckets[i].n > 0) {
-                m->buckets[k++] = m->buckets[i];
-            } else {
-                free(m->buckets[i].topic);
-                dp_mqtt_buf_free(&m->buckets[i].items);
-            }
+    size_t mask = m->bcap - 1;
+    if (m->bcap > 0) {
+        for (size_t i = hash_str(topic) & mask; m->bidx[i] != 0; i = (i + 1) & mask) {
+            bucket_t *b = &m->buckets[m->bidx[i] - 1];
+            if (strcmp(b->topic, topic) == 0)
+                return b;
         }
-        m->nbuckets = k;
+    }
+    if (2 * (m->nbuckets + 1) > m->bcap) {
+        m->bcap = m->bcap ? 2 * m->bcap : 64;
+        free(m->bidx);
+        m->bidx = dp_xcalloc(m->bcap, sizeof *m->bidx);
+        mask = m->bcap - 1;
+        for (size_t k = 0; k < m->nbuckets; k++) {
+            size_t i = hash_str(m->buckets[k].topic) & mask;
+            while (m->bidx[i] != 0)
+                i = (i + 1) & mask;
+            m->bidx[i] = (uint32_t)(k + 1);
+        }
     }
     m->buckets = dp_xrealloc(m->buckets, sizeof *m->buckets * (m->nbuckets + 1));
     bucket_t *b = &m->buckets[m->nbuckets++];
     *b = (bucket_t){.topic = dp_xstrdup(topic), .qos = qos};
+    size_t i = hash_str(topic) & mask;
+    while (m->bidx[i] != 0)
+        i = (i + 1) & mask;
+    m->bidx[i] = (uint32_t)m->nbuckets;
     return b;
 }
 
@@ -643,6 +678,17 @@ static int flush_bucket(mqtt_t *m, bucket_t *b, round_t *r)
     size_t n = b->n;
     b->items.len = 0;
     b->n = 0;
+    if (rc == DP_EIO) {
+        /* libmosquitto refused this message (a topic or size it cannot
+         * send): it will never be sent, so waiting for it would stop the
+         * cursor for good. Skip it, loudly. */
+        dp_mqtt_client_stats_t cs;
+        dp_mqtt_client_get_stats(m->client, &cs);
+        dp_log_error(NULL, "mqtt %s: cannot publish %zu records on %s (%zu bytes): %s; skipped",
+                     dev_name(m), n, b->topic, m->msg.len, cs.last_error);
+        m->skipped += n;
+        return 0;
+    }
     if (rc < 0)
         return rc;
     m->messages++;
@@ -756,7 +802,7 @@ static void publish_status(mqtt_t *m, bool online)
     dp_plant_t *p = m->dev->host->plant;
     dp_store_t *store = m->dev->host->store;
     dp_mqtt_buf_t b = {0};
-    char topic[512], tmp[64];
+    char topic[512], tmp[128];
     int nt = p ? dp_plant_twin_count(p) : 0;
     for (int i = 0; i < nt; i++) {
         const char *tw = dp_twin_name(dp_plant_twin_at(p, i));
@@ -787,8 +833,12 @@ static void publish_status(mqtt_t *m, bool online)
         dp_mqtt_client_publish(m->client, topic, b.data, b.len, 1, true, NULL);
     }
     b.len = 0;
-    snprintf(tmp, sizeof tmp, "{\"status\":\"%s\",\"ts\":%" PRId64 ",\"twins\":[",
-             online ? "online" : "offline", now(m));
+    /* `seq`: the journal's last record; a consumer that kept a higher one
+     * knows this plant's journal started over. */
+    snprintf(tmp, sizeof tmp,
+             "{\"status\":\"%s\",\"ts\":%" PRId64 ",\"seq\":%" PRIu64 ",\"twins\":[",
+             online ? "online" : "offline", now(m),
+             m->journal ? dp_journal_last_seq(m->journal) : (uint64_t)0);
     dp_mqtt_buf_add(&b, tmp, strlen(tmp));
     for (int i = 0; i < nt; i++) {
         if (i)
@@ -818,8 +868,9 @@ static bool acl_allows(const acl_t *a, const char *client, const char *tag)
     return false;
 }
 
-static void send_reply(mqtt_t *m, const char *topic, const char *id, uint64_t cmd, const char *tag,
-                       const char *outcome, const char *reason)
+static void send_reply(mqtt_t *m, const char *topic, const void *corr, size_t corr_len,
+                       const char *id, uint64_t cmd, const char *tag, const char *outcome,
+                       const char *reason)
 {
     if (m == NULL || m->client == NULL || !dp_mqtt_client_connected(m->client)) {
         dp_log_warn(NULL, "mqtt: reply to %s not sent (not connected): %s", topic, outcome);
@@ -840,7 +891,7 @@ static void send_reply(mqtt_t *m, const char *topic, const char *id, uint64_t cm
     dp_mqtt_buf_add(&b, ",\"reason\":", 10);
     dp_mqtt_json_string(&b, reason ? reason : "");
     dp_mqtt_buf_add(&b, "}", 1);
-    dp_mqtt_client_publish(m->client, topic, b.data, b.len, 1, false, NULL);
+    dp_mqtt_client_publish_reply(m->client, topic, b.data, b.len, corr, corr_len);
     dp_mqtt_buf_free(&b);
 }
 
@@ -857,6 +908,7 @@ static void req_free(req_t *r)
     free(r->reply);
     free(r->id);
     free(r->client);
+    free(r->corr);
     free(r);
 }
 
@@ -868,15 +920,15 @@ static void on_cmd_done(const dp_cmd_t *cmd, void *ud)
             r->m->cmd_ok++;
         else
             r->m->cmd_refused++;
-        send_reply(r->m, r->reply, r->id, cmd->id, cmd->tag, dp_cmd_outcome_name(cmd->outcome),
-                   cmd->reason);
+        send_reply(r->m, r->reply, r->corr, r->corr_len, r->id, cmd->id, cmd->tag,
+                   dp_cmd_outcome_name(cmd->outcome), cmd->reason);
     }
     req_free(r);
 }
 
 /* <prefix>/<twin>/cmd/<client> */
 static void on_command(mqtt_t *m, const char *topic, const void *payload, size_t len,
-                       const char *response_topic)
+                       const char *response_topic, const void *corr, size_t corr_len)
 {
     const char *rest = topic + strlen(m->prefix) + 1;
     const char *slash = strchr(rest, '/');
@@ -902,7 +954,7 @@ static void on_command(mqtt_t *m, const char *topic, const void *payload, size_t
         m->cmd_refused++;
         dp_log_warn(NULL, "mqtt %s: command on %s refused: malformed request: %s", dev_name(m),
                     topic, err);
-        send_reply(m, reply, NULL, 0, NULL, "rejected", err);
+        send_reply(m, reply, corr, corr_len, NULL, 0, NULL, "rejected", err);
         free(err);
         return;
     }
@@ -920,7 +972,7 @@ static void on_command(mqtt_t *m, const char *topic, const void *payload, size_t
     if (why[0]) {
         m->cmd_refused++;
         dp_log_warn(NULL, "mqtt %s: command on %s refused: %s", dev_name(m), topic, why);
-        send_reply(m, reply, id, 0, full, "rejected", why);
+        send_reply(m, reply, corr, corr_len, id, 0, full, "rejected", why);
     } else {
         req_t *r = dp_xcalloc(1, sizeof *r);
         r->m = m;
@@ -928,6 +980,11 @@ static void on_command(mqtt_t *m, const char *topic, const void *payload, size_t
         r->id = id;
         id = NULL;
         r->client = dp_xstrdup(client);
+        if (corr != NULL && corr_len > 0) {
+            r->corr = dp_xmalloc(corr_len);
+            memcpy(r->corr, corr, corr_len);
+            r->corr_len = corr_len;
+        }
         r->next = m->reqs;
         if (m->reqs)
             m->reqs->prev = r;
@@ -968,20 +1025,52 @@ static void on_sample(const dp_mqtt_sample_t *smp, void *ud)
         dp_store_write(store, c->s->tag, &smp->v, smp->ts ? smp->ts : now(m), smp->quality);
 }
 
+/* The `seq` of a doppel birth message; false when absent or not online. */
+static bool source_seq(const void *payload, size_t len, uint64_t *seq)
+{
+    char buf[160];
+    if (len >= sizeof buf)
+        len = sizeof buf - 1;
+    if (len > 0)
+        memcpy(buf, payload, len);
+    buf[len] = '\0';
+    const char *p = strstr(buf, "\"seq\":");
+    if (strstr(buf, "\"status\":\"online\"") == NULL || p == NULL)
+        return false;
+    *seq = strtoull(p + 6, NULL, 10);
+    return true;
+}
+
 static void on_message(dp_mqtt_client_t *cl, const char *topic, const void *payload, size_t len,
-                       const char *response_topic, void *ud)
+                       const char *response_topic, const void *corr, size_t corr_len, void *ud)
 {
     (void)cl;
     mqtt_t *m = ud;
     bool match = false;
     if (m->cmd_sub != NULL &&
         mosquitto_topic_matches_sub(m->cmd_sub, topic, &match) == MOSQ_ERR_SUCCESS && match) {
-        on_command(m, topic, payload, len, response_topic);
+        on_command(m, topic, payload, len, response_topic, corr, corr_len);
         return;
     }
     for (size_t i = 0; i < m->nsouth; i++) {
         south_t *s = &m->south[i];
         match = false;
+        if (s->status != NULL &&
+            mosquitto_topic_matches_sub(s->status, topic, &match) == MOSQ_ERR_SUCCESS && match) {
+            /* A source's birth with a journal behind what we kept: its
+             * journal started over (a new data directory), and so did its
+             * sequence numbers. */
+            uint64_t seq = 0;
+            if (source_seq(payload, len, &seq) && seq < s->last_seq) {
+                dp_log_warn(NULL,
+                            "mqtt %s: %s: the source's journal starts over (record %" PRIu64
+                            " < %" PRIu64 " kept): sequence numbers reset",
+                            dev_name(m), dp_store_get(m->dev->host->store, s->tag)->name, seq,
+                            s->last_seq);
+                s->last_seq = 0;
+            }
+            continue;
+        }
         if (mosquitto_topic_matches_sub(s->pt->topic, topic, &match) != MOSQ_ERR_SUCCESS || !match)
             continue;
         dp_mqtt_decode_opts_t o = {.format = s->pt->format,
@@ -992,6 +1081,21 @@ static void on_message(dp_mqtt_client_t *cl, const char *topic, const void *payl
         char *err = NULL;
         if (dp_mqtt_decode(&o, payload, len, on_sample, &ctx, &err) < 0) {
             m->malformed++;
+            /* At most 10 lines a second: a device sending garbage must not
+             * flood the log. */
+            uint64_t t = uv_now(m->dev->host->loop);
+            if (t - m->bad_window >= 1000) {
+                if (m->bad_quiet > 0)
+                    dp_log_error(NULL, "mqtt %s: %d more malformed payloads were not logged",
+                                 dev_name(m), m->bad_quiet);
+                m->bad_window = t;
+                m->bad_logged = m->bad_quiet = 0;
+            }
+            if (++m->bad_logged > 10) {
+                m->bad_quiet++;
+                free(err);
+                continue;
+            }
             dp_log_error(NULL,
                          "mqtt %s: topic %s: malformed payload for %s (%zu bytes): %s; "
                          "skipped",
@@ -1182,8 +1286,11 @@ static int mqtt_start(dp_device_t *dev, char **err)
         if (rc < 0)
             return rc;
     }
-    for (size_t i = 0; i < m->nsouth; i++)
+    for (size_t i = 0; i < m->nsouth; i++) {
         dp_mqtt_client_subscribe(m->client, m->south[i].pt->topic, (int)m->south[i].pt->qos);
+        if (m->south[i].status != NULL)
+            dp_mqtt_client_subscribe(m->client, m->south[i].status, 1);
+    }
     if (m->cmd_sub != NULL)
         dp_mqtt_client_subscribe(m->client, m->cmd_sub, 1);
     dp_mqtt_client_start(m->client);
@@ -1240,9 +1347,12 @@ static void mqtt_close(dp_device_t *dev)
         dp_mqtt_buf_free(&m->buckets[i].items);
     }
     free(m->buckets);
+    free(m->bidx);
     dp_mqtt_buf_free(&m->msg);
     free(m->rounds);
     free(m->mid_round);
+    for (size_t i = 0; i < m->nsouth; i++)
+        free(m->south[i].status);
     free(m->south);
     free(m->prefix);
     free(m->client_id);
@@ -1306,9 +1416,11 @@ static size_t mqtt_stats(dp_device_t *dev, dp_stat_t *out, size_t max)
         {"messages_published", (double)m->messages, NULL},
         {"items_published", (double)m->items, NULL},
         {"inflight", (double)m->inflight, NULL},
+        {"items_unpublishable", (double)m->skipped, NULL},
         {"backlog_records", (double)backlog, NULL},
         {"backlog_age_s", (double)age / 1e6, NULL},
         {"cursor_seq", (double)m->acked.seq, NULL},
+        {"messages_refused_by_broker", (double)cs.refused, NULL},
         {"messages_received", (double)cs.received, NULL},
         {"samples_received", (double)m->samples_in, NULL},
         {"malformed", (double)m->malformed, NULL},

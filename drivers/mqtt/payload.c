@@ -12,6 +12,23 @@
 #include "../../runtime/clock.h"
 #include "../../runtime/common.h"
 
+/* Quality names as in the store, kept here so that the codec stands alone. */
+static const char *const quality_names[] = {"good", "uncertain", "bad"};
+
+static const char *quality_name(int q)
+{
+    return q >= 0 && q <= 2 ? quality_names[q] : "bad";
+}
+
+static int quality_parse(const char *s)
+{
+    for (int i = 0; i < 3; i++) {
+        if (strcmp(s, quality_names[i]) == 0)
+            return i;
+    }
+    return DP_EINVAL;
+}
+
 /* ---- Buffers ------------------------------------------------------------ */
 
 void dp_mqtt_buf_add(dp_mqtt_buf_t *b, const void *p, size_t n)
@@ -237,7 +254,7 @@ static void encode_item_msgpack(dp_mqtt_buf_t *b, const dp_jrec_t *r, const char
         mp_str(&pk, "seq"), msgpack_pack_uint64(&pk, r->seq);
         mp_str(&pk, "ts"), msgpack_pack_int64(&pk, r->ts);
         mp_str(&pk, "v"), mp_value(&pk, &r->value);
-        mp_str(&pk, "q"), mp_str(&pk, dp_quality_name(r->quality));
+        mp_str(&pk, "q"), mp_str(&pk, quality_name(r->quality));
         break;
     case DP_JREC_EVENT:
         msgpack_pack_map(&pk, 5);
@@ -279,7 +296,7 @@ static void encode_item_json(dp_mqtt_buf_t *b, const dp_jrec_t *r, const char *t
         add_str(b, ",\"v\":");
         json_value(b, &r->value);
         add_str(b, ",\"q\":");
-        dp_mqtt_json_string(b, dp_quality_name(r->quality));
+        dp_mqtt_json_string(b, quality_name(r->quality));
         break;
     case DP_JREC_EVENT:
         add_str(b, ",\"kind\":");
@@ -357,6 +374,104 @@ void dp_mqtt_encode_message(dp_mqtt_buf_t *b, dp_mqtt_format_t f, bool batched, 
 }
 
 /* ---- Decoding ---------------------------------------------------------- */
+
+/* msgpack-c's unpacker allocates what a container declares before reading
+ * it, so a few hostile bytes could ask for gigabytes. Payloads from the
+ * network are first walked here: every declared count must fit in the bytes
+ * left (each element takes at least one), nesting is bounded, and the
+ * object must fill the payload exactly. Returns the bytes of one object, or
+ * -1. */
+static long mp_walk(const unsigned char *p, size_t len, int depth)
+{
+    if (len == 0 || depth > 64)
+        return -1;
+    unsigned c = p[0];
+    size_t off = 1;
+    uint64_t n = 0;
+    enum { FIXED, BYTES, ARRAY, MAP } kind = FIXED;
+    static const unsigned char fixed_size[] = {
+        /* 0xc0 .. 0xdf: total size of fixed-size encodings, 0 for the others */
+        1, 0, 1, 1, 0, 0, 0, 0,  0,  0, 5, 9, 2, 3, 5, 9,
+        2, 3, 5, 9, 3, 4, 6, 10, 18, 0, 0, 0, 0, 0, 0, 0};
+    int lenbytes = 0;
+    if (c <= 0x7f || c >= 0xe0)
+        return 1;
+    if ((c & 0xf0) == 0x80) {
+        kind = MAP, n = c & 0x0f;
+    } else if ((c & 0xf0) == 0x90) {
+        kind = ARRAY, n = c & 0x0f;
+    } else if ((c & 0xe0) == 0xa0) {
+        kind = BYTES, n = c & 0x1f;
+    } else if (fixed_size[c - 0xc0] != 0) {
+        return fixed_size[c - 0xc0] <= len ? (long)fixed_size[c - 0xc0] : -1;
+    } else {
+        switch (c) {
+        case 0xc4:
+        case 0xd9:
+            kind = BYTES, lenbytes = 1;
+            break;
+        case 0xc5:
+        case 0xda:
+            kind = BYTES, lenbytes = 2;
+            break;
+        case 0xc6:
+        case 0xdb:
+            kind = BYTES, lenbytes = 4;
+            break;
+        case 0xc7:
+            kind = BYTES, lenbytes = 1;
+            break;
+        case 0xc8:
+            kind = BYTES, lenbytes = 2;
+            break;
+        case 0xc9:
+            kind = BYTES, lenbytes = 4;
+            break;
+        case 0xdc:
+            kind = ARRAY, lenbytes = 2;
+            break;
+        case 0xdd:
+            kind = ARRAY, lenbytes = 4;
+            break;
+        case 0xde:
+            kind = MAP, lenbytes = 2;
+            break;
+        case 0xdf:
+            kind = MAP, lenbytes = 4;
+            break;
+        default:
+            return -1;
+        }
+        if (len < 1 + (size_t)lenbytes)
+            return -1;
+        for (int i = 0; i < lenbytes; i++)
+            n = (n << 8) | p[1 + i];
+        off += (size_t)lenbytes;
+        if (c >= 0xc7 && c <= 0xc9)
+            n++; /* ext: the type byte */
+    }
+    if (kind == BYTES)
+        return n <= len - off ? (long)(off + n) : -1;
+    uint64_t count = kind == MAP ? 2 * n : n;
+    if (count > len - off)
+        return -1;
+    for (uint64_t i = 0; i < count; i++) {
+        long k = mp_walk(p + off, len - off, depth + 1);
+        if (k < 0)
+            return -1;
+        off += (size_t)k;
+    }
+    return (long)off;
+}
+
+/* One msgpack object filling the payload, unpacked safely. */
+static bool mp_unpack(msgpack_unpacked *u, const char *p, size_t len)
+{
+    if (mp_walk((const unsigned char *)p, len, 0) != (long)len)
+        return false;
+    size_t off = 0;
+    return msgpack_unpack_next(u, p, len, &off) == MSGPACK_UNPACK_SUCCESS && off == len;
+}
 
 /* One step of a field path: a key or an index. Returns the rest of the path
  * after the step, NULL at the end; *bad on a malformed path. */
@@ -537,12 +652,15 @@ static int doppel_item_json(const cJSON *it, dp_mqtt_sample_t *s, char **err)
     if (!cJSON_IsObject(it) || v == NULL || !cJSON_IsNumber(ts) || !cJSON_IsString(q) ||
         !cJSON_IsNumber(seq))
         return dp_fail(err, DP_EINVAL, "not a doppel sample (needs seq, ts, v, q)");
+    if (!(ts->valuedouble >= 0 && ts->valuedouble < 9e18) ||
+        !(seq->valuedouble >= 1 && seq->valuedouble < 1.8e19))
+        return dp_fail(err, DP_EINVAL, "seq or ts out of range");
     int rc = json_scalar(v, "v", &s->v, err);
     if (rc < 0)
         return rc;
     s->ts = (dp_time_t)ts->valuedouble;
     s->seq = (uint64_t)seq->valuedouble;
-    s->quality = dp_quality_parse(q->valuestring);
+    s->quality = quality_parse(q->valuestring);
     if (s->quality < 0)
         return dp_fail(err, DP_EINVAL, "bad quality \"%s\"", q->valuestring);
     return 0;
@@ -556,6 +674,8 @@ static int doppel_item_mp(const msgpack_object *it, dp_mqtt_sample_t *s, char **
         (ts->type != MSGPACK_OBJECT_POSITIVE_INTEGER) || q->type != MSGPACK_OBJECT_STR ||
         seq->type != MSGPACK_OBJECT_POSITIVE_INTEGER)
         return dp_fail(err, DP_EINVAL, "not a doppel sample (needs seq, ts, v, q)");
+    if (ts->via.u64 > (uint64_t)INT64_MAX || seq->via.u64 == 0)
+        return dp_fail(err, DP_EINVAL, "seq or ts out of range");
     int rc = mp_scalar(v, "v", &s->v, owned, err);
     if (rc < 0)
         return rc;
@@ -563,7 +683,7 @@ static int doppel_item_mp(const msgpack_object *it, dp_mqtt_sample_t *s, char **
     s->seq = seq->via.u64;
     char qs[16];
     snprintf(qs, sizeof qs, "%.*s", (int)q->via.str.size, q->via.str.ptr);
-    s->quality = dp_quality_parse(qs);
+    s->quality = quality_parse(qs);
     if (s->quality < 0)
         return dp_fail(err, DP_EINVAL, "bad quality \"%s\"", qs);
     return 0;
@@ -606,9 +726,7 @@ static int decode_doppel(const void *payload, size_t len, dp_mqtt_sample_cb cb, 
     }
     msgpack_unpacked u;
     msgpack_unpacked_init(&u);
-    size_t off = 0;
-    if (msgpack_unpack_next(&u, p, len, &off) != MSGPACK_UNPACK_SUCCESS || off != len ||
-        u.data.type != MSGPACK_OBJECT_MAP) {
+    if (!mp_unpack(&u, p, len) || u.data.type != MSGPACK_OBJECT_MAP) {
         msgpack_unpacked_destroy(&u);
         return dp_fail(err, DP_EINVAL, "neither a JSON object nor one msgpack map");
     }
@@ -668,6 +786,8 @@ int dp_mqtt_decode(const dp_mqtt_decode_opts_t *o, const void *payload, size_t l
 {
     dp_mqtt_sample_t s = {.quality = DP_Q_GOOD};
     int rc = 0;
+    if (payload == NULL)
+        payload = ""; /* an empty message has no bytes at all */
     switch (o->format) {
     case DP_MQTT_DOPPEL:
         return decode_doppel(payload, len, cb, ud, err);
@@ -700,9 +820,8 @@ int dp_mqtt_decode(const dp_mqtt_decode_opts_t *o, const void *payload, size_t l
     case DP_MQTT_MSGPACK: {
         msgpack_unpacked u;
         msgpack_unpacked_init(&u);
-        size_t off = 0;
         char *owned = NULL, *towned = NULL;
-        if (msgpack_unpack_next(&u, payload, len, &off) != MSGPACK_UNPACK_SUCCESS || off != len) {
+        if (!mp_unpack(&u, payload, len)) {
             msgpack_unpacked_destroy(&u);
             return dp_fail(err, DP_EINVAL, "not exactly one msgpack object");
         }
@@ -735,7 +854,7 @@ int dp_mqtt_decode(const dp_mqtt_decode_opts_t *o, const void *payload, size_t l
 int dp_mqtt_decode_command(const void *payload, size_t len, char **tag, dp_value_t *v, char **id,
                            char **err)
 {
-    const char *p = payload;
+    const char *p = payload != NULL ? payload : "";
     *tag = *id = NULL;
     *v = (dp_value_t){.type = DP_NIL};
     int rc = 0;
@@ -766,9 +885,7 @@ int dp_mqtt_decode_command(const void *payload, size_t len, char **tag, dp_value
     }
     msgpack_unpacked u;
     msgpack_unpacked_init(&u);
-    size_t off = 0;
-    if (msgpack_unpack_next(&u, p, len, &off) != MSGPACK_UNPACK_SUCCESS || off != len ||
-        u.data.type != MSGPACK_OBJECT_MAP) {
+    if (!mp_unpack(&u, p, len) || u.data.type != MSGPACK_OBJECT_MAP) {
         msgpack_unpacked_destroy(&u);
         return dp_fail(err, DP_EINVAL, "neither a JSON object nor one msgpack map");
     }

@@ -7,6 +7,7 @@
 # in order), and a fleet: one plant consuming another through the broker.
 set -u
 DOPPEL=$(realpath "$1")
+SRC=${DP_SOURCE_DIR:-$(cd "$(dirname "$0")/../.." && pwd)}
 WORK=$(mktemp -d)
 PIDS=""
 cleanup() {
@@ -34,6 +35,7 @@ free_port() {
 }
 PORT=$(free_port)
 TLSPORT=$(free_port)
+AUTHPORT=$(free_port)
 
 # ---- a test CA, a broker certificate for 127.0.0.1 and a client certificate
 mkdir -p tls
@@ -57,9 +59,9 @@ mkdir -p tls
 [ -s tls/client.crt ] || { echo "FAIL: openssl could not make the test certificates"; exit 1; }
 
 mkdir -p mdb
+mosquitto_passwd -b -c passwd gw secret-pw 2>/dev/null
 cat > mosquitto.conf <<CONF
-per_listener_settings false
-allow_anonymous true
+per_listener_settings true
 persistence true
 persistence_location $WORK/mdb/
 autosave_interval 1
@@ -67,7 +69,12 @@ max_queued_messages 0
 max_inflight_messages 0
 log_dest file $WORK/mosquitto.log
 listener $PORT 127.0.0.1
+allow_anonymous true
+listener $AUTHPORT 127.0.0.1
+allow_anonymous false
+password_file $WORK/passwd
 listener $TLSPORT 127.0.0.1
+allow_anonymous true
 cafile $WORK/tls/ca.crt
 certfile $WORK/tls/server.crt
 keyfile $WORK/tls/server.key
@@ -118,13 +125,18 @@ for f in bad1:'commands: "P1": expected "twin.tag", "twin.*" or "*"' \
     if [ $? -eq 1 ] && grep -qF -- "${f#*:}" <<<"$out"; then ok "check ${f%%:*}"; else fail "check ${f%%:*}: $out"; fi
 done
 
+for f in gateway site; do
+    out=$("$DOPPEL" check "$SRC/examples/mqtt-fleet/$f.lua" 2>&1)
+    if [ $? -eq 0 ]; then ok "check examples/mqtt-fleet/$f.lua"; else fail "$out"; fi
+done
+
 start_broker
 
 # ---- 1. streams, commands, malformed payloads -------------------------------
 cat > streams.lua <<LUA
 plant { name = "gw1" }
 device "sim" { driver = "sim", seed = 1 }
-device "broker" { driver = "mqtt", port = $PORT, publish = true,
+device "broker" { driver = "mqtt", port = $PORT, publish = true, qos_events = 0,
                   commands = { scada = { "P1.sp" } } }
 twin "P1" { script = "p1.lua", tags = {
    flow = { device = "sim", wave = "sine", mean = 10, amplitude = 1, period = "10s",
@@ -138,6 +150,8 @@ cat > p1.lua <<'LUA'
 twin.on_change("ext", function(v) twin.event("ext_seen", { v = v }) end)
 LUA
 timeout 20 mosquitto_sub -p "$PORT" -t 'doppel/gw1/#' -v > streams.sub 2>&1 &
+PIDS="$PIDS $!"
+timeout 20 mosquitto_sub -p "$PORT" -V mqttv5 -t 'resp/gw1' -F '%t %D %p' > resp.sub 2>&1 &
 PIDS="$PIDS $!"
 sleep 0.3
 run_doppel streams 6 streams.lua
@@ -153,6 +167,14 @@ mosquitto_pub -p "$PORT" -t doppel/gw1/P1/cmd/eve -m '{"tag":"sp","value":5,"id"
 mosquitto_pub -p "$PORT" -t doppel/gw1/P1/cmd/scada -m '{"tag":"flow","value":5,"id":"c4"}'
 mosquitto_pub -p "$PORT" -t doppel/gw1/P1/cmd/scada -m 'set sp 5'
 mosquitto_pub -p "$PORT" -t doppel/gw1/P1/cmd -m '{"tag":"sp","value":5}'
+# MQTT 5 request/response: the reply goes to the response topic, with the
+# request's correlation data.
+mosquitto_pub -p "$PORT" -V mqttv5 -t doppel/gw1/P1/cmd/scada -D publish response-topic resp/gw1 \
+    -D publish correlation-data corr-77 -m '{"tag":"sp","value":60,"id":"c5"}'
+# A flood of garbage: at most 10 lines a second, the rest counted.
+for i in $(seq 25); do mosquitto_pub -p "$PORT" -t in/raw -m ''; done
+sleep 1.2
+mosquitto_pub -p "$PORT" -t in/raw -m ''
 wait "$D1"
 sleep 0.5
 S=streams.sub
@@ -179,6 +201,8 @@ check "reply: tag not allowed" \
     grep -aq '^doppel/gw1/P1/reply/scada {"id":"c4".*"client scada may not command P1.flow"' $S
 check "reply: malformed request" \
     grep -aq '^doppel/gw1/P1/reply/scada {"id":null.*"rejected","reason":"neither a JSON object' $S
+check "reply: MQTT 5 response topic and correlation data" \
+    grep -aq '^resp/gw1 corr-77 {"id":"c5","cmd":[0-9]*,"tag":"P1.sp","outcome":"done"' resp.sub
 check "log: refused command without a client" \
     grep -aq 'command on doppel/gw1/P1/cmd refused: the topic must be' streams.log
 check "log: refused command logged" grep -aq 'refused: client eve may not command P1.sp' streams.log
@@ -186,6 +210,10 @@ check "log: malformed payload names the topic" \
     grep -aq 'topic in/ext: malformed payload for P1.ext (16 bytes): not valid JSON; skipped' streams.log
 check "log: missing field names the path" \
     grep -aq 'topic in/ext: malformed payload for P1.ext (13 bytes): no field "a.b\[1\]"; skipped' streams.log
+check "log: a flood of malformed payloads is summarised" \
+    grep -aqE 'mqtt broker: [0-9]+ more malformed payloads were not logged' streams.log
+check "log: at most 10 malformed lines in the flood" \
+    test "$(grep -ac 'topic in/raw: malformed payload for P1.raw (0 bytes): empty payload' streams.log)" -le 11
 check "death: twin offline on a clean stop" grep -aq '^doppel/gw1/P1/status {"status":"offline"}' $S
 check "death: plant offline on a clean stop" \
     grep -aq '^doppel/gw1/status {"status":"offline","ts"' $S
@@ -221,6 +249,30 @@ wait "$LAST"
 check "TLS: a broker certificate from another CA is refused" \
     grep -aq "mqtt broker: cannot connect to 127.0.0.1:$TLSPORT" tlsbad.log
 check "TLS: never connected with the wrong CA" bash -c "! grep -aq 'connected to' tlsbad.log"
+
+# ---- 2b. user name and password, the password from a file or the environment
+printf 'secret-pw\n' > pw.txt
+cat > auth.lua <<LUA
+plant { name = "gwauth" }
+device "broker" { driver = "mqtt", port = $AUTHPORT, username = "gw", password_file = "pw.txt",
+                  publish = true }
+twin "T" { script = "t.lua", tags = {} }
+LUA
+sed -e 's/password_file = "pw.txt"/password_env = "DP_TEST_PW"/' -e 's/gwauth/gwenv/' auth.lua > authenv.lua
+run_doppel auth 2 auth.lua
+wait "$LAST"
+check "auth: connected with the password from a file" grep -aq "connected to 127.0.0.1:$AUTHPORT" auth.log
+DP_TEST_PW=secret-pw run_doppel authenv 2 authenv.lua
+wait "$LAST"
+check "auth: connected with the password from the environment" \
+    grep -aq "connected to 127.0.0.1:$AUTHPORT" authenv.log
+DP_TEST_PW=wrong run_doppel authbad 2 authenv.lua
+wait "$LAST"
+check "auth: a wrong password is refused and said so" \
+    grep -aq "cannot connect to 127.0.0.1:$AUTHPORT: broker refused the connection: Not authorized" authbad.log
+run_doppel authnone 2 authenv.lua
+wait "$LAST"
+check "auth: a missing variable is named" grep -aq 'password_env: variable DP_TEST_PW is not set' authnone.log
 
 # ---- 3. store-and-forward: broker outage, doppel restart while it is down ----
 cat > saf.lua <<LUA
@@ -317,18 +369,27 @@ LUA
 timeout 20 mosquitto_sub -p "$PORT" -t 'doppel/site/S/data/#' -v > site.sub 2>&1 &
 PIDS="$PIDS $!"
 sleep 0.3
-run_doppel site 6 site.lua
+run_doppel site 9 site.lua
 DS=$LAST
 wait_for site.log "mqtt broker: connected" || fail "site did not connect"
 run_doppel gw3 3 gw3.lua
 wait "$LAST"
+"$DOPPEL" --data-dir data-gw3 export --tags P1.flow | tail -n +2 | cut -d, -f2,5 > gw3.csv
+# The gateway starts over with a new data directory: its sequence numbers
+# restart, and the site must notice (from its birth message) and keep reading.
+rm -rf data-gw3
+run_doppel gw3 2 gw3.lua
+wait "$LAST"
 wait "$DS"
 sleep 0.3
-"$DOPPEL" --data-dir data-gw3 export --tags P1.flow | tail -n +2 | cut -d, -f2,5 | sort > gw3.csv
+"$DOPPEL" --data-dir data-gw3 export --tags P1.flow | tail -n +2 | cut -d, -f2,5 >> gw3.csv
+sort -o gw3.csv gw3.csv
 "$DOPPEL" --data-dir data-site export --tags S.gw3_flow | tail -n +2 | cut -d, -f2,5 | sort > site.csv
 n3=$(wc -l < gw3.csv)
 check "fleet: the site has every gw3 sample with its timestamp and value ($n3)" \
     bash -c "[ $n3 -ge 40 ] && diff -q gw3.csv site.csv"
+check "fleet: the site saw the gateway's journal start over" \
+    grep -aq "S.gw3_flow: the source's journal starts over" site.log
 check "fleet: the site's twin computed from them and published it" \
     grep -aq '^doppel/site/S/data/total {"seq"' site.sub
 

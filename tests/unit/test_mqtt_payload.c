@@ -225,6 +225,14 @@ Test(mqtt_payload, msgpack_and_text)
     cr_assert_eq(decode(DP_MQTT_TEXT, NULL, NULL, "  ", 2, &g, &err), DP_EINVAL);
     free(err);
     err = NULL;
+    /* An empty MQTT message has no payload pointer at all. */
+    for (int f = DP_MQTT_JSON; f <= DP_MQTT_DOPPEL; f++) {
+        cr_assert_eq(decode((dp_mqtt_format_t)f, NULL, NULL, NULL, 0, &g, &err), DP_EINVAL);
+        free(err);
+        err = NULL;
+    }
+    free(err);
+    err = NULL;
 }
 
 Test(mqtt_payload, commands)
