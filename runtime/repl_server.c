@@ -687,7 +687,7 @@ static void cmd_drivers(conn_t *c, uint64_t id, char *args)
         size_t k = d->driver->stats(d, st, DP_ARRAY_LEN(st));
         for (size_t j = 0; j < k && j < DP_ARRAY_LEN(st); j++) {
             if (st[j].text != NULL)
-                sb_addf(&b, "\n  %-20s %s", st[j].name, st[j].text);
+                sb_addf(&b, "\n  %-20s %s", st[j].name, st[j].text[0] ? st[j].text : "-");
             else
                 sb_addf(&b, "\n  %-20s %.10g", st[j].name, st[j].value);
         }
