@@ -26,6 +26,7 @@
 #define NOTICE_WINDOW   10000             /* ms */
 #define NOTICE_MAX      10                /* notices per window and client */
 #define READ_CHUNK      65536
+#define MAX_REQUEST_OUT ((size_t)1 << 20) /* output bytes sent for one request */
 
 typedef struct conn conn_t;
 
@@ -86,7 +87,9 @@ struct dp_repl_server {
     /* Output of the request being handled goes to this client. */
     conn_t *cap;
     uint64_t cap_id;
-    bool cap_mute; /* the request reports its own outcome: its log lines are not sent */
+    size_t cap_bytes;   /* output sent for the request so far */
+    size_t cap_dropped; /* output bytes over MAX_REQUEST_OUT, not sent */
+    bool cap_mute;      /* the request reports its own outcome: its log lines are not sent */
     /* Recent log lines (any thread). */
     uv_mutex_t mu;
     ring_line_t *ring;
@@ -301,6 +304,19 @@ static void notify(dp_repl_server_t *s, const char *text)
     }
 }
 
+/* Output of the request being handled, up to MAX_REQUEST_OUT bytes: a loop
+ * that prints a million lines must not queue them all for the client. */
+static void cap_out(dp_repl_server_t *s, const char *text)
+{
+    size_t n = strlen(text) + 1;
+    if (s->cap_bytes + n > MAX_REQUEST_OUT) {
+        s->cap_dropped += n;
+        return;
+    }
+    s->cap_bytes += n;
+    send_out(s->cap, s->cap_id, text);
+}
+
 static void on_log(dp_log_level_t level, const char *twin, const char *msg, void *ud)
 {
     dp_repl_server_t *s = ud;
@@ -326,7 +342,7 @@ static void on_log(dp_log_level_t level, const char *twin, const char *msg, void
              level >= DP_LOG_WARN ? " " : "", twin ? "[" : "", twin ? twin : "", twin ? "] " : "",
              msg);
     if (s->cap != NULL && !s->cap_mute)
-        send_out(s->cap, s->cap_id, line);
+        cap_out(s, line);
     if (level >= DP_LOG_WARN)
         notify(s, line);
 }
@@ -849,7 +865,7 @@ static void print_sink(const char *text, size_t len, void *ud)
         return;
     /* One "out" per print; the trailing newline is implied. */
     char *line = strndup(text, len > 0 && text[len - 1] == '\n' ? len - 1 : len);
-    send_out(s->cap, s->cap_id, line);
+    cap_out(s, line);
     free(line);
 }
 
@@ -876,6 +892,7 @@ static void handle_eval(conn_t *c, uint64_t id, const char *text)
         p++;
     s->cap = c;
     s->cap_id = id;
+    s->cap_bytes = s->cap_dropped = 0;
     if (*p == '.' && !isdigit((unsigned char)p[1])) {
         run_command(c, id, p);
     } else if (*p == '\0') {
@@ -890,6 +907,11 @@ static void handle_eval(conn_t *c, uint64_t id, const char *text)
             dp_repl_set_print_sink(print_sink, s);
             bool ok = dp_repl_eval(&ctx, sb, text, &out);
             dp_repl_set_print_sink(NULL, NULL);
+            if (s->cap_dropped > 0) {
+                char note[96];
+                snprintf(note, sizeof note, "(%zu more bytes of output not shown)", s->cap_dropped);
+                send_out(c, id, note);
+            }
             send_result(c, id, ok, out);
         }
         free(why);

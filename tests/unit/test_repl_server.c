@@ -179,8 +179,11 @@ static char *tc_req(tc_t *c, dp_repl_type_t type, const char *text, char **outs)
 {
     uint64_t id = ++c->id;
     dp_repl_msg_t m = {.type = type, .id = id, .text = (char *)text};
-    if (outs != NULL)
-        *outs = dp_xstrdup("");
+    size_t olen = 0, ocap = 64;
+    if (outs != NULL) {
+        *outs = dp_xmalloc(ocap);
+        (*outs)[0] = '\0';
+    }
     if (!tc_send(c, &m))
         return NULL;
     for (;;) {
@@ -188,9 +191,15 @@ static char *tc_req(tc_t *c, dp_repl_type_t type, const char *text, char **outs)
         if (tc_recv(c, &r) != 1)
             return NULL;
         if (r.type == DP_RM_OUT && r.id == id && outs != NULL) {
-            char *joined = dp_xasprintf("%s%s%s", *outs, (*outs)[0] ? "|" : "", r.text);
-            free(*outs);
-            *outs = joined;
+            size_t tl = strlen(r.text);
+            if (olen + tl + 2 > ocap) {
+                ocap = (olen + tl + 2) * 2;
+                *outs = dp_xrealloc(*outs, ocap);
+            }
+            if (olen > 0)
+                (*outs)[olen++] = '|';
+            memcpy(*outs + olen, r.text, tl + 1);
+            olen += tl;
         }
         if ((r.type == DP_RM_RESULT || r.type == DP_RM_ITEMS) && r.id == id) {
             char *s;
@@ -343,6 +352,13 @@ static void sc_eval(world_t *w)
     rec_eval(w, &c, "tag", "P1.x");
     rec_eval(w, &c, "tagvalue", "P1.x.value > 4 and P1.x.unit");
     rec_eval(w, &c, "print", "print('hi', 42) return 3");
+    char *outs = NULL;
+    char *r = tc_eval(&c, "for i = 1, 200000 do print(i, 'some output') end return 'done'", &outs);
+    note(w, "flood=%s", r ? r : "(connection failed)");
+    note(w, "flood.size=%s", outs && strlen(outs) < (1u << 20) + 100 ? "bounded" : "unbounded");
+    note(w, "flood.tail=%s", outs && strlen(outs) > 60 ? outs + strlen(outs) - 60 : "");
+    free(r);
+    free(outs);
     rec_eval(w, &c, "global", "y = 7");
     rec_eval(w, &c, "global2", "y * 2");
     rec_eval(w, &c, "readonly", "P1.x = 3");
@@ -429,6 +445,9 @@ Test(repl_server, evaluation_printing_commands_and_completion)
     expect_note(&w, "tagvalue", "ok:\"m3/h\"");
     expect_note(&w, "print.out", "hi\t42");
     expect_note(&w, "print", "ok:3");
+    expect_note(&w, "flood", "ok:\"done\"");
+    expect_note(&w, "flood.size", "bounded");
+    expect_note(&w, "flood.tail", "more bytes of output not shown)");
     expect_note(&w, "global", "ok:@plant");
     expect_note(&w, "global2", "ok:14");
     expect_note(&w, "readonly", "error:");
