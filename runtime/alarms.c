@@ -1,5 +1,6 @@
 #include "alarms.h"
 
+#include <math.h>
 #include <msgpack.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -113,11 +114,14 @@ static void emit(dp_alarms_t *a, alarm_t *al, const char *what, const char *who)
     pack_str(&pk, "value");
     msgpack_pack_double(&pk, i->value);
 
+    /* A discrete alarm has no limit (NaN): the text leaves it out. */
+    char nums[96] = "";
+    if (!isnan(i->limit))
+        snprintf(nums, sizeof nums, " value=%.6g limit=%.6g", i->value, i->limit);
     char text[512];
-    snprintf(text, sizeof text, "%s %s (%s, priority %d%s) value=%.6g limit=%.6g%s%s%s%s", i->name,
-             what, dp_severity_name(i->severity), i->priority, i->first_out ? ", first out" : "",
-             i->value, i->limit, who ? " by " : "", who ? who : "", i->message[0] ? ": " : "",
-             i->message);
+    snprintf(text, sizeof text, "%s %s (%s, priority %d%s)%s%s%s%s%s", i->name, what,
+             dp_severity_name(i->severity), i->priority, i->first_out ? ", first out" : "", nums,
+             who ? " by " : "", who ? who : "", i->message[0] ? ": " : "", i->message);
     dp_event_t ev = {.ts = i->since,
                      .twin = i->twin,
                      .kind = "alarm",

@@ -76,7 +76,8 @@ int dp_alarms_unshelve(dp_alarms_t *a, const char *twin, const char *name, const
 void dp_alarms_tick(dp_alarms_t *a);
 
 /* Number of alarms; dp_alarms_get fills `out` for index i (0 .. count-1).
- * Strings in `out` stay valid until the alarm list is freed. */
+ * Strings in `out` stay valid until that alarm is declared again or the list
+ * is freed. */
 int dp_alarms_count(const dp_alarms_t *a);
 int dp_alarms_get(const dp_alarms_t *a, int i, dp_alarm_info_t *out);
 int dp_alarms_find(const dp_alarms_t *a, const char *twin, const char *name);

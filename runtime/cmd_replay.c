@@ -285,8 +285,9 @@ static void on_command(const dp_cmd_t *cmd, void *ud)
 {
     replay_t *r = ud;
     char detail[512];
-    snprintf(detail, sizeof detail, "%s: %s", dp_cmd_outcome_name(cmd->outcome),
-             cmd->reason ? cmd->reason : "");
+    const char *reason = cmd->reason != NULL ? cmd->reason : "";
+    snprintf(detail, sizeof detail, "%s%s%s", dp_cmd_outcome_name(cmd->outcome),
+             reason[0] ? ": " : "", reason);
     r->st->commands++;
     emit(r, cmd->done_ts ? cmd->done_ts : cmd->ts, "command", cmd->origin, cmd->tag, &cmd->value,
          detail, NULL, 0);
@@ -581,7 +582,7 @@ int dp_replay_run(const dp_replay_opts_t *o, dp_replay_stats_t *st, char **err)
      * sent to a device. */
     dp_plant_opts_t po = {.path = o->plant,
                           .start = start,
-                          .shadow = true,
+                          .dry_run = true,
                           .on_event = on_event,
                           .event_ud = &r,
                           .on_command = on_command,

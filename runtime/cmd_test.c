@@ -308,7 +308,7 @@ static int h_open_plant(lua_State *L)
                           .start = c->start,
                           .source = source,
                           .source_len = srclen,
-                          .shadow = true,
+                          .dry_run = true,
                           .on_event = on_event,
                           .event_ud = c,
                           .on_command = on_command,

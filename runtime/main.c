@@ -16,6 +16,7 @@
 #include "cmd_replay.h"
 #include "cmd_test.h"
 #include "cmd_export.h"
+#include "http.h"
 #include "log.h"
 #include "persist.h"
 #include "plant.h"
@@ -152,6 +153,7 @@ static const command_t *find_command(const char *name)
 typedef struct {
     dp_plant_t *plant;
     dp_repl_server_t *repl;
+    dp_http_t *http;
     uv_signal_t sigint, sigterm, sighup;
     uv_timer_t stop_timer;
     bool stopping;
@@ -163,6 +165,7 @@ static void close_all(runner_t *r)
         return;
     r->stopping = true;
     dp_repl_server_close(r->repl);
+    dp_http_stop(r->http);
     dp_plant_stop(r->plant);
     uv_close((uv_handle_t *)&r->sigint, NULL);
     uv_close((uv_handle_t *)&r->sigterm, NULL);
@@ -322,6 +325,15 @@ static int cmd_run(int argc, char **argv, options_t *o)
             free(err);
             close_all(&r);
             status = 1;
+        } else if (dp_plant_http(r.plant) != NULL) {
+            /* The HTTP server is north-bound: when it cannot start (port
+             * taken), the plant runs on without it and says so. */
+            r.http = dp_http_start(&loop, r.plant, dp_plant_http(r.plant), &err);
+            if (r.http == NULL) {
+                dp_log_error(NULL, "%s; running without HTTP", err);
+                free(err);
+                err = NULL;
+            }
         }
         if (strcmp(path, DEMO_PLANT) == 0)
             dp_log_info(NULL, "this is the bundled demo; copy examples/pump-station from the "

@@ -230,7 +230,7 @@ static int recover(dp_persist_t *ps, dp_snapshot_t *snap, dp_snapshot_t **out, c
         .path = ps->plant_path,
         .start = snap != NULL && snap->ts <= rec.ts ? snap->ts : rec.ts,
         .seed = snap,
-        .shadow = true, /* commands were sent live; the replay never sends them */
+        .dry_run = true, /* commands were sent live; the replay never sends them */
     };
     dp_plant_t *sub = dp_plant_open(&po, &rerr);
     if (sub == NULL) {

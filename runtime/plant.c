@@ -8,8 +8,10 @@
 #include <sys/stat.h>
 
 #include "../drivers/driver.h"
+#include "alarms.h"
 #include "command.h"
 #include "embed.h"
+#include "http.h"
 #include "ingest.h"
 #include "lmsgpack.h"
 #include "log.h"
@@ -49,6 +51,8 @@ struct dp_plant {
     int ntwins;
     listener_t *listeners;
     int nlisteners;
+    dp_alarms_t *alarms;
+    dp_timer_t alarm_tick; /* 1 s: expires shelving */
     uv_prepare_t prepare;
     uv_check_t check;
     dp_reload_t *reload;
@@ -58,6 +62,7 @@ struct dp_plant {
     bool watch;
     dp_persist_cfg_t persist_cfg;
     dp_persist_t *persist;
+    dp_http_cfg_t *http; /* plant { http = { ... } }, NULL when absent */
 };
 
 /* Plant-wide settings: plant { ... } in the plant file. */
@@ -68,6 +73,7 @@ typedef struct {
     int64_t memory_mb;
     int64_t max_faults;
     dp_time_t fault_window;
+    dp_http_cfg_t *http;
     bool writes;
     bool shadow;
 } plant_cfg_t;
@@ -107,6 +113,13 @@ static const dp_setting_t plant_settings[] = {
      .offset = offsetof(plant_cfg_t, fault_window),
      .def = "10min",
      .doc = "Window for counting faults."},
+    {.name = "http",
+     .type = DP_SET_CUSTOM,
+     .offset = offsetof(plant_cfg_t, http),
+     .parse = dp_http_cfg_parse,
+     .free = dp_http_cfg_field_free,
+     .doc = "HTTP API and dashboard: { listen =, tls = { cert =, key = }, tokens = } "
+            "(docs/http.md)."},
     {.name = "writes",
      .type = DP_SET_BOOL,
      .offset = offsetof(plant_cfg_t, writes),
@@ -231,6 +244,19 @@ static void emit(dp_twin_host_t *host, const dp_event_t *ev)
         dp_log_info(ev->twin, "%s: %s", ev->kind, ev->text);
     for (int i = 0; i < p->nlisteners; i++)
         p->listeners[i].cb(ev, p->listeners[i].ud);
+}
+
+/* Alarm transitions go out like every twin event: log and listeners. */
+static void alarm_emit(const dp_event_t *ev, void *ud)
+{
+    dp_plant_t *p = ud;
+    emit(&p->twin_host, ev);
+}
+
+static void on_alarm_tick(dp_timer_t *t)
+{
+    dp_plant_t *p = t->data;
+    dp_alarms_tick(p->alarms);
 }
 
 void dp_plant_on_event(dp_plant_t *p, dp_event_cb cb, void *ud)
@@ -731,6 +757,22 @@ static int read_plant_file(dp_plant_t *p, char **err)
         free(p->name);
         p->name = dp_xstrdup(pc.name);
     }
+    if (pc.http != NULL) {
+        p->http = pc.http;
+        pc.http = NULL;
+        dp_http_cfg_set_dir(p->http, p->dir);
+        if (p->http->tokens_file != NULL) {
+            char *tf = p->http->tokens_file[0] == '/' || strncmp(p->dir, "embed:", 6) == 0
+                           ? dp_xstrdup(p->http->tokens_file)
+                           : dp_xasprintf("%s/%s", p->dir, p->http->tokens_file);
+            rc = dp_http_tokens_load(p->http, tf, err);
+            free(tf);
+            if (rc < 0)
+                goto out;
+        }
+        if ((rc = dp_http_cfg_check(p->http, err)) < 0)
+            goto out;
+    }
     if (!pc.writes)
         dp_guard_enable_writes(p->guard, false, "the plant file");
     if (pc.shadow)
@@ -884,7 +926,8 @@ dp_plant_t *dp_plant_open(const dp_plant_opts_t *opts, char **err)
                           .clock = p->clock,
                           .store = p->store,
                           .ingest = p->ingest,
-                          .guard = p->guard};
+                          .guard = p->guard,
+                          .plant = p};
     p->twin_host = (dp_twin_host_t){.store = p->store,
                                     .clock = p->clock,
                                     .guard = p->guard,
@@ -895,12 +938,16 @@ dp_plant_t *dp_plant_open(const dp_plant_opts_t *opts, char **err)
         dp_plant_on_event(p, opts->on_event, opts->event_ud);
     if (opts->on_command != NULL)
         dp_guard_on_command(p->guard, opts->on_command, opts->command_ud);
+    p->alarms = dp_alarms_new(p->clock, alarm_emit, p);
+    p->twin_host.alarms = p->alarms;
+    dp_timer_init(p->clock, &p->alarm_tick);
+    p->alarm_tick.data = p;
     int read_rc = read_plant_file(p, err);
     p->source = NULL;
     if (read_rc < 0)
         goto fail;
-    if (opts->shadow && !dp_guard_shadow(p->guard))
-        dp_guard_set_shadow(p->guard, true, "this run (replay, test or recovery: never sent)");
+    if (opts->dry_run)
+        dp_guard_set_dry_run(p->guard, true);
     /* Durability: a real-time plant with a data dir journals, and starts
      * from what recovery makes of its snapshot and journal. */
     const struct dp_snapshot *seed = opts->seed;
@@ -974,6 +1021,7 @@ int dp_plant_start(dp_plant_t *p, char **err)
     }
     if (p->persist != NULL)
         dp_persist_start(p->persist, p);
+    dp_timer_start(&p->alarm_tick, on_alarm_tick, DP_US_PER_SEC, DP_US_PER_SEC);
     dp_log_info(NULL, "plant %s running: %d device%s, %d twin%s, %d tags, %s time", p->name,
                 p->ndevices, p->ndevices == 1 ? "" : "s", p->ntwins, p->ntwins == 1 ? "" : "s",
                 dp_store_count(p->store), dp_clock_is_virtual(p->clock) ? "virtual" : "real");
@@ -992,6 +1040,7 @@ void dp_plant_stop(dp_plant_t *p)
         return;
     p->stopped = true;
     dp_persist_prestop(p->persist, p);
+    dp_timer_stop(&p->alarm_tick);
     for (int i = 0; i < p->ntwins; i++)
         dp_twin_stop(p->twins[i]);
     for (int i = 0; i < p->ndevices; i++) {
@@ -1038,6 +1087,7 @@ void dp_plant_free(dp_plant_t *p)
     }
     /* The guard first: failing its pending commands calls its listeners,
      * the journal's among them. */
+    dp_alarms_free(p->alarms);
     dp_guard_free(p->guard);
     dp_persist_free(p->persist);
     dp_store_free(p->store);
@@ -1048,6 +1098,7 @@ void dp_plant_free(dp_plant_t *p)
     free(p->name);
     free(p->path);
     free(p->dir);
+    dp_http_cfg_free(p->http);
     free(p->data_dir);
     free(p);
 }
@@ -1101,12 +1152,27 @@ struct dp_persist *dp_plant_persist(dp_plant_t *p)
     return p->persist;
 }
 
+struct dp_alarms *dp_plant_alarms(dp_plant_t *p)
+{
+    return p->alarms;
+}
+
 dp_guard_t *dp_plant_guard(dp_plant_t *p)
 {
     return p->guard;
 }
 
+const char *dp_plant_data_dir(const dp_plant_t *p)
+{
+    return p->data_dir;
+}
+
 struct dp_ingest *dp_plant_ingest(dp_plant_t *p)
 {
     return p->ingest;
+}
+
+const dp_http_cfg_t *dp_plant_http(const dp_plant_t *p)
+{
+    return p->http;
 }

@@ -33,9 +33,9 @@ typedef struct {
      * where scripts and modules are found. NULL: read `path`. */
     const char *source;
     size_t source_len;
-    /* Shadow mode from the start, whatever the plant file says (replay and
-     * tests: commands are judged and recorded, never written). */
-    bool shadow;
+    /* Dry run (replay, tests, recovery): commands are judged, never sent to
+     * devices; writable tags without a device are written (command.h). */
+    bool dry_run;
     /* Listeners added before any twin loads, so events and commands raised
      * by on_start are seen too (NULL: none). */
     dp_event_cb on_event;
@@ -74,6 +74,8 @@ int dp_plant_file_changed(dp_plant_t *plant, const char *path);
 void dp_plant_on_event(dp_plant_t *plant, dp_event_cb cb, void *ud);
 
 const char *dp_plant_name(const dp_plant_t *plant);
+/* The data directory (journal in DIR/journal). */
+const char *dp_plant_data_dir(const dp_plant_t *plant);
 dp_store_t *dp_plant_store(dp_plant_t *plant);
 dp_clock_t *dp_plant_clock(dp_plant_t *plant);
 int dp_plant_twin_count(const dp_plant_t *plant);
@@ -93,5 +95,7 @@ struct dp_persist *dp_plant_persist(dp_plant_t *plant);
 size_t dp_plant_flush(dp_plant_t *plant);
 /* The ingest queue (NULL in virtual time). */
 struct dp_ingest *dp_plant_ingest(dp_plant_t *plant);
+/* The HTTP settings (plant { http = { ... } }), or NULL when absent. */
+const struct dp_http_cfg *dp_plant_http(const dp_plant_t *plant);
 
 #endif

@@ -10,6 +10,7 @@
 
 #include "embed.h"
 #include "log.h"
+#include "stdlib/signal.h"
 
 /* Instructions between two runs of the count hook. Small enough that a
  * runaway loop is caught promptly, large enough that the hook costs nothing
@@ -275,6 +276,13 @@ char *dp_source_read(const char *path, size_t *len, char **err)
     return buf;
 }
 
+/* The stdlib's C modules, reached through require like its Lua files (a Lua
+ * module wraps each one with argument checks and documentation). */
+static const luaL_Reg c_modules[] = {
+    {"doppel._signal", dp_luaopen_signal},
+    {NULL, NULL},
+};
+
 static bool module_name_ok(const char *name)
 {
     if (*name == '\0' || *name == '.')
@@ -315,6 +323,16 @@ static int sb_require(lua_State *L)
     lua_pop(L, 1);
     if (!module_name_ok(name))
         return luaL_error(L, "require \"%s\": bad module name", name);
+    for (const luaL_Reg *m = c_modules; m->name != NULL; m++) {
+        if (strcmp(name, m->name) == 0) {
+            lua_pushcfunction(L, m->func);
+            lua_pushstring(L, name);
+            lua_call(L, 1, 1);
+            lua_pushvalue(L, -1);
+            lua_setfield(L, 2, name);
+            return 1;
+        }
+    }
 
     char path[1024];
     if (strncmp(name, "doppel.", 7) == 0) {

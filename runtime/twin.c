@@ -7,6 +7,7 @@
 #include <uv.h>
 
 #include "command.h"
+#include "lalarms.h"
 #include "lmsgpack.h"
 #include "log.h"
 
@@ -782,6 +783,10 @@ static int api_event(lua_State *L)
                 char num[32];
                 snprintf(num, sizeof num, "%.6g", lua_tonumber(L, -1));
                 lua_pushfstring(L, "%s%s=%s", i ? " " : "", keys[i], num);
+            } else if (lua_type(L, -1) == LUA_TTABLE) {
+                /* Nested fields are in the payload; an address here would
+                 * make the summary differ from run to run. */
+                lua_pushfstring(L, "%s%s={...}", i ? " " : "", keys[i]);
             } else {
                 const char *s = luaL_tolstring(L, -1, NULL);
                 bool quote = strpbrk(s, " \"=") != NULL;
@@ -948,6 +953,14 @@ static int open_api(lua_State *L)
 
     lua_pushcfunction(L, api_duration);
     lua_setglobal(L, "duration");
+
+    /* The plant's alarm list, for doppel.alarm (an internal module). */
+    if (ver->twin->host->alarms != NULL) {
+        luaL_getsubtable(L, LUA_REGISTRYINDEX, LUA_LOADED_TABLE);
+        dp_lalarms_push(L, ver->twin->host->alarms, ver->twin->name);
+        lua_setfield(L, -2, "doppel.alarmlist");
+        lua_pop(L, 1);
+    }
     return 0;
 }
 

@@ -35,6 +35,8 @@ typedef struct dp_twin_host {
      * returns 1, or returns 0 (pushing nothing) when there is no such device.
      * Backs twin.device_stats(name). */
     int (*device_stats)(struct dp_twin_host *host, const char *name, lua_State *L);
+    /* The plant's alarm list, reached from Lua as "doppel.alarmlist" (NULL: none). */
+    struct dp_alarms *alarms;
 } dp_twin_host_t;
 
 typedef struct {

@@ -663,6 +663,22 @@ uint64_t dp_sim_samples(const dp_device_t *dev)
     return ((const sim_dev_t *)dev->impl)->samples;
 }
 
+/* Statistics for the HTTP API, /metrics and the REPL. */
+static size_t sim_stats(dp_device_t *dev, dp_stat_t *out, size_t max)
+{
+    const sim_dev_t *sd = dev->impl;
+    if (sd == NULL || max < 4)
+        return 0;
+    size_t faults = 0;
+    for (size_t i = 0; i < sd->n_points; i++)
+        faults += sd->points[i]->n_injected;
+    out[0] = (dp_stat_t){.name = "samples", .value = (double)sd->samples};
+    out[1] = (dp_stat_t){.name = "points", .value = (double)sd->n_points};
+    out[2] = (dp_stat_t){.name = "running", .value = sd->running ? 1 : 0};
+    out[3] = (dp_stat_t){.name = "injected_faults", .value = (double)faults};
+    return 4;
+}
+
 const dp_driver_t dp_sim_driver = {
     .name = "sim",
     .summary = "Simulated signals (waves, noise, drift, steps, faults) for demos and tests.",
@@ -675,4 +691,5 @@ const dp_driver_t dp_sim_driver = {
     .start = sim_start,
     .stop = sim_stop,
     .close = sim_close,
+    .stats = sim_stats,
 };

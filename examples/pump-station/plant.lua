@@ -15,7 +15,8 @@
 -- fault injected at 14:00 that raises its vibration alarm; P102 cycles on
 -- and off every four hours.
 
-plant { name = "pump-station", description = "Two centrifugal pumps feeding a header" }
+plant { name = "pump-station", description = "Two centrifugal pumps feeding a header",
+        http = { listen = "127.0.0.1:8080" } }
 
 device "plant_sim" { driver = "sim", seed = 42 }
 
@@ -73,10 +74,15 @@ simulate("P102", { flow = 110, power = 19.0, phase = "1h", head_phase = "4h", we
 
 twin "field" { script = "field.lua", tags = field }
 
-local function pump(name, base, di)
+local function pump(name, base, di, o)
    twin (name) {
       class = "centrifugal_pump",
-      params = { rated_flow = 130, rated_head = 48, rated_power = 22, vib_alarm = 7.1 },
+      params = { rated_flow = 130, rated_head = 48, rated_power = 22, vib_alarm = 7.1,
+                 -- What-if: every 15 min, the lowest-power speed that still meets the
+                 -- station's demand; P101 writes it to speed_sp through the guard,
+                 -- P102 only recommends (allow_write = false).
+                 recommend = { every = "15min", demand = o.demand, static_head = 20,
+                               setpoint = "speed_sp", allow_write = o.allow_write } },
       tags = {
          flow = { device = "plc", area = "input", address = base, type = "f32", every = "1s",
                   unit = "m3/h", history = 3600 },
@@ -87,14 +93,19 @@ local function pump(name, base, di)
          vibration = { device = "plc", area = "input", address = base + 5, type = "i16",
                        scale = 0.001, every = "10s", unit = "mm/s", history = 8640 },
          running = { device = "plc", area = "discrete", address = di, every = "10s" },
+         -- The speed setpoint the what-if recommendation writes, through the guard.
+         speed_sp = { writable = true, min = 900, max = 1480, max_rate = 5, unit = "rpm" },
       },
    }
 end
 
-pump("P101", 0, 0)
-pump("P102", 10, 1)
+pump("P101", 0, 0, { demand = 105, allow_write = true })
+pump("P102", 10, 1, { demand = 100 })
 
 twin "station" {
    script = "station.lua",
-   params = { pumps = { "P101", "P102" } },
+   params = { pumps = { "P101", "P102" },
+              -- Time-of-use tariff (per kWh): peak on weekdays 07:00-23:00.
+              tariff = { rate = 0.11, periods = { { from = "07:00", to = "23:00", rate = 0.24,
+                                                    days = { 1, 2, 3, 4, 5 } } } } },
 }

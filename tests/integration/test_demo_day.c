@@ -1,10 +1,13 @@
 /* Runs the bundled demo pump station for one simulated day in virtual time
  * and checks what its twins computed and the alarms they raised. */
 #include <criterion/criterion.h>
+#include <math.h>
 #include <msgpack.h>
 #include <string.h>
 #include <uv.h>
 
+#include "runtime/alarms.h"
+#include "runtime/command.h"
 #include "runtime/log.h"
 #include "runtime/plant.h"
 
@@ -21,6 +24,24 @@ typedef struct {
 
 static alarm_t alarms[64];
 static int nalarms;
+static int nrecommendations;
+static int nwork_orders;
+static int ncommands, ncommands_done;
+static double last_command = -1;
+
+/* Every command the recommendation issues is done by the guard (a writable
+ * tag without a device is written to the store) and within its limits. */
+static void on_command(const dp_cmd_t *cmd, void *ud)
+{
+    (void)ud;
+    ncommands++;
+    cr_assert_str_eq(cmd->tag, "P101.speed_sp");
+    cr_assert_str_eq(cmd->origin, "twin:P101");
+    cr_assert_eq(cmd->outcome, DP_CMD_DONE, "command %s: %s", cmd->tag, cmd->reason);
+    cr_assert(cmd->value.u.n >= 900 && cmd->value.u.n <= 1480);
+    ncommands_done++;
+    last_command = cmd->value.u.n;
+}
 
 /* Reads a string field of the event's msgpack map. */
 static void field(const dp_event_t *ev, const char *key, char *out, size_t size)
@@ -43,6 +64,10 @@ static void field(const dp_event_t *ev, const char *key, char *out, size_t size)
 static void on_event(const dp_event_t *ev, void *ud)
 {
     (void)ud;
+    if (strcmp(ev->kind, "recommendation") == 0 && strcmp(ev->twin, "P101") == 0)
+        nrecommendations++;
+    if (strcmp(ev->kind, "work_order") == 0)
+        nwork_orders++;
     if (strcmp(ev->kind, "alarm") != 0 || nalarms == 64)
         return;
     alarm_t *a = &alarms[nalarms++];
@@ -69,6 +94,7 @@ Test(demo, one_simulated_day_in_virtual_time)
     dp_plant_t *p = dp_plant_open(&o, &err);
     cr_assert_not_null(p, "%s", err);
     dp_plant_on_event(p, on_event, NULL);
+    dp_guard_on_command(dp_plant_guard(p), on_command, NULL);
     cr_assert_eq(dp_plant_start(p, &err), 0, "%s", err);
 
     uint64_t t0 = uv_hrtime();
@@ -90,6 +116,16 @@ Test(demo, one_simulated_day_in_virtual_time)
     cr_assert_geq(alarms[1].ts, T0 + 14 * HOUR + 40 * MINUTE);
     cr_assert_lt(alarms[1].ts, T0 + 14 * HOUR + 42 * MINUTE);
 
+    /* The plant's alarm list: it returned to normal, nobody acknowledged it. */
+    dp_alarms_t *list = dp_plant_alarms(p);
+    int vib = dp_alarms_find(list, "P101", "vibration_high");
+    cr_assert_geq(vib, 0);
+    dp_alarm_info_t info;
+    cr_assert_eq(dp_alarms_get(list, vib, &info), 0);
+    cr_assert_eq(info.state, DP_ALARM_RTN_UNACKED);
+    cr_assert_not(info.active);
+    cr_assert_eq(info.severity, DP_SEV_HIGH);
+
     /* Derived tags are computed and plausible. */
     double eff1 = num(p, "P101.efficiency"), eff2 = num(p, "P102.efficiency");
     cr_assert(eff1 > 55 && eff1 < 90, "P101 efficiency %.1f%%", eff1);
@@ -102,6 +138,45 @@ Test(demo, one_simulated_day_in_virtual_time)
     cr_assert_eq(num(p, "P101.starts"), 1);
     double total = num(p, "station.total_flow");
     cr_assert(total > 80 && total < 300, "total flow %.1f", total);
+    /* Station energy: about 20 kW + 19 kW half the time over a day. */
+    double kwh = num(p, "station.energy"), cost = num(p, "station.energy_cost");
+    cr_assert(kwh > 600 && kwh < 850, "station energy %.1f kWh", kwh);
+    cr_assert(cost > 0.11 * kwh && cost < 0.24 * kwh, "cost %.2f for %.1f kWh", cost, kwh);
+    double sec = num(p, "station.energy_per_m3");
+    cr_assert(sec > 0.12 && sec < 0.25, "specific energy %.3f kWh/m3", sec);
+    cr_assert_eq(num(p, "station.active_alarms"), 0);
+    /* What-if: a recommendation every 15 min while P101 runs (it always does),
+     * a lower speed for a demand below its flow, nothing written. */
+    cr_assert_eq(nrecommendations, 96, "%d recommendations", nrecommendations);
+    double speed = num(p, "P101.recommended_speed");
+    cr_assert(speed > 1000 && speed < 1480, "recommended speed %.0f rpm", speed);
+    cr_assert(num(p, "P101.predicted_saving") > 0);
+    /* P101 writes its recommendation through the guard when it moves by 10
+     * rpm or more; P102 only recommends. */
+    cr_log_info("%d speed_sp commands, last %.0f rpm", ncommands, last_command);
+    cr_assert(ncommands > 10 && ncommands <= 96, "%d commands", ncommands);
+    cr_assert_eq(ncommands_done, ncommands);
+    cr_assert_float_eq(num(p, "P101.speed_sp"), last_command, 1e-9);
+    cr_assert(fabs(num(p, "P101.speed_sp") - speed) < 10);
+    cr_assert_eq(
+        dp_store_get(dp_plant_store(p), dp_store_find(dp_plant_store(p), "P102.speed_sp"))->v.type,
+        DP_NIL);
+    /* Predictive maintenance: P101 wears faster than P102. */
+    cr_log_info(
+        "P101 rul %.2f d (low %.2f), health %.2f, anomaly %.2f; P102 rul %.2f d health %.2f",
+        num(p, "P101.vibration_rul"), num(p, "P101.vibration_rul_low"), num(p, "P101.health"),
+        num(p, "P101.vibration_anomaly"), num(p, "P102.vibration_rul"), num(p, "P102.health"));
+    double rul1 = num(p, "P101.vibration_rul"), rul2 = num(p, "P102.vibration_rul");
+    cr_assert(rul1 > 0.5 && rul1 < 5, "P101 vibration RUL %.2f d", rul1);
+    cr_assert(rul2 > 3 * rul1, "P102 RUL %.2f d vs P101 %.2f d", rul2, rul1);
+    cr_assert(num(p, "P101.vibration_rul_low") <= rul1);
+    for (int k = 0; k < 2; k++) {
+        double h = num(p, k ? "P102.health" : "P101.health");
+        cr_assert(h >= 0 && h <= 1, "health %.2f", h);
+    }
+    /* Work orders: P101's lasting vibration alarm and its vibration trend. */
+    cr_assert_eq(nwork_orders, 2, "%d work orders", nwork_orders);
+
     cr_assert_eq(
         dp_store_get(dp_plant_store(p), dp_store_find(dp_plant_store(p), "P101.vibration_alarm"))
             ->v.u.b,

@@ -247,7 +247,7 @@ Test(recording, replay_is_deterministic_and_msgpack_decodes)
 
 /* Commands in a replay are judged by the guard in shadow mode and written
  * out; the tag itself is never written. Values set by on_start come first. */
-Test(recording, replay_writes_commands_in_shadow_and_initial_values)
+Test(recording, replay_records_commands_as_a_dry_run_and_initial_values)
 {
     th_write(
         dir, "plant.lua",
@@ -275,8 +275,7 @@ Test(recording, replay_writes_commands_in_shadow_and_initial_values)
     char *text = slurp(out, &len);
     const char *want = "timestamp,type,twin,name,value,detail\n"
                        "2026-01-01T00:00:00.000Z,tag,A,ready,true,\n"
-                       "2026-01-01T00:00:00.000Z,command,twin:A,A.sp,2,\"shadow: shadow mode, "
-                       "nothing was written\"\n"
+                       "2026-01-01T00:00:00.000Z,command,twin:A,A.sp,2,done\n"
                        "2026-01-01T00:00:02.000Z,command,twin:A,A.sp,6,rejected: max: 6 is "
                        "above the maximum 5\n";
     cr_assert_str_eq(text, want);

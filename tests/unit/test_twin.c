@@ -384,7 +384,8 @@ Test(twin, bad_plant_files_are_refused_with_a_clear_message)
                 "twin A, tag x: device: no device \"nope\"");
     plant_error("twin 'A' { script = 'missing.lua' }", "twin A: script: no file");
     plant_error("twin 'A' { class = 'no_such_class' }",
-                "twin A: class: no class \"no_such_class\" (bundled: centrifugal_pump");
+                "twin A: class: no class \"no_such_class\" (bundled: air_compressor, "
+                "centrifugal_pump, conveyor, heat_exchanger, induction_motor");
     plant_error("device 'd' { driver = 'bogus' }", "device d: driver: unknown driver \"bogus\"");
     plant_error("device 'd' { driver = 'sim' }\n"
                 "twin 'A' { script = 'a.lua', tags = { x = { device = 'd', wave = 'sinus' } } }",

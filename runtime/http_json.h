@@ -1,0 +1,49 @@
+/* JSON for the HTTP API: a growing output buffer with escaping, and a small
+ * parser for request bodies (one object of scalar fields). */
+#ifndef DP_HTTP_JSON_H
+#define DP_HTTP_JSON_H
+
+#include <stdbool.h>
+#include <stddef.h>
+
+#include "store.h"
+
+typedef struct {
+    char *p;
+    size_t len, cap;
+} dp_jbuf_t;
+
+void dp_jb_free(dp_jbuf_t *b);
+void dp_jb_raw(dp_jbuf_t *b, const char *s, size_t n);
+void dp_jb_puts(dp_jbuf_t *b, const char *s);
+void dp_jb_printf(dp_jbuf_t *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+/* A JSON string with quotes; NULL writes null. */
+void dp_jb_str(dp_jbuf_t *b, const char *s);
+/* A number; NaN and infinities write null. */
+void dp_jb_num(dp_jbuf_t *b, double v);
+/* "key": (with a leading comma unless `first`). */
+void dp_jb_key(dp_jbuf_t *b, const char *key, bool first);
+/* A store value as JSON (null, number, true/false, string). */
+void dp_jb_value(dp_jbuf_t *b, const dp_value_t *v);
+/* An ISO 8601 time string, or null for 0. */
+void dp_jb_time(dp_jbuf_t *b, int64_t ts);
+
+/* One field of a parsed body. Strings are NUL-terminated copies. */
+typedef struct {
+    char *key;
+    dp_value_t v; /* DP_NIL for null */
+} dp_jfield_t;
+
+typedef struct {
+    dp_jfield_t *f;
+    int n;
+} dp_jobj_t;
+
+/* Parses `{"k": scalar, ...}` (nested objects and arrays are refused).
+ * Returns 0 or DP_EINVAL with *err naming the offset and what was wrong. */
+int dp_json_parse_object(const char *s, size_t len, dp_jobj_t *out, char **err);
+void dp_jobj_free(dp_jobj_t *o);
+/* The field named `key` or NULL. */
+const dp_value_t *dp_jobj_get(const dp_jobj_t *o, const char *key);
+
+#endif

@@ -1,0 +1,4 @@
+local detect = require "doppel.detect"
+return function()
+   return detect.zscore { size = 200 }
+end

@@ -1,0 +1,227 @@
+/* Unit tests for the HTTP server's pure parts: the JSON writer and body
+ * parser (runtime/http_json.c), token files, roles and SHA-256
+ * (runtime/http_cfg.c). The server itself is tested over real sockets by
+ * tests/integration/test_http.sh. */
+#include <arpa/inet.h>
+#include <criterion/criterion.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "runtime/http.h"
+#include "runtime/http_json.h"
+
+#ifdef __SANITIZE_ADDRESS__
+#include <sanitizer/lsan_interface.h>
+#endif
+
+static void assert_no_leaks(void)
+{
+#ifdef __SANITIZE_ADDRESS__
+    cr_assert_eq(__lsan_do_recoverable_leak_check(), 0, "memory leaked (report above)");
+#endif
+}
+
+TestSuite(http_json, .fini = assert_no_leaks);
+TestSuite(http_cfg, .fini = assert_no_leaks);
+
+Test(http_json, escapes_strings_and_numbers)
+{
+    dp_jbuf_t b = {0};
+    dp_jb_str(&b, "a\"b\\c\nd\x01");
+    dp_jb_raw(&b, " ", 1);
+    dp_jb_num(&b, 42);
+    dp_jb_raw(&b, " ", 1);
+    dp_jb_num(&b, 0.5);
+    dp_jb_raw(&b, " ", 1);
+    dp_jb_num(&b, 0.0 / 0.0);
+    dp_jb_raw(&b, " ", 1);
+    dp_jb_str(&b, NULL);
+    cr_assert_str_eq(b.p, "\"a\\\"b\\\\c\\nd\\u0001\" 42 0.5 null null");
+    dp_jb_free(&b);
+}
+
+Test(http_json, parses_flat_objects)
+{
+    const char *s = " { \"tag\" : \"P101.speed\\u00e9\", \"value\": -12.5e1, \"on\": true, "
+                    "\"off\": false, \"none\": null } ";
+    dp_jobj_t o;
+    char *err = NULL;
+    cr_assert_eq(dp_json_parse_object(s, strlen(s), &o, &err), 0, "%s", err ? err : "");
+    cr_assert_eq(o.n, 5);
+    cr_assert_str_eq(dp_jobj_get(&o, "tag")->u.s, "P101.speed\xc3\xa9");
+    cr_assert_eq(dp_jobj_get(&o, "value")->type, DP_NUM);
+    cr_assert_float_eq(dp_jobj_get(&o, "value")->u.n, -125.0, 1e-12);
+    cr_assert(dp_jobj_get(&o, "on")->u.b);
+    cr_assert_eq(dp_jobj_get(&o, "off")->type, DP_BOOL);
+    cr_assert_eq(dp_jobj_get(&o, "none")->type, DP_NIL);
+    cr_assert_null(dp_jobj_get(&o, "missing"));
+    dp_jobj_free(&o);
+
+    cr_assert_eq(dp_json_parse_object("{}", 2, &o, NULL), 0);
+    cr_assert_eq(o.n, 0);
+    dp_jobj_free(&o);
+}
+
+Test(http_json, refuses_malformed_bodies_naming_the_byte)
+{
+    static const char *const bad[] = {
+        "",
+        "[]",
+        "{",
+        "{\"a\"}",
+        "{\"a\":}",
+        "{\"a\":1,}",
+        "{a:1}",
+        "{\"a\":1} x",
+        "{\"a\":{}}",
+        "{\"a\":[1]}",
+        "{\"a\":\"x\n\"}",
+        "{\"a\":tru}",
+        "{\"a\":1 \"b\":2}",
+        "{\"a\":\"\\q\"}",
+        "{\"a\":\"\\u0000\"}",
+        "{\"a\":-}",
+        "{\"a\":\"open",
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        dp_jobj_t o;
+        char *err = NULL;
+        int rc = dp_json_parse_object(bad[i], strlen(bad[i]), &o, &err);
+        cr_assert_eq(rc, DP_EINVAL, "accepted %s", bad[i]);
+        cr_assert_not_null(err);
+        cr_assert(strstr(err, "malformed JSON at byte") != NULL, "%s", err);
+        cr_assert_eq(o.n, 0);
+        free(err);
+    }
+}
+
+Test(http_cfg, sha256_matches_the_standard_vector)
+{
+    char hex[65];
+    dp_sha256_hex("abc", 3, hex);
+    cr_assert_str_eq(hex, "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
+}
+
+static char *write_file(const char *text)
+{
+    char *path = strdup("/tmp/doppel-tokens-XXXXXX");
+    int fd = mkstemp(path);
+    cr_assert(fd >= 0);
+    FILE *f = fdopen(fd, "w");
+    fputs(text, f);
+    fclose(f);
+    return path;
+}
+
+Test(http_cfg, token_file_and_lookup)
+{
+    char alice[65], bob[65];
+    dp_sha256_hex("secret-a", 8, alice);
+    dp_sha256_hex("secret-b", 8, bob);
+    char text[512];
+    snprintf(text, sizeof text, "# tokens\n\nalice operator %s  # comment\nbob engineer %s\n",
+             alice, bob);
+    char *path = write_file(text);
+    dp_http_cfg_t cfg = {0};
+    char *err = NULL;
+    cr_assert_eq(dp_http_tokens_load(&cfg, path, &err), 0, "%s", err ? err : "");
+    cr_assert_eq(cfg.ntokens, 2);
+    const dp_http_token_t *t = dp_http_token_find(&cfg, "secret-b", 8);
+    cr_assert_not_null(t);
+    cr_assert_str_eq(t->name, "bob");
+    cr_assert_eq(t->role, DP_ROLE_ENGINEER);
+    cr_assert_null(dp_http_token_find(&cfg, "secret-", 7));
+    cr_assert_null(dp_http_token_find(&cfg, alice, 64), "the hash itself is not a token");
+    free(cfg.tokens);
+    unlink(path);
+    free(path);
+}
+
+Test(http_cfg, bad_token_files_name_file_and_line)
+{
+    char h[65];
+    dp_sha256_hex("x", 1, h);
+    struct {
+        const char *line;
+        const char *want;
+    } cases[] = {
+        {"alice admin 00", "role \"admin\""},
+        {"alice viewer 1234", "sha256 must be 64 hex digits"},
+        {"alice viewer", "expected NAME ROLE SHA256HEX"},
+        {"al/ice viewer HASH", "use letters"},
+        {"a viewer HASH\na operator HASH", "declared twice"},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        char text[512];
+        snprintf(text, sizeof text, "%s\n", cases[i].line);
+        /* Substitute a valid hash for HASH. */
+        char buf[512];
+        size_t n = 0;
+        for (const char *p = text; *p && n < sizeof buf - 70;) {
+            if (strncmp(p, "HASH", 4) == 0) {
+                memcpy(buf + n, h, 64);
+                n += 64;
+                p += 4;
+            } else {
+                buf[n++] = *p++;
+            }
+        }
+        buf[n] = '\0';
+        char *path = write_file(buf);
+        dp_http_cfg_t cfg = {0};
+        char *err = NULL;
+        cr_assert_lt(dp_http_tokens_load(&cfg, path, &err), 0, "accepted %s", cases[i].line);
+        cr_assert(strstr(err, path) != NULL && strstr(err, cases[i].want) != NULL, "%s", err);
+        cr_assert(strstr(err, ":1:") != NULL || strstr(err, ":2:") != NULL, "%s", err);
+        free(err);
+        free(cfg.tokens);
+        unlink(path);
+        free(path);
+    }
+    dp_http_cfg_t cfg = {0};
+    char *err = NULL;
+    cr_assert_eq(dp_http_tokens_load(&cfg, "/nonexistent/tokens.txt", &err), DP_ENOENT);
+    cr_assert(strstr(err, "/nonexistent/tokens.txt") != NULL);
+    free(err);
+}
+
+Test(http_cfg, roles)
+{
+    cr_assert_eq(dp_role_parse("viewer"), DP_ROLE_VIEWER);
+    cr_assert_eq(dp_role_parse("operator"), DP_ROLE_OPERATOR);
+    cr_assert_eq(dp_role_parse("engineer"), DP_ROLE_ENGINEER);
+    cr_assert_eq(dp_role_parse("root"), DP_EINVAL);
+    cr_assert_eq(dp_role_parse(NULL), DP_EINVAL);
+    cr_assert(DP_ROLE_VIEWER < DP_ROLE_OPERATOR && DP_ROLE_OPERATOR < DP_ROLE_ENGINEER);
+    cr_assert_str_eq(dp_role_name(DP_ROLE_OPERATOR), "operator");
+}
+
+static bool loopback(const char *ip)
+{
+    struct sockaddr_storage ss;
+    memset(&ss, 0, sizeof ss);
+    if (strchr(ip, ':') != NULL) {
+        struct sockaddr_in6 *a = (struct sockaddr_in6 *)&ss;
+        a->sin6_family = AF_INET6;
+        cr_assert_eq(inet_pton(AF_INET6, ip, &a->sin6_addr), 1, "%s", ip);
+    } else {
+        struct sockaddr_in *a = (struct sockaddr_in *)&ss;
+        a->sin_family = AF_INET;
+        cr_assert_eq(inet_pton(AF_INET, ip, &a->sin_addr), 1, "%s", ip);
+    }
+    return dp_http_is_loopback((struct sockaddr *)&ss);
+}
+
+/* Without tokens only loopback peers may read: the classification decides. */
+Test(http_cfg, loopback_peers)
+{
+    static const char *const yes[] = {"127.0.0.1", "127.1.2.3", "::1", "::ffff:127.0.0.1"};
+    static const char *const no[] = {"10.0.0.1",        "192.168.1.10", "0.0.0.0", "128.0.0.1",
+                                     "::ffff:10.0.0.1", "fe80::1",      "::",      "2001:db8::1"};
+    for (size_t i = 0; i < sizeof yes / sizeof yes[0]; i++)
+        cr_assert(loopback(yes[i]), "%s is loopback", yes[i]);
+    for (size_t i = 0; i < sizeof no / sizeof no[0]; i++)
+        cr_assert(!loopback(no[i]), "%s is not loopback", no[i]);
+}
