@@ -15,6 +15,7 @@
 #include <unistd.h>
 
 #include "../drivers/driver.h"
+#include "alarms.h"
 #include "command.h"
 #include "log.h"
 #include "repl_eval.h"
@@ -824,6 +825,65 @@ static void cmd_shadow(conn_t *c, uint64_t id, char *args)
                  dp_guard_writes_enabled(g) ? "" : " (writes are disabled plant-wide)");
 }
 
+static void cmd_alarms(conn_t *c, uint64_t id, char *args)
+{
+    char *p = args;
+    const char *arg = next_word(&p);
+    bool all = arg != NULL && strcmp(arg, "all") == 0;
+    if (arg != NULL && !all) {
+        send_resultf(c, id, false, "usage: .alarms [all], got \"%s\"", arg);
+        return;
+    }
+    dp_alarms_t *a = dp_plant_alarms(c->s->plant);
+    int n = a != NULL ? dp_alarms_count(a) : 0;
+    dp_time_t now = dp_clock_now(dp_plant_clock(c->s->plant));
+    sbuf_t b = {0};
+    int shown = 0;
+    for (int i = 0; i < n; i++) {
+        dp_alarm_info_t in;
+        if (dp_alarms_get(a, i, &in) < 0 || (!all && in.state == DP_ALARM_NORMAL))
+            continue;
+        char since[48], age[32];
+        dp_time_format(in.since, since, sizeof since);
+        dp_duration_format((now - in.since) / DP_US_PER_SEC * DP_US_PER_SEC, age, sizeof age);
+        sb_addf(&b, "%s%s.%s  %s%s%s%s  %s P%d  since %s (%s ago)  value %.6g limit %.6g%s%s  %s",
+                shown ? "\n" : "", in.twin, in.name, dp_alarm_state_name(in.state),
+                in.shelved ? " shelved" : "", in.suppressed ? " suppressed" : "",
+                in.first_out ? " first-out" : "", dp_severity_name(in.severity), in.priority, since,
+                age, in.value, in.limit, in.acked_by[0] ? "  acked by " : "", in.acked_by,
+                in.message);
+        shown++;
+    }
+    if (shown == 0)
+        send_resultf(c, id, true, "(%s; %d declared)",
+                     all ? "no alarms declared" : "no alarm active or awaiting acknowledgement", n);
+    else
+        send_result(c, id, true, sb_str(&b));
+    free(b.data);
+}
+
+static void cmd_ack(conn_t *c, uint64_t id, char *args)
+{
+    char *p = args;
+    char *arg = next_word(&p);
+    char *dot = arg != NULL ? strchr(arg, '.') : NULL;
+    if (dot == NULL || dot == arg || dot[1] == '\0') {
+        send_result(c, id, false, "usage: .ack TWIN.ALARM (.alarms lists them)");
+        return;
+    }
+    *dot = '\0';
+    dp_alarms_t *a = dp_plant_alarms(c->s->plant);
+    char *err = NULL;
+    c->s->cap_mute = true;
+    int rc = a != NULL ? dp_alarms_ack(a, arg, dot + 1, "repl", &err) : DP_ENOENT;
+    c->s->cap_mute = false;
+    if (rc < 0)
+        send_resultf(c, id, false, "%s", err ? err : "no alarm list in this plant");
+    else
+        send_resultf(c, id, true, "%s.%s acknowledged", arg, dot + 1);
+    free(err);
+}
+
 static const command_t commands[] = {
     {".help", "", "this list", cmd_help},
     {".twins", "[GLOB]", "twins, their state and counters", cmd_twins},
@@ -834,6 +894,8 @@ static const command_t commands[] = {
     {".errors", "[N]", "the last N warnings and errors (default 20)", cmd_errors},
     {".log", "[N]", "the last N log lines (default 20)", cmd_log},
     {".drivers", "", "devices and their driver statistics", cmd_drivers},
+    {".alarms", "[all]", "alarms active or awaiting acknowledgement (all: every one)", cmd_alarms},
+    {".ack", "TWIN.ALARM", "acknowledge an alarm", cmd_ack},
     {".write", "TAG VALUE", "write a tag through the guard and show the outcome", cmd_write},
     {".shadow", "[on|off]", "shadow mode: commands are checked and logged, not written",
      cmd_shadow},
@@ -982,6 +1044,20 @@ static void handle_complete(conn_t *c, uint64_t id, const char *line)
             } else if (strcmp(cmd, ".tags") == 0 || strcmp(cmd, ".watch") == 0 ||
                        strcmp(cmd, ".write") == 0) {
                 complete_names(c, word, false, true, &items, &n);
+            } else if (strcmp(cmd, ".ack") == 0) {
+                dp_alarms_t *a = dp_plant_alarms(c->s->plant);
+                for (int i = 0, na = a ? dp_alarms_count(a) : 0; i < na; i++) {
+                    dp_alarm_info_t in;
+                    if (dp_alarms_get(a, i, &in) < 0)
+                        continue;
+                    char full[256];
+                    snprintf(full, sizeof full, "%s.%s", in.twin, in.name);
+                    if (strncmp(full, word, strlen(word)) == 0)
+                        dp_repl_items_add(&items, &n, DP_REPL_MAX_ITEMS, full);
+                }
+            } else if (strcmp(cmd, ".alarms") == 0) {
+                if (strncmp("all", word, strlen(word)) == 0)
+                    dp_repl_items_add(&items, &n, DP_REPL_MAX_ITEMS, "all");
             } else if (strcmp(cmd, ".shadow") == 0) {
                 const char *opts[] = {"on", "off"};
                 for (size_t i = 0; i < 2; i++) {

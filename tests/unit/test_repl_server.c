@@ -20,7 +20,7 @@
 #include "runtime/repl_server.h"
 #include "runtime/replproto.h"
 
-#define MAX_NOTES 64
+#define MAX_NOTES 256
 
 /* What a scenario saw. */
 typedef struct {
@@ -256,13 +256,18 @@ static const char *plant_lua =
     "  },\n"
     "}\n";
 
-static const char *p1_lua = "state.n = state.n or 0\n"
-                            "twin.tag(\"doubled\", { unit = \"m3/h\" })\n"
-                            "twin.on_change(\"x\", function(v)\n"
-                            "  state.n = state.n + 1\n"
-                            "  tags.doubled = v * 2\n"
-                            "end)\n"
-                            "function greet(who) return \"hello \" .. who end\n";
+static const char *p1_lua =
+    "local alarm = require 'doppel.alarm'\n"
+    "local hi = alarm.limit { name = 'x_high', high = 4, hysteresis = 0.1,\n"
+    "  on_delay = 0, off_delay = 0, severity = 'high', message = 'x above 4' }\n"
+    "state.n = state.n or 0\n"
+    "twin.tag(\"doubled\", { unit = \"m3/h\" })\n"
+    "twin.on_change(\"x\", function(v)\n"
+    "  state.n = state.n + 1\n"
+    "  hi:update(v)\n"
+    "  tags.doubled = v * 2\n"
+    "end)\n"
+    "function greet(who) return \"hello \" .. who end\n";
 
 typedef void (*scenario_fn)(world_t *w);
 
@@ -395,6 +400,14 @@ static void sc_eval(world_t *w)
     rec_eval(w, &c, "reload", ".reload P1");
     rec_eval(w, &c, "reloadbad", ".reload P9");
     rec_eval(w, &c, "log", ".log 50");
+    rec_eval(w, &c, "alarms", ".alarms");
+    char *ackitems = tc_req(&c, DP_RM_COMPLETE, ".ack P1.", NULL);
+    note(w, "complete.ack=%s", ackitems ? ackitems : "(failed)");
+    free(ackitems);
+    rec_eval(w, &c, "ack", ".ack P1.x_high");
+    rec_eval(w, &c, "alarms2", ".alarms all");
+    rec_eval(w, &c, "acknone", ".ack P1.nope");
+    rec_eval(w, &c, "ackusage", ".ack x_high");
     rec_eval(w, &c, "write", ".write P1.sp 50");
     rec_eval(w, &c, "written", "P1.sp.value");
     rec_eval(w, &c, "writehigh", ".write P1.sp 500");
@@ -481,6 +494,14 @@ Test(repl_server, evaluation_printing_commands_and_completion)
     expect_note(&w, "complete.twinapi", "items:twin.on_change,twin.on_start");
     expect_note(&w, "complete.twinglobal", "items:greet");
     expect_note(&w, "complete.method", "items:tags.x:history");
+    expect_note(&w, "alarms", "ok:P1.x_high  unacked  high P");
+    expect_note(&w, "alarms", "x above 4");
+    expect_note(&w, "complete.ack", "items:P1.x_high");
+    expect_note(&w, "ack", "ok:P1.x_high acknowledged");
+    expect_note(&w, "alarms2", "ok:P1.x_high  acked  high");
+    expect_note(&w, "alarms2", "acked by repl");
+    expect_note(&w, "acknone", "error:");
+    expect_note(&w, "ackusage", "error:usage: .ack TWIN.ALARM");
     expect_note(&w, "write", "ok:command #1 P1.sp := 50: done");
     cr_assert_null(seen(&w, "write.out"), "the outcome is the result, not a log line too");
     expect_note(&w, "written", "ok:50");
