@@ -843,14 +843,18 @@ static void cmd_alarms(conn_t *c, uint64_t id, char *args)
         dp_alarm_info_t in;
         if (dp_alarms_get(a, i, &in) < 0 || (!all && in.state == DP_ALARM_NORMAL))
             continue;
-        char since[48], age[32];
-        dp_time_format(in.since, since, sizeof since);
-        dp_duration_format((now - in.since) / DP_US_PER_SEC * DP_US_PER_SEC, age, sizeof age);
-        sb_addf(&b, "%s%s.%s  %s%s%s%s  %s P%d  since %s (%s ago)  value %.6g limit %.6g%s%s  %s",
+        char when[96] = "never active";
+        if (in.since > 0) {
+            char ts[48], age[32];
+            dp_time_format(in.since, ts, sizeof ts);
+            dp_duration_format((now - in.since) / DP_US_PER_SEC * DP_US_PER_SEC, age, sizeof age);
+            snprintf(when, sizeof when, "since %s (%s ago)", ts, age);
+        }
+        sb_addf(&b, "%s%s.%s  %s%s%s%s  %s P%d  value %.6g limit %.6g  %s%s%s\n    %s",
                 shown ? "\n" : "", in.twin, in.name, dp_alarm_state_name(in.state),
                 in.shelved ? " shelved" : "", in.suppressed ? " suppressed" : "",
-                in.first_out ? " first-out" : "", dp_severity_name(in.severity), in.priority, since,
-                age, in.value, in.limit, in.acked_by[0] ? "  acked by " : "", in.acked_by,
+                in.first_out ? " first-out" : "", dp_severity_name(in.severity), in.priority,
+                in.value, in.limit, when, in.acked_by[0] ? ", acked by " : "", in.acked_by,
                 in.message);
         shown++;
     }

@@ -495,11 +495,12 @@ Test(repl_server, evaluation_printing_commands_and_completion)
     expect_note(&w, "complete.twinglobal", "items:greet");
     expect_note(&w, "complete.method", "items:tags.x:history");
     expect_note(&w, "alarms", "ok:P1.x_high  unacked  high P");
+    expect_note(&w, "alarms", "  since 20");
     expect_note(&w, "alarms", "x above 4");
     expect_note(&w, "complete.ack", "items:P1.x_high");
     expect_note(&w, "ack", "ok:P1.x_high acknowledged");
     expect_note(&w, "alarms2", "ok:P1.x_high  acked  high");
-    expect_note(&w, "alarms2", "acked by repl");
+    expect_note(&w, "alarms2", ", acked by repl\n    x above 4");
     expect_note(&w, "acknone", "error:");
     expect_note(&w, "ackusage", "error:usage: .ack TWIN.ALARM");
     expect_note(&w, "write", "ok:command #1 P1.sp := 50: done");
