@@ -3,7 +3,7 @@ BUILD      ?= build
 BUILD_SAN  ?= build-san
 BUILD_FUZZ ?= build-fuzz
 # Seconds per fuzz target: short in `make test`, longer with `make fuzz`.
-FUZZ_TIME  ?= 15
+FUZZ_TIME  ?= 10
 JOBS       ?= $(shell nproc)
 CMAKE_ARGS ?=
 PLANT      ?=

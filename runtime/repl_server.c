@@ -15,6 +15,7 @@
 #include <unistd.h>
 
 #include "../drivers/driver.h"
+#include "alarms.h"
 #include "command.h"
 #include "log.h"
 #include "repl_eval.h"
@@ -26,6 +27,7 @@
 #define NOTICE_WINDOW   10000             /* ms */
 #define NOTICE_MAX      10                /* notices per window and client */
 #define READ_CHUNK      65536
+#define MAX_REQUEST_OUT ((size_t)1 << 20) /* output bytes sent for one request */
 
 typedef struct conn conn_t;
 
@@ -86,7 +88,9 @@ struct dp_repl_server {
     /* Output of the request being handled goes to this client. */
     conn_t *cap;
     uint64_t cap_id;
-    bool cap_mute; /* the request reports its own outcome: its log lines are not sent */
+    size_t cap_bytes;   /* output sent for the request so far */
+    size_t cap_dropped; /* output bytes over MAX_REQUEST_OUT, not sent */
+    bool cap_mute;      /* the request reports its own outcome: its log lines are not sent */
     /* Recent log lines (any thread). */
     uv_mutex_t mu;
     ring_line_t *ring;
@@ -301,6 +305,19 @@ static void notify(dp_repl_server_t *s, const char *text)
     }
 }
 
+/* Output of the request being handled, up to MAX_REQUEST_OUT bytes: a loop
+ * that prints a million lines must not queue them all for the client. */
+static void cap_out(dp_repl_server_t *s, const char *text)
+{
+    size_t n = strlen(text) + 1;
+    if (s->cap_bytes + n > MAX_REQUEST_OUT) {
+        s->cap_dropped += n;
+        return;
+    }
+    s->cap_bytes += n;
+    send_out(s->cap, s->cap_id, text);
+}
+
 static void on_log(dp_log_level_t level, const char *twin, const char *msg, void *ud)
 {
     dp_repl_server_t *s = ud;
@@ -326,7 +343,7 @@ static void on_log(dp_log_level_t level, const char *twin, const char *msg, void
              level >= DP_LOG_WARN ? " " : "", twin ? "[" : "", twin ? twin : "", twin ? "] " : "",
              msg);
     if (s->cap != NULL && !s->cap_mute)
-        send_out(s->cap, s->cap_id, line);
+        cap_out(s, line);
     if (level >= DP_LOG_WARN)
         notify(s, line);
 }
@@ -687,7 +704,7 @@ static void cmd_drivers(conn_t *c, uint64_t id, char *args)
         size_t k = d->driver->stats(d, st, DP_ARRAY_LEN(st));
         for (size_t j = 0; j < k && j < DP_ARRAY_LEN(st); j++) {
             if (st[j].text != NULL)
-                sb_addf(&b, "\n  %-20s %s", st[j].name, st[j].text);
+                sb_addf(&b, "\n  %-20s %s", st[j].name, st[j].text[0] ? st[j].text : "-");
             else
                 sb_addf(&b, "\n  %-20s %.10g", st[j].name, st[j].value);
         }
@@ -808,6 +825,69 @@ static void cmd_shadow(conn_t *c, uint64_t id, char *args)
                  dp_guard_writes_enabled(g) ? "" : " (writes are disabled plant-wide)");
 }
 
+static void cmd_alarms(conn_t *c, uint64_t id, char *args)
+{
+    char *p = args;
+    const char *arg = next_word(&p);
+    bool all = arg != NULL && strcmp(arg, "all") == 0;
+    if (arg != NULL && !all) {
+        send_resultf(c, id, false, "usage: .alarms [all], got \"%s\"", arg);
+        return;
+    }
+    dp_alarms_t *a = dp_plant_alarms(c->s->plant);
+    int n = a != NULL ? dp_alarms_count(a) : 0;
+    dp_time_t now = dp_clock_now(dp_plant_clock(c->s->plant));
+    sbuf_t b = {0};
+    int shown = 0;
+    for (int i = 0; i < n; i++) {
+        dp_alarm_info_t in;
+        if (dp_alarms_get(a, i, &in) < 0 || (!all && in.state == DP_ALARM_NORMAL))
+            continue;
+        char when[96] = "never active";
+        if (in.since > 0) {
+            char ts[48], age[32];
+            dp_time_format(in.since, ts, sizeof ts);
+            dp_duration_format((now - in.since) / DP_US_PER_SEC * DP_US_PER_SEC, age, sizeof age);
+            snprintf(when, sizeof when, "since %s (%s ago)", ts, age);
+        }
+        sb_addf(&b, "%s%s.%s  %s%s%s%s  %s P%d  value %.6g limit %.6g  %s%s%s\n    %s",
+                shown ? "\n" : "", in.twin, in.name, dp_alarm_state_name(in.state),
+                in.shelved ? " shelved" : "", in.suppressed ? " suppressed" : "",
+                in.first_out ? " first-out" : "", dp_severity_name(in.severity), in.priority,
+                in.value, in.limit, when, in.acked_by[0] ? ", acked by " : "", in.acked_by,
+                in.message);
+        shown++;
+    }
+    if (shown == 0)
+        send_resultf(c, id, true, "(%s; %d declared)",
+                     all ? "no alarms declared" : "no alarm active or awaiting acknowledgement", n);
+    else
+        send_result(c, id, true, sb_str(&b));
+    free(b.data);
+}
+
+static void cmd_ack(conn_t *c, uint64_t id, char *args)
+{
+    char *p = args;
+    char *arg = next_word(&p);
+    char *dot = arg != NULL ? strchr(arg, '.') : NULL;
+    if (dot == NULL || dot == arg || dot[1] == '\0') {
+        send_result(c, id, false, "usage: .ack TWIN.ALARM (.alarms lists them)");
+        return;
+    }
+    *dot = '\0';
+    dp_alarms_t *a = dp_plant_alarms(c->s->plant);
+    char *err = NULL;
+    c->s->cap_mute = true;
+    int rc = a != NULL ? dp_alarms_ack(a, arg, dot + 1, "repl", &err) : DP_ENOENT;
+    c->s->cap_mute = false;
+    if (rc < 0)
+        send_resultf(c, id, false, "%s", err ? err : "no alarm list in this plant");
+    else
+        send_resultf(c, id, true, "%s.%s acknowledged", arg, dot + 1);
+    free(err);
+}
+
 static const command_t commands[] = {
     {".help", "", "this list", cmd_help},
     {".twins", "[GLOB]", "twins, their state and counters", cmd_twins},
@@ -818,6 +898,8 @@ static const command_t commands[] = {
     {".errors", "[N]", "the last N warnings and errors (default 20)", cmd_errors},
     {".log", "[N]", "the last N log lines (default 20)", cmd_log},
     {".drivers", "", "devices and their driver statistics", cmd_drivers},
+    {".alarms", "[all]", "alarms active or awaiting acknowledgement (all: every one)", cmd_alarms},
+    {".ack", "TWIN.ALARM", "acknowledge an alarm", cmd_ack},
     {".write", "TAG VALUE", "write a tag through the guard and show the outcome", cmd_write},
     {".shadow", "[on|off]", "shadow mode: commands are checked and logged, not written",
      cmd_shadow},
@@ -849,7 +931,7 @@ static void print_sink(const char *text, size_t len, void *ud)
         return;
     /* One "out" per print; the trailing newline is implied. */
     char *line = strndup(text, len > 0 && text[len - 1] == '\n' ? len - 1 : len);
-    send_out(s->cap, s->cap_id, line);
+    cap_out(s, line);
     free(line);
 }
 
@@ -876,6 +958,7 @@ static void handle_eval(conn_t *c, uint64_t id, const char *text)
         p++;
     s->cap = c;
     s->cap_id = id;
+    s->cap_bytes = s->cap_dropped = 0;
     if (*p == '.' && !isdigit((unsigned char)p[1])) {
         run_command(c, id, p);
     } else if (*p == '\0') {
@@ -890,6 +973,11 @@ static void handle_eval(conn_t *c, uint64_t id, const char *text)
             dp_repl_set_print_sink(print_sink, s);
             bool ok = dp_repl_eval(&ctx, sb, text, &out);
             dp_repl_set_print_sink(NULL, NULL);
+            if (s->cap_dropped > 0) {
+                char note[96];
+                snprintf(note, sizeof note, "(%zu more bytes of output not shown)", s->cap_dropped);
+                send_out(c, id, note);
+            }
             send_result(c, id, ok, out);
         }
         free(why);
@@ -960,6 +1048,20 @@ static void handle_complete(conn_t *c, uint64_t id, const char *line)
             } else if (strcmp(cmd, ".tags") == 0 || strcmp(cmd, ".watch") == 0 ||
                        strcmp(cmd, ".write") == 0) {
                 complete_names(c, word, false, true, &items, &n);
+            } else if (strcmp(cmd, ".ack") == 0) {
+                dp_alarms_t *a = dp_plant_alarms(c->s->plant);
+                for (int i = 0, na = a ? dp_alarms_count(a) : 0; i < na; i++) {
+                    dp_alarm_info_t in;
+                    if (dp_alarms_get(a, i, &in) < 0)
+                        continue;
+                    char full[256];
+                    snprintf(full, sizeof full, "%s.%s", in.twin, in.name);
+                    if (strncmp(full, word, strlen(word)) == 0)
+                        dp_repl_items_add(&items, &n, DP_REPL_MAX_ITEMS, full);
+                }
+            } else if (strcmp(cmd, ".alarms") == 0) {
+                if (strncmp("all", word, strlen(word)) == 0)
+                    dp_repl_items_add(&items, &n, DP_REPL_MAX_ITEMS, "all");
             } else if (strcmp(cmd, ".shadow") == 0) {
                 const char *opts[] = {"on", "off"};
                 for (size_t i = 0; i < 2; i++) {

@@ -20,7 +20,7 @@
 #include "runtime/repl_server.h"
 #include "runtime/replproto.h"
 
-#define MAX_NOTES 64
+#define MAX_NOTES 256
 
 /* What a scenario saw. */
 typedef struct {
@@ -179,8 +179,11 @@ static char *tc_req(tc_t *c, dp_repl_type_t type, const char *text, char **outs)
 {
     uint64_t id = ++c->id;
     dp_repl_msg_t m = {.type = type, .id = id, .text = (char *)text};
-    if (outs != NULL)
-        *outs = dp_xstrdup("");
+    size_t olen = 0, ocap = 64;
+    if (outs != NULL) {
+        *outs = dp_xmalloc(ocap);
+        (*outs)[0] = '\0';
+    }
     if (!tc_send(c, &m))
         return NULL;
     for (;;) {
@@ -188,9 +191,15 @@ static char *tc_req(tc_t *c, dp_repl_type_t type, const char *text, char **outs)
         if (tc_recv(c, &r) != 1)
             return NULL;
         if (r.type == DP_RM_OUT && r.id == id && outs != NULL) {
-            char *joined = dp_xasprintf("%s%s%s", *outs, (*outs)[0] ? "|" : "", r.text);
-            free(*outs);
-            *outs = joined;
+            size_t tl = strlen(r.text);
+            if (olen + tl + 2 > ocap) {
+                ocap = (olen + tl + 2) * 2;
+                *outs = dp_xrealloc(*outs, ocap);
+            }
+            if (olen > 0)
+                (*outs)[olen++] = '|';
+            memcpy(*outs + olen, r.text, tl + 1);
+            olen += tl;
         }
         if ((r.type == DP_RM_RESULT || r.type == DP_RM_ITEMS) && r.id == id) {
             char *s;
@@ -247,13 +256,18 @@ static const char *plant_lua =
     "  },\n"
     "}\n";
 
-static const char *p1_lua = "state.n = state.n or 0\n"
-                            "twin.tag(\"doubled\", { unit = \"m3/h\" })\n"
-                            "twin.on_change(\"x\", function(v)\n"
-                            "  state.n = state.n + 1\n"
-                            "  tags.doubled = v * 2\n"
-                            "end)\n"
-                            "function greet(who) return \"hello \" .. who end\n";
+static const char *p1_lua =
+    "local alarm = require 'doppel.alarm'\n"
+    "local hi = alarm.limit { name = 'x_high', high = 4, hysteresis = 0.1,\n"
+    "  on_delay = 0, off_delay = 0, severity = 'high', message = 'x above 4' }\n"
+    "state.n = state.n or 0\n"
+    "twin.tag(\"doubled\", { unit = \"m3/h\" })\n"
+    "twin.on_change(\"x\", function(v)\n"
+    "  state.n = state.n + 1\n"
+    "  hi:update(v)\n"
+    "  tags.doubled = v * 2\n"
+    "end)\n"
+    "function greet(who) return \"hello \" .. who end\n";
 
 typedef void (*scenario_fn)(world_t *w);
 
@@ -343,6 +357,13 @@ static void sc_eval(world_t *w)
     rec_eval(w, &c, "tag", "P1.x");
     rec_eval(w, &c, "tagvalue", "P1.x.value > 4 and P1.x.unit");
     rec_eval(w, &c, "print", "print('hi', 42) return 3");
+    char *outs = NULL;
+    char *r = tc_eval(&c, "for i = 1, 200000 do print(i, 'some output') end return 'done'", &outs);
+    note(w, "flood=%s", r ? r : "(connection failed)");
+    note(w, "flood.size=%s", outs && strlen(outs) < (1u << 20) + 100 ? "bounded" : "unbounded");
+    note(w, "flood.tail=%s", outs && strlen(outs) > 60 ? outs + strlen(outs) - 60 : "");
+    free(r);
+    free(outs);
     rec_eval(w, &c, "global", "y = 7");
     rec_eval(w, &c, "global2", "y * 2");
     rec_eval(w, &c, "readonly", "P1.x = 3");
@@ -379,6 +400,14 @@ static void sc_eval(world_t *w)
     rec_eval(w, &c, "reload", ".reload P1");
     rec_eval(w, &c, "reloadbad", ".reload P9");
     rec_eval(w, &c, "log", ".log 50");
+    rec_eval(w, &c, "alarms", ".alarms");
+    char *ackitems = tc_req(&c, DP_RM_COMPLETE, ".ack P1.", NULL);
+    note(w, "complete.ack=%s", ackitems ? ackitems : "(failed)");
+    free(ackitems);
+    rec_eval(w, &c, "ack", ".ack P1.x_high");
+    rec_eval(w, &c, "alarms2", ".alarms all");
+    rec_eval(w, &c, "acknone", ".ack P1.nope");
+    rec_eval(w, &c, "ackusage", ".ack x_high");
     rec_eval(w, &c, "write", ".write P1.sp 50");
     rec_eval(w, &c, "written", "P1.sp.value");
     rec_eval(w, &c, "writehigh", ".write P1.sp 500");
@@ -429,6 +458,9 @@ Test(repl_server, evaluation_printing_commands_and_completion)
     expect_note(&w, "tagvalue", "ok:\"m3/h\"");
     expect_note(&w, "print.out", "hi\t42");
     expect_note(&w, "print", "ok:3");
+    expect_note(&w, "flood", "ok:\"done\"");
+    expect_note(&w, "flood.size", "bounded");
+    expect_note(&w, "flood.tail", "more bytes of output not shown)");
     expect_note(&w, "global", "ok:@plant");
     expect_note(&w, "global2", "ok:14");
     expect_note(&w, "readonly", "error:");
@@ -462,6 +494,15 @@ Test(repl_server, evaluation_printing_commands_and_completion)
     expect_note(&w, "complete.twinapi", "items:twin.on_change,twin.on_start");
     expect_note(&w, "complete.twinglobal", "items:greet");
     expect_note(&w, "complete.method", "items:tags.x:history");
+    expect_note(&w, "alarms", "ok:P1.x_high  unacked  high P");
+    expect_note(&w, "alarms", "  since 20");
+    expect_note(&w, "alarms", "x above 4");
+    expect_note(&w, "complete.ack", "items:P1.x_high");
+    expect_note(&w, "ack", "ok:P1.x_high acknowledged");
+    expect_note(&w, "alarms2", "ok:P1.x_high  acked  high");
+    expect_note(&w, "alarms2", ", acked by repl\n    x above 4");
+    expect_note(&w, "acknone", "error:");
+    expect_note(&w, "ackusage", "error:usage: .ack TWIN.ALARM");
     expect_note(&w, "write", "ok:command #1 P1.sp := 50: done");
     cr_assert_null(seen(&w, "write.out"), "the outcome is the result, not a log line too");
     expect_note(&w, "written", "ok:50");
