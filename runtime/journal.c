@@ -1174,6 +1174,7 @@ struct dp_jreader {
     msgpack_zone zone;
     bytes_t arena;
     uint64_t skipped;
+    bool final; /* a newer segment exists: the writer is done with the open one */
 };
 
 static void reader_warn(dp_jreader_t *r, const char *fmt, ...)
@@ -1328,6 +1329,7 @@ static int open_next(dp_jreader_t *r, char **err)
         if (got == MAGIC_LEN && memcmp(magic, MAGIC, MAGIC_LEN) == 0) {
             r->fd = fd;
             r->blen = 0;
+            r->final = false;
             r->cur_first = r->segs[i].first;
             r->off = r->seek_off > MAGIC_LEN ? r->seek_off : MAGIC_LEN;
             r->seek_off = 0;
@@ -1422,6 +1424,7 @@ static void close_seg(dp_jreader_t *r)
         close(r->fd);
     r->fd = -1;
     r->blen = 0;
+    r->final = false;
 }
 
 int dp_jreader_next(dp_jreader_t *r, dp_jrec_t *rec, char **err)
@@ -1453,11 +1456,18 @@ int dp_jreader_next(dp_jreader_t *r, dp_jrec_t *rec, char **err)
         }
         /* No whole valid frame here: the end of the data, a record being
          * written, or corruption. A record in progress can only be at the
-         * end of the newest segment. */
+         * end of the newest segment. Once a newer segment exists the writer
+         * is done with this one, but what was read before may have been
+         * caught mid-write: read it again before judging it. */
+        if (!r->final && has_later(r)) {
+            r->final = true;
+            r->blen = 0;
+            continue;
+        }
         struct stat st;
         uint64_t end = fstat(r->fd, &st) == 0 ? (uint64_t)st.st_size : r->off;
         uint64_t at = fs == 0 ? end : resync(r, r->off, end);
-        if (at >= end && !has_later(r))
+        if (at >= end && !r->final)
             return 0; /* follow: the writer may complete it */
         if (at > r->off) {
             seg_name(path, sizeof path, r);
