@@ -1,6 +1,9 @@
 # Thin wrapper over CMake: `make run` and `make test` are all a user needs.
 BUILD      ?= build
 BUILD_SAN  ?= build-san
+BUILD_FUZZ ?= build-fuzz
+# Seconds per fuzz target: short in `make test`, longer with `make fuzz`.
+FUZZ_TIME  ?= 15
 JOBS       ?= $(shell nproc)
 CMAKE_ARGS ?=
 PLANT      ?=
@@ -8,7 +11,7 @@ PLANT      ?=
 C_SOURCES = $(shell find runtime drivers stdlib tests -name '*.[ch]' 2>/dev/null)
 LUA_SOURCES = $(shell find stdlib twins examples tests -name '*.lua' 2>/dev/null)
 
-.PHONY: all deps build build-san run test test-unit test-san check-format format lint bench clean
+.PHONY: all deps build build-san build-fuzz run test test-unit test-san test-fuzz fuzz check-format format lint bench clean
 
 all: build
 
@@ -26,7 +29,7 @@ build-san: deps
 run: build
 	./$(BUILD)/doppel run $(PLANT)
 
-test: check-format lint test-unit test-san
+test: check-format lint test-unit test-san test-fuzz
 	@echo "make test: all passed"
 
 test-unit: build
@@ -35,6 +38,25 @@ test-unit: build
 test-san: build-san
 	cd $(BUILD_SAN) && ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 \
 		UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 ctest --output-on-failure -j $(JOBS)
+
+build-fuzz: deps
+	@CC=clang cmake -S . -B $(BUILD_FUZZ) -DCMAKE_BUILD_TYPE=Debug -DDP_FUZZ=ON -DDP_TESTS=OFF >/dev/null
+	@cmake --build $(BUILD_FUZZ) -j $(JOBS) --target fuzz
+
+# Each target runs FUZZ_TIME seconds from its seed corpus (tests/fuzz/corpus/NAME)
+# plus what earlier runs found (BUILD_FUZZ/corpus/NAME).
+test-fuzz: build-fuzz
+	@for src in tests/fuzz/fuzz_*.c; do n=$$(basename $$src .c); \
+		mkdir -p $(BUILD_FUZZ)/corpus/$$n $(BUILD_FUZZ)/logs tests/fuzz/corpus/$$n; \
+		echo "== $$n ($(FUZZ_TIME) s)"; \
+		$(BUILD_FUZZ)/$$n -max_total_time=$(FUZZ_TIME) -print_final_stats=0 \
+			$(BUILD_FUZZ)/corpus/$$n tests/fuzz/corpus/$$n 2>$(BUILD_FUZZ)/logs/$$n.log \
+			|| { tail -40 $(BUILD_FUZZ)/logs/$$n.log; exit 1; }; \
+		grep -E "^#[0-9]+.*DONE" $(BUILD_FUZZ)/logs/$$n.log | tail -1; \
+	done
+
+fuzz:
+	@$(MAKE) --no-print-directory test-fuzz FUZZ_TIME=600
 
 check-format: deps
 	@clang-format --dry-run --Werror $(C_SOURCES)
@@ -50,4 +72,4 @@ bench: build
 	@for b in $(BUILD)/bench_*; do echo "== $$b"; ./$$b || exit 1; done
 
 clean:
-	rm -rf $(BUILD) $(BUILD_SAN)
+	rm -rf $(BUILD) $(BUILD_SAN) $(BUILD_FUZZ)

@@ -53,6 +53,10 @@ struct dp_driver {
     /* `point` is the parsed point settings; the driver keeps the pointer (it
      * is freed by the host after close()). */
     int (*add_point)(dp_device_t *dev, int tag, void *point, char **err);
+    /* Optional: called once every twin has loaded (all tags exist), before
+     * start() and in `doppel check` too; resolves tag names the device's
+     * settings refer to. */
+    int (*bind)(dp_device_t *dev, char **err);
     int (*start)(dp_device_t *dev, char **err);
     void (*stop)(dp_device_t *dev);
     void (*close)(dp_device_t *dev);

@@ -2,12 +2,15 @@
 
 #include <string.h>
 
+#include "modbus/modbus.h"
 #include "sim/sim.h"
 
 /* Every driver built into doppel, in the order they are listed and
  * documented. A new driver adds its vtable here. */
 static const dp_driver_t *const drivers[] = {
     &dp_sim_driver,
+    &dp_modbus_driver,
+    &dp_modbus_server_driver,
     NULL,
 };
 

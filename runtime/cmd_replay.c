@@ -11,6 +11,7 @@
  * wall clock, so the same plant and input give byte-identical output. */
 #include "cmd_replay.h"
 
+#include <dirent.h>
 #include <errno.h>
 #include <math.h>
 #include <msgpack.h>
@@ -18,11 +19,13 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/resource.h>
+#include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 #include <uv.h>
 
 #include "clock.h"
+#include "journal.h"
 #include "log.h"
 #include "plant.h"
 #include "recording.h"
@@ -43,22 +46,47 @@ typedef struct {
     msgpack_sbuffer sbuf;
     msgpack_packer pk;
     int io_error;
+    dp_time_t ts_sec; /* the second whose "YYYY-MM-DDTHH:MM:SS" is in ts_text */
+    char ts_text[32];
 } replay_t;
 
 /* ---- output ----------------------------------------------------------- */
 
-/* The shortest decimal form that reads back as the same double. */
+/* %.15g when that reads back as the same double (most values), else %.17g,
+ * which always does: exact, and the same text on every run. */
 static void format_number(double d, char *buf, size_t size)
 {
     if (d == floor(d) && fabs(d) < 1e15) {
-        snprintf(buf, size, "%.0f", d);
+        snprintf(buf, size, "%lld", (long long)d);
         return;
     }
-    for (int prec = 15; prec <= 17; prec++) {
-        snprintf(buf, size, "%.*g", prec, d);
-        if (strtod(buf, NULL) == d)
-            return;
+    snprintf(buf, size, "%.15g", d);
+    double back;
+    if (!dp__parse_decimal(buf, &back))
+        back = strtod(buf, NULL);
+    if (back != d)
+        snprintf(buf, size, "%.17g", d);
+}
+
+/* ISO 8601 UTC with milliseconds, or microseconds when the time has them;
+ * the date and time of day are formatted once per second. */
+static const char *format_ts(replay_t *r, dp_time_t ts)
+{
+    dp_time_t us = ((ts % DP_US_PER_SEC) + DP_US_PER_SEC) % DP_US_PER_SEC;
+    dp_time_t sec = ts - us;
+    if (sec != r->ts_sec || r->ts_text[0] == '\0') {
+        dp_time_format(sec, r->ts_text, sizeof r->ts_text);
+        r->ts_sec = sec;
     }
+    /* ts_text is "YYYY-MM-DDTHH:MM:SS.000Z": rewrite the fraction. */
+    char *frac = strchr(r->ts_text, '.');
+    if (frac == NULL)
+        return r->ts_text;
+    if (us % 1000 == 0)
+        snprintf(frac, 6, ".%03dZ", (int)(us / 1000));
+    else
+        snprintf(frac, 9, ".%06dZ", (int)us);
+    return r->ts_text;
 }
 
 static void csv_field(FILE *f, const char *s)
@@ -143,10 +171,8 @@ static void emit(replay_t *r, dp_time_t ts, const char *type, const char *twin, 
 {
     r->st->records++;
     if (r->o->format == DP_REPLAY_CSV) {
-        char t[40];
-        dp_time_format(ts, t, sizeof t);
         FILE *f = r->out;
-        fputs(t, f);
+        fputs(format_ts(r, ts), f);
         fputc(',', f);
         fputs(type, f);
         fputc(',', f);
@@ -255,6 +281,18 @@ static void on_event(const dp_event_t *ev, void *ud)
     emit(r, ev->ts, "event", ev->twin, ev->kind, NULL, ev->text, ev->payload, ev->payload_len);
 }
 
+static void on_command(const dp_cmd_t *cmd, void *ud)
+{
+    replay_t *r = ud;
+    char detail[512];
+    const char *reason = cmd->reason != NULL ? cmd->reason : "";
+    snprintf(detail, sizeof detail, "%s%s%s", dp_cmd_outcome_name(cmd->outcome),
+             reason[0] ? ": " : "", reason);
+    r->st->commands++;
+    emit(r, cmd->done_ts ? cmd->done_ts : cmd->ts, "command", cmd->origin, cmd->tag, &cmd->value,
+         detail, NULL, 0);
+}
+
 /* ---- progress ---------------------------------------------------------- */
 
 static void human(double n, char *buf, size_t size)
@@ -267,14 +305,10 @@ static void human(double n, char *buf, size_t size)
         snprintf(buf, size, "%.0f", n);
 }
 
-static void progress(const dp_replay_opts_t *o, dp_recording_t *rec, uint64_t samples, uint64_t t0,
+static void progress(const dp_replay_opts_t *o, double frac, uint64_t samples, uint64_t t0,
                      bool final)
 {
     double secs = (double)(uv_hrtime() - t0) / 1e9;
-    uint64_t size = dp_recording_size(rec);
-    double frac = size > 0 ? (double)dp_recording_offset(rec) / (double)size : 1;
-    if (final)
-        frac = 1;
     double rate = secs > 0 ? (double)samples / secs : 0;
     double eta = frac > 0 && !final ? secs * (1 - frac) / frac : 0;
     char n[32], rs[32];
@@ -310,67 +344,286 @@ static void pace(const dp_replay_opts_t *o, dp_time_t start, dp_time_t ts, uint6
 
 /* ---- the replay -------------------------------------------------------- */
 
+/* ---- input: a CSV recording or a journal ---------------------------------- */
+
+typedef struct {
+    uint64_t first_seq;
+    uint64_t size;
+} seg_t;
+
+typedef struct {
+    const char *path;
+    dp_recording_t *csv;
+    dp_jreader_t *jr;
+    char *jdir;
+    seg_t *segs;
+    int nsegs;
+    uint64_t total_bytes;
+    int *handles; /* CSV keys -> store handles; -1 unknown yet, SKIP derived */
+    int nhandles;
+    uint64_t derived_skipped, unknown_skipped, jwarnings;
+    char first_derived[256], first_unknown[256];
+} source_t;
+
+/* One input sample, before it is matched with the plant's tags. */
+typedef struct {
+    dp_time_t ts;
+    int key;          /* CSV: the recording's key; journal: -1 */
+    const char *name; /* journal: the tag's name (borrowed) */
+    dp_value_t v;     /* DP_NIL: only the quality changed (journal) */
+    int quality;
+    bool derived; /* the journal says a twin wrote it */
+    int line, col;
+} in_t;
+
+#define SKIP INT32_MIN
+
+static int cmp_seg(const void *a, const void *b)
+{
+    const seg_t *x = a, *y = b;
+    return x->first_seq < y->first_seq ? -1 : x->first_seq > y->first_seq;
+}
+
+static void on_jwarn(const char *msg, void *ud)
+{
+    source_t *src = ud;
+    src->jwarnings++;
+    dp_log_warn(NULL, "replay: %s", msg);
+}
+
+/* A journal directory, or a data dir holding one in journal/. */
+static int open_journal(source_t *src, const char *dir, char **err)
+{
+    char *sub = dp_xasprintf("%s/journal", dir);
+    struct stat st;
+    src->jdir = stat(sub, &st) == 0 && S_ISDIR(st.st_mode) ? sub : (free(sub), dp_xstrdup(dir));
+    DIR *d = opendir(src->jdir);
+    if (d == NULL)
+        return dp_fail(err, DP_EIO, "%s: %s", src->jdir, strerror(errno));
+    struct dirent *e;
+    while ((e = readdir(d)) != NULL) {
+        size_t n = strlen(e->d_name);
+        if (n < 5 || strcmp(e->d_name + n - 4, ".seg") != 0)
+            continue;
+        char *path = dp_xasprintf("%s/%s", src->jdir, e->d_name);
+        if (stat(path, &st) == 0) {
+            src->segs = dp_xrealloc(src->segs, sizeof *src->segs * (size_t)(src->nsegs + 1));
+            src->segs[src->nsegs++] = (seg_t){strtoull(e->d_name, NULL, 10), (uint64_t)st.st_size};
+            src->total_bytes += (uint64_t)st.st_size;
+        }
+        free(path);
+    }
+    closedir(d);
+    if (src->nsegs == 0)
+        return dp_fail(err, DP_ENOENT,
+                       "%s: not a CSV recording and no journal segments (*.seg) in it or in "
+                       "its journal/ folder",
+                       dir);
+    qsort(src->segs, (size_t)src->nsegs, sizeof *src->segs, cmp_seg);
+    src->jr = dp_jreader_open(src->jdir, NULL, on_jwarn, src, err);
+    return src->jr != NULL ? 0 : DP_EIO;
+}
+
+static int source_open(source_t *src, const char *path, char **err)
+{
+    memset(src, 0, sizeof *src);
+    src->path = path;
+    struct stat st;
+    if (stat(path, &st) == 0 && S_ISDIR(st.st_mode))
+        return open_journal(src, path, err);
+    src->csv = dp_recording_open(path, err);
+    return src->csv != NULL ? 0 : DP_EINVAL;
+}
+
+static void source_close(source_t *src)
+{
+    dp_recording_free(src->csv);
+    dp_jreader_free(src->jr);
+    free(src->jdir);
+    free(src->segs);
+    free(src->handles);
+}
+
+/* The next sample: 1, 0 at the end, <0 with *err. Journal events and commands
+ * are skipped: the twins raise them again. */
+static int source_next(source_t *src, in_t *in, char **err)
+{
+    if (src->csv != NULL) {
+        dp_rec_sample_t s;
+        int rc = dp_recording_next(src->csv, &s, err);
+        if (rc <= 0)
+            return rc;
+        *in = (in_t){.ts = s.ts,
+                     .key = s.key,
+                     .name = dp_recording_key_name(src->csv, s.key),
+                     .v = s.v,
+                     .quality = s.quality,
+                     .line = s.line,
+                     .col = s.col};
+        return 1;
+    }
+    for (;;) {
+        dp_jrec_t rec;
+        int rc = dp_jreader_next(src->jr, &rec, err);
+        if (rc <= 0)
+            return rc;
+        if (rec.type != DP_JREC_SAMPLE || rec.tag == NULL)
+            continue;
+        *in = (in_t){.ts = rec.ts,
+                     .key = -1,
+                     .name = rec.tag,
+                     .v = rec.value,
+                     .quality = rec.quality,
+                     .derived = (rec.flags & DP_JSAMPLE_DERIVED) != 0};
+        return 1;
+    }
+}
+
+/* The store handle for a sample: >= 0, SKIP (derived, or unknown in a
+ * journal), or <0 with *err (unknown in a CSV recording). */
+static int source_resolve(source_t *src, dp_store_t *store, const char *plant, const in_t *in,
+                          char **err)
+{
+    int h;
+    if (src->csv != NULL) {
+        while (in->key >= src->nhandles) {
+            int n = src->nhandles ? src->nhandles * 2 : 64;
+            src->handles = dp_xrealloc(src->handles, sizeof *src->handles * (size_t)n);
+            for (int i = src->nhandles; i < n; i++)
+                src->handles[i] = -1;
+            src->nhandles = n;
+        }
+        h = src->handles[in->key];
+        if (h != -1)
+            goto found;
+        h = dp_store_find(store, in->name);
+        if (h < 0)
+            return dp_fail(
+                err, DP_ENOENT, "%s:%d:%d: no tag \"%s\" in plant %s", src->path, in->line,
+                dp_recording_wide(src->csv) ? dp_recording_key_col(src->csv, in->key) : in->col,
+                in->name, plant);
+    } else {
+        h = dp_store_find(store, in->name);
+        if (h < 0) {
+            /* A journal of an older version of the plant: tags it no longer has. */
+            if (src->unknown_skipped++ == 0)
+                snprintf(src->first_unknown, sizeof src->first_unknown, "%s", in->name);
+            return SKIP;
+        }
+    }
+    /* Derived tags are the twins' to compute: a recording of them (a journal
+     * of a live run) is not fed back. */
+    if (in->derived || (dp_store_get(store, h)->flags & DP_TAG_DERIVED)) {
+        if (src->first_derived[0] == '\0')
+            snprintf(src->first_derived, sizeof src->first_derived, "%s", in->name);
+        h = SKIP;
+    }
+    if (src->csv != NULL)
+        src->handles[in->key] = h;
+found:
+    if (h == SKIP)
+        src->derived_skipped++;
+    return h;
+}
+
+/* Fraction of the input read so far. */
+static double source_progress(const source_t *src)
+{
+    if (src->csv != NULL) {
+        uint64_t size = dp_recording_size(src->csv);
+        return size > 0 ? (double)dp_recording_offset(src->csv) / (double)size : 1;
+    }
+    dp_jpos_t pos = dp_jreader_pos(src->jr);
+    uint64_t done = 0;
+    for (int i = 0; i < src->nsegs && src->segs[i].first_seq < pos.segment; i++)
+        done += src->segs[i].size;
+    done += pos.offset;
+    return src->total_bytes > 0 ? (double)done / (double)src->total_bytes : 1;
+}
+
+/* ---- the replay -------------------------------------------------------- */
+
 int dp_replay_run(const dp_replay_opts_t *o, dp_replay_stats_t *st, char **err)
 {
     memset(st, 0, sizeof *st);
-    dp_recording_t *rec = dp_recording_open(o->input, err);
-    if (rec == NULL)
-        return DP_EINVAL;
+    source_t src;
     replay_t r = {.o = o, .st = st};
-    int rc = 0;
-    int *handles = NULL;
-    int nhandles = 0;
-    uint64_t derived_skipped = 0;
-    char first_derived[256] = "";
+    int rc = source_open(&src, o->input, err);
+    if (rc < 0)
+        goto out;
 
     /* The first sample in range sets the start of virtual time. */
-    dp_rec_sample_t s;
+    in_t s;
     int got;
-    while ((got = dp_recording_next(rec, &s, err)) > 0 && o->has_from && s.ts < o->from)
+    while ((got = source_next(&src, &s, err)) > 0 && o->has_from && s.ts < o->from)
         st->skipped++;
     if (got < 0) {
-        rc = DP_EINVAL;
+        rc = got;
         goto out;
     }
     dp_time_t start = o->has_from ? o->from : got > 0 ? s.ts : 0;
     if (got == 0 && !o->has_from) {
-        rc = dp_fail(err, DP_EINVAL, "%s: no samples in the recording", o->input);
+        rc = dp_fail(err, DP_EINVAL, "%s: no samples in the %s", o->input,
+                     src.csv != NULL ? "recording" : "journal");
         goto out;
     }
     st->start = st->end = start;
 
-    dp_plant_opts_t po = {.path = o->plant, .start = start};
+    /* Until the plant is open, output goes to memory: on_start may raise
+     * events and commands, and a plant that fails to open leaves no file. */
+    char *early = NULL;
+    size_t early_len = 0;
+    r.out = open_memstream(&early, &early_len);
+    msgpack_sbuffer_init(&r.sbuf);
+    msgpack_packer_init(&r.pk, &r.sbuf, msgpack_sbuffer_write);
+    if (o->format == DP_REPLAY_CSV)
+        fputs("timestamp,type,twin,name,value,detail\n", r.out);
+    /* Shadow mode: commands are judged by the guard and written out, never
+     * sent to a device. */
+    dp_plant_opts_t po = {.path = o->plant,
+                          .start = start,
+                          .dry_run = true,
+                          .on_event = on_event,
+                          .event_ud = &r,
+                          .on_command = on_command,
+                          .command_ud = &r};
     r.plant = dp_plant_open(&po, err);
+    fclose(r.out);
+    r.out = NULL;
     if (r.plant == NULL) {
+        free(early);
         rc = DP_EINVAL;
         goto out;
     }
     r.store = dp_plant_store(r.plant);
     dp_log_set_clock(dp_plant_clock(r.plant));
-    if (o->out != NULL) {
-        r.out = fopen(o->out, "wb");
-        if (r.out == NULL) {
-            rc = dp_fail(err, DP_EIO, "--out %s: %s", o->out, strerror(errno));
-            goto out;
-        }
-    } else {
-        r.out = stdout;
+    r.out = o->out != NULL ? fopen(o->out, "wb") : stdout;
+    if (r.out == NULL) {
+        free(early);
+        rc = dp_fail(err, DP_EIO, "--out %s: %s", o->out, strerror(errno));
+        goto out;
     }
     setvbuf(r.out, NULL, _IOFBF, 1 << 16);
-    msgpack_sbuffer_init(&r.sbuf);
-    msgpack_packer_init(&r.pk, &r.sbuf, msgpack_sbuffer_write);
-    if (o->format == DP_REPLAY_CSV)
-        fputs("timestamp,type,twin,name,value,detail\n", r.out);
+    if (early_len > 0 && fwrite(early, 1, early_len, r.out) != early_len)
+        r.io_error = DP_EIO;
+    free(early);
+    /* The derived tags' values after on_start, then every change. */
     r.sub = dp_store_sub_new(r.store, on_changes, &r);
+    for (int i = 0; i < dp_store_count(r.store); i++) {
+        const dp_tag_t *t = dp_store_get(r.store, i);
+        if ((t->flags & DP_TAG_DERIVED) && t->v.type != DP_NIL) {
+            dp_change_t ch = {.tag = i, .v = t->v, .ts = t->ts, .quality = t->quality};
+            on_changes(r.sub, &ch, 1, &r);
+        }
+    }
     watch_derived(&r);
-    dp_plant_on_event(r.plant, on_event, &r);
 
     /* Wide files name their tags up front: check them all before running. */
-    if (dp_recording_wide(rec)) {
-        for (int k = 0; k < dp_recording_keys(rec); k++) {
-            if (dp_store_find(r.store, dp_recording_key_name(rec, k)) < 0) {
+    if (src.csv != NULL && dp_recording_wide(src.csv)) {
+        for (int k = 0; k < dp_recording_keys(src.csv); k++) {
+            if (dp_store_find(r.store, dp_recording_key_name(src.csv, k)) < 0) {
                 rc = dp_fail(err, DP_ENOENT, "%s:%d:%d: no tag \"%s\" in plant %s", o->input, 1,
-                             dp_recording_key_col(rec, k), dp_recording_key_name(rec, k),
+                             dp_recording_key_col(src.csv, k), dp_recording_key_name(src.csv, k),
                              dp_plant_name(r.plant));
                 goto out;
             }
@@ -381,41 +634,19 @@ int dp_replay_run(const dp_replay_opts_t *o, dp_replay_stats_t *st, char **err)
     dp_time_t last = start;
     size_t batch = 0;
     dp_clock_t *clock = dp_plant_clock(r.plant);
-    for (; got > 0; got = dp_recording_next(rec, &s, err)) {
+    for (; got > 0; got = source_next(&src, &s, err)) {
         if (o->has_to && s.ts > o->to) {
             st->skipped++;
             continue;
         }
-        while (s.key >= nhandles) {
-            int n = nhandles ? nhandles * 2 : 64;
-            handles = dp_xrealloc(handles, sizeof *handles * (size_t)n);
-            for (int i = nhandles; i < n; i++)
-                handles[i] = -1;
-            nhandles = n;
-        }
-        int h = handles[s.key];
-        if (h < 0) {
-            h = dp_store_find(r.store, dp_recording_key_name(rec, s.key));
-            if (h < 0) {
-                rc =
-                    dp_fail(err, DP_ENOENT, "%s:%d:%d: no tag \"%s\" in plant %s", o->input, s.line,
-                            s.col, dp_recording_key_name(rec, s.key), dp_plant_name(r.plant));
-                goto out;
-            }
-            /* Derived tags are the twins' to compute: a recording of them (a
-             * journal of a live run) is not fed back. */
-            if (dp_store_get(r.store, h)->flags & DP_TAG_DERIVED) {
-                if (first_derived[0] == '\0')
-                    snprintf(first_derived, sizeof first_derived, "%s",
-                             dp_recording_key_name(rec, s.key));
-                h = DP_TAG_DERIVED << 30; /* marks "skip" */
-            }
-            handles[s.key] = h;
-        }
-        if (h == (int)(DP_TAG_DERIVED << 30)) {
-            derived_skipped++;
+        int h = source_resolve(&src, r.store, dp_plant_name(r.plant), &s, err);
+        if (h == SKIP) {
             st->skipped++;
             continue;
+        }
+        if (h < 0) {
+            rc = h;
+            goto out;
         }
         if (s.ts != last || batch >= MAX_BATCH) {
             if (o->speed > 0)
@@ -428,14 +659,17 @@ int dp_replay_run(const dp_replay_opts_t *o, dp_replay_stats_t *st, char **err)
             last = s.ts;
             batch = 0;
         }
-        dp_store_write(r.store, h, &s.v, s.ts, s.quality);
+        if (s.v.type == DP_NIL)
+            dp_store_set_quality(r.store, h, s.quality);
+        else
+            dp_store_write(r.store, h, &s.v, s.ts, s.quality);
         batch++;
         st->samples++;
         if (o->progress && (st->samples & 4095) == 0) {
             uint64_t now = uv_hrtime();
             uint64_t every = o->progress == 2 ? 100000000u : 5000000000u;
             if (now - last_progress >= every) {
-                progress(o, rec, st->samples, t0, false);
+                progress(o, source_progress(&src), st->samples, t0, false);
                 last_progress = now;
             }
         }
@@ -443,7 +677,7 @@ int dp_replay_run(const dp_replay_opts_t *o, dp_replay_stats_t *st, char **err)
             break;
     }
     if (got < 0) {
-        rc = DP_EINVAL;
+        rc = got;
         goto out;
     }
     dp_time_t end = o->has_to ? o->to : last;
@@ -454,11 +688,14 @@ int dp_replay_run(const dp_replay_opts_t *o, dp_replay_stats_t *st, char **err)
     st->end = end;
     st->wall_s = (double)(uv_hrtime() - t0) / 1e9;
     if (o->progress)
-        progress(o, rec, st->samples, t0, true);
-    if (derived_skipped > 0)
+        progress(o, 1, st->samples, t0, true);
+    if (src.derived_skipped > 0)
         dp_log_warn(NULL,
                     "skipped %llu samples of derived tags (first: %s): the twins compute them",
-                    (unsigned long long)derived_skipped, first_derived);
+                    (unsigned long long)src.derived_skipped, src.first_derived);
+    if (src.unknown_skipped > 0)
+        dp_log_warn(NULL, "skipped %llu samples of tags the plant does not have (first: %s)",
+                    (unsigned long long)src.unknown_skipped, src.first_unknown);
 out:
     if (r.out != NULL) {
         if (r.sbuf.size > 0 && fwrite(r.sbuf.data, 1, r.sbuf.size, r.out) != r.sbuf.size &&
@@ -479,8 +716,7 @@ out:
         dp_log_set_clock(NULL);
         dp_plant_free(r.plant);
     }
-    free(handles);
-    dp_recording_free(rec);
+    source_close(&src);
     return rc;
 }
 

@@ -1,6 +1,7 @@
 /* `doppel replay PLANT --input RECORDING`: runs a plant's twins over a
  * recording in virtual time and writes what they derive (derived tag changes,
- * alarms, events, commands) as CSV or msgpack. docs/replay.md describes the
+ * alarms, events, commands) as CSV or msgpack. The input is a CSV recording
+ * (recording.h) or a journal (journal.h). docs/replay.md describes the
  * formats; the output is byte-identical for the same plant and input. */
 #ifndef DP_CMD_REPLAY_H
 #define DP_CMD_REPLAY_H
@@ -14,7 +15,7 @@ typedef enum { DP_REPLAY_CSV = 0, DP_REPLAY_MSGPACK } dp_replay_format_t;
 
 typedef struct {
     const char *plant; /* plant file */
-    const char *input; /* CSV recording */
+    const char *input; /* CSV recording, or a journal folder (or a data dir with journal/) */
     double speed;      /* 0: as fast as possible; N: N times real time */
     bool has_from, has_to;
     dp_time_t from, to;

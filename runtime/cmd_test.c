@@ -46,6 +46,13 @@ typedef struct {
 } tevent_t;
 
 typedef struct {
+    dp_time_t ts, done_ts;
+    char *tag, *origin, *reason;
+    const char *outcome;
+    dp_value_t value; /* a string value is owned */
+} tcmd_t;
+
+typedef struct {
     const char *file; /* the test file, as shown */
     char *dir;        /* its folder: plants, scripts and recordings are found there */
     dp_time_t start;
@@ -53,6 +60,8 @@ typedef struct {
     dp_plant_t *plant;
     tevent_t *events;
     size_t nevents, capevents;
+    tcmd_t *cmds;
+    size_t ncmds, capcmds;
     char errors[1024]; /* the first error lines logged during the case */
 } tcase_t;
 
@@ -120,6 +129,25 @@ static void on_event(const dp_event_t *ev, void *ud)
     }
 }
 
+static void on_command(const dp_cmd_t *cmd, void *ud)
+{
+    tcase_t *c = ud;
+    if (c->ncmds == c->capcmds) {
+        c->capcmds = c->capcmds ? c->capcmds * 2 : 16;
+        c->cmds = dp_xrealloc(c->cmds, sizeof *c->cmds * c->capcmds);
+    }
+    tcmd_t *k = &c->cmds[c->ncmds++];
+    k->ts = cmd->ts;
+    k->done_ts = cmd->done_ts;
+    k->tag = dp_xstrdup(cmd->tag);
+    k->origin = dp_xstrdup(cmd->origin ? cmd->origin : "");
+    k->reason = dp_xstrdup(cmd->reason ? cmd->reason : "");
+    k->outcome = dp_cmd_outcome_name(cmd->outcome);
+    k->value = cmd->value;
+    if (cmd->value.type == DP_STR)
+        k->value.u.s = dp_xstrdup(cmd->value.u.s);
+}
+
 /* Keeps the first error lines logged during a case, to show with its failure. */
 static void on_log(dp_log_level_t level, const char *twin, const char *msg, void *ud)
 {
@@ -144,6 +172,14 @@ static void case_free(tcase_t *c)
         free(c->events[i].payload);
     }
     free(c->events);
+    for (size_t i = 0; i < c->ncmds; i++) {
+        free(c->cmds[i].tag);
+        free(c->cmds[i].origin);
+        free(c->cmds[i].reason);
+        if (c->cmds[i].value.type == DP_STR)
+            free(c->cmds[i].value.u.s);
+    }
+    free(c->cmds);
     free(c->dir);
     dp_clock_free(c->sb_clock);
 }
@@ -266,9 +302,24 @@ static int h_open_plant(lua_State *L)
     } else {
         path = resolve(c, luaL_checkstring(L, 2));
     }
-    dp_plant_opts_t po = {.path = path, .start = c->start, .source = source, .source_len = srclen};
+    /* Shadow mode: commands are judged by the guard and recorded for
+     * t:commands(), never written to a device or the store. */
+    dp_plant_opts_t po = {.path = path,
+                          .start = c->start,
+                          .source = source,
+                          .source_len = srclen,
+                          .dry_run = true,
+                          .on_event = on_event,
+                          .event_ud = c,
+                          .on_command = on_command,
+                          .command_ud = c};
     char *err = NULL;
+    /* Quiet runs do not need "shadow mode on" once per case. */
+    dp_log_level_t level = dp_log_get_level();
+    if (level == DP_LOG_WARN)
+        dp_log_set_level(DP_LOG_ERROR);
     c->plant = dp_plant_open(&po, &err);
+    dp_log_set_level(level);
     if (c->plant == NULL) {
         fail(L, "%s", err ? err : "cannot open the plant");
         free(err);
@@ -277,7 +328,6 @@ static int h_open_plant(lua_State *L)
     }
     free(path);
     dp_log_set_clock(dp_plant_clock(c->plant));
-    dp_plant_on_event(c->plant, on_event, c);
     if (dp_plant_start(c->plant, &err) < 0) {
         fail(L, "%s", err);
         free(err);
@@ -449,11 +499,26 @@ static int h_events(lua_State *L)
 
 static int h_commands(lua_State *L)
 {
-    check_case(L);
-    /* No command path reaches a device or the store yet (the guard is not
-     * wired into twins); the list is empty until it is. */
+    tcase_t *c = check_case(L);
     lua_pushboolean(L, 1);
-    lua_newtable(L);
+    lua_createtable(L, (int)c->ncmds, 0);
+    for (size_t i = 0; i < c->ncmds; i++) {
+        const tcmd_t *k = &c->cmds[i];
+        lua_createtable(L, 0, 7);
+        lua_pushstring(L, k->tag);
+        lua_setfield(L, -2, "tag");
+        push_value(L, &k->value);
+        lua_setfield(L, -2, "value");
+        lua_pushstring(L, k->origin);
+        lua_setfield(L, -2, "origin");
+        lua_pushstring(L, k->outcome);
+        lua_setfield(L, -2, "outcome");
+        lua_pushstring(L, k->reason);
+        lua_setfield(L, -2, "reason");
+        lua_pushnumber(L, (double)k->ts / 1e6);
+        lua_setfield(L, -2, "ts");
+        lua_rawseti(L, -2, (lua_Integer)i + 1);
+    }
     return 2;
 }
 

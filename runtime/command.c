@@ -50,6 +50,7 @@ struct dp_guard {
     int ntags;
     bool writes;
     bool shadow;
+    bool dry_run;
     uint64_t next_id;
     pending_t **pending;
     size_t npending, cpending;
@@ -166,6 +167,16 @@ void dp_guard_set_shadow(dp_guard_t *g, bool shadow, const char *who)
 bool dp_guard_shadow(const dp_guard_t *g)
 {
     return g->shadow;
+}
+
+void dp_guard_set_dry_run(dp_guard_t *g, bool dry_run)
+{
+    g->dry_run = dry_run;
+}
+
+bool dp_guard_dry_run(const dp_guard_t *g)
+{
+    return g->dry_run;
 }
 
 void dp_guard_on_command(dp_guard_t *g, dp_cmd_cb cb, void *ud)
@@ -334,6 +345,10 @@ uint64_t dp_guard_submit(dp_guard_t *g, const char *origin, const char *tag, con
     gtag_t *t = gtag(g, p->cmd.tag_id);
     if (g->shadow) {
         finish(g, p, DP_CMD_SHADOW, "shadow mode, nothing was written");
+        return id;
+    }
+    if (g->dry_run && t->fn != NULL) {
+        finish(g, p, DP_CMD_SHADOW, "dry run: not sent to the device");
         return id;
     }
     if (p->cmd.value.type == DP_NUM) {

@@ -87,6 +87,12 @@ void dp_guard_enable_writes(dp_guard_t *g, bool enabled, const char *who);
 bool dp_guard_writes_enabled(const dp_guard_t *g);
 void dp_guard_set_shadow(dp_guard_t *g, bool shadow, const char *who);
 bool dp_guard_shadow(const dp_guard_t *g);
+/* Dry run (replay, twin tests, recovery): commands are judged as usual;
+ * those to tags with a writer (a device) end as shadow ("dry run: not sent
+ * to the device"), those to writable tags without a device are written to
+ * the store, so a twin sees its own setpoints as it would live. */
+void dp_guard_set_dry_run(dp_guard_t *g, bool dry_run);
+bool dp_guard_dry_run(const dp_guard_t *g);
 
 /* Loop thread. Submits a command to `tag` (a full name). `cb` (may be NULL)
  * gets the outcome; in every case other than PENDING it is called before

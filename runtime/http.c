@@ -645,12 +645,23 @@ static void open_stream(dp__http_call_t *c)
     stream_flush(s);
 }
 
+void dp__jb_time(dp_jbuf_t *b, int64_t ts)
+{
+    if (ts == 0) {
+        dp_jb_puts(b, "null");
+        return;
+    }
+    char t[40];
+    dp_time_format(ts, t, sizeof t);
+    dp_jb_str(b, t);
+}
+
 /* ---- rings -------------------------------------------------------------- */
 
 void dp__http_event_json(dp_jbuf_t *b, const dp__http_event_t *e)
 {
     dp_jb_puts(b, "{\"ts\":");
-    dp_jb_time(b, e->ts);
+    dp__jb_time(b, e->ts);
     dp_jb_puts(b, ",\"twin\":");
     dp_jb_str(b, e->twin);
     dp_jb_puts(b, ",\"kind\":");
@@ -681,9 +692,9 @@ void dp__http_record_event(dp_http_t *h, const dp_event_t *ev)
 void dp__http_cmd_json(dp_jbuf_t *b, const dp__http_cmd_t *c)
 {
     dp_jb_printf(b, "{\"id\":%llu,\"ts\":", (unsigned long long)c->id);
-    dp_jb_time(b, c->ts);
+    dp__jb_time(b, c->ts);
     dp_jb_puts(b, ",\"done_ts\":");
-    dp_jb_time(b, c->done_ts);
+    dp__jb_time(b, c->done_ts);
     dp_jb_puts(b, ",\"origin\":");
     dp_jb_str(b, c->origin);
     dp_jb_puts(b, ",\"tag\":");

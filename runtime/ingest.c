@@ -14,6 +14,7 @@
 typedef struct {
     dp_value_t v; /* owned copy for DP_STR */
     dp_time_t ts;
+    const char *reason; /* static; NULL: none */
     int tag;
     uint8_t quality;
 } rec_t;
@@ -112,9 +113,15 @@ static bool valid_quality(int quality)
 
 int dp_ingest_push(dp_ingest_t *in, int tag, const dp_value_t *v, dp_time_t ts, int quality)
 {
+    return dp_ingest_push_reason(in, tag, v, ts, quality, NULL);
+}
+
+int dp_ingest_push_reason(dp_ingest_t *in, int tag, const dp_value_t *v, dp_time_t ts, int quality,
+                          const char *reason)
+{
     if (in == NULL || !valid_quality(quality))
         return DP_EINVAL;
-    rec_t rec = {.ts = ts, .tag = tag, .quality = (uint8_t)quality};
+    rec_t rec = {.ts = ts, .tag = tag, .quality = (uint8_t)quality, .reason = reason};
     if (v != NULL && v->type != DP_NIL) {
         /* Refuse here what the store would refuse, so the producer hears
          * about it instead of the sample vanishing on the loop thread. */
@@ -180,6 +187,8 @@ size_t dp_ingest_drain(dp_ingest_t *in)
             if (r->v.type == DP_STR)
                 free(r->v.u.s);
         }
+        if (r->reason != NULL)
+            dp_store_set_reason(in->store, r->tag, r->reason);
     }
     in->spare = recs;
     in->spare_cap = cap;

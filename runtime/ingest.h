@@ -24,6 +24,10 @@ void dp_ingest_free(dp_ingest_t *in);
 /* Any thread. Copies v (strings too). A NULL or DP_NIL value changes only the
  * quality. Returns 0, or DP_ESTATE once the ingest is closing. */
 int dp_ingest_push(dp_ingest_t *in, int tag, const dp_value_t *v, dp_time_t ts, int quality);
+/* The same, with the reason of the quality (a static string, see
+ * dp_store_set_reason(); NULL: none), applied with the sample in order. */
+int dp_ingest_push_reason(dp_ingest_t *in, int tag, const dp_value_t *v, dp_time_t ts, int quality,
+                          const char *reason);
 
 /* Loop thread: writes every queued sample into the store; returns how many.
  * Runs by itself from the async callback when a loop was given. */

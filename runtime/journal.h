@@ -29,6 +29,7 @@
 #include <uv.h>
 
 #include "common.h"
+#include "event.h"
 #include "store.h"
 
 /* ---- Records ------------------------------------------------------------ */

@@ -12,11 +12,15 @@
 #include <lauxlib.h>
 
 #include "clock.h"
+#include "cmd_repl.h"
 #include "cmd_replay.h"
 #include "cmd_test.h"
+#include "cmd_export.h"
 #include "http.h"
 #include "log.h"
+#include "persist.h"
 #include "plant.h"
+#include "repl_server.h"
 #include "sandbox.h"
 
 #define DEMO_PLANT "embed:examples/pump-station/plant.lua"
@@ -28,7 +32,11 @@ typedef struct {
     const char *start;
     const char *run_for;
     bool no_watch;
+    const char *eval;
+    const char *connect;
+    const char *repl_listen;
     const char *input, *speed, *from, *to, *out, *format; /* replay */
+    bool recover_only;
 } options_t;
 
 typedef struct {
@@ -37,14 +45,19 @@ typedef struct {
     const char *summary;
     const char *help;
     int (*run)(int argc, char **argv, options_t *o);
+    /* The command parses its own options: everything after its name is
+     * passed to run() as is. */
+    bool raw_args;
 } command_t;
 
 static int cmd_run(int argc, char **argv, options_t *o);
 static int cmd_check(int argc, char **argv, options_t *o);
 static int cmd_version(int argc, char **argv, options_t *o);
 static int cmd_help(int argc, char **argv, options_t *o);
+static int cmd_repl(int argc, char **argv, options_t *o);
 static int cmd_test(int argc, char **argv, options_t *o);
 static int cmd_replay(int argc, char **argv, options_t *o);
+static int cmd_export(int argc, char **argv, options_t *o);
 
 static const command_t commands[] = {
     {"run", "[PLANT.lua]", "run a plant (no argument: the bundled demo pump station)",
@@ -55,13 +68,25 @@ static const command_t commands[] = {
      "  --start TIME       virtual start time (ISO 8601 UTC or epoch seconds;\n"
      "                     default 2026-01-01T00:00:00Z)\n"
      "  --for DURATION     stop after this long (\"90s\", \"10min\", \"1d\")\n"
-     "  --no-watch         do not reload twins when their files change\n",
+     "  --no-watch         do not reload twins when their files change\n"
+     "  --repl-listen HOST:PORT  also accept REPL clients over TCP (token from\n"
+     "                     DOPPEL_REPL_TOKEN, required; no TLS yet)\n"
+     "  --recover-only     recover the data directory (snapshot + journal), write a\n"
+     "                     fresh snapshot and exit without starting devices\n",
      cmd_run},
     {"check", "FILE...", "validate plant files and twin scripts without running them",
      "A plant file is read, its devices opened without I/O, its tags declared and\n"
      "its twins' scripts loaded (on_start does not run). Any other Lua file is\n"
      "compiled. Prints one line per file; the exit status is 0 only if all are valid.\n",
      cmd_check},
+    {"repl", "", "attach to a running plant: evaluate Lua, inspect and watch tags",
+     "Connects to the plant running with the same data dir (DATA_DIR/repl.sock) and\n"
+     "reads Lua or .commands (.help lists them) with history and Tab completion.\n\n"
+     "Options:\n"
+     "  -e, --eval EXPR    evaluate EXPR, print the result and exit (status 1 on error)\n"
+     "  --connect HOST:PORT  attach over TCP (doppel run --repl-listen); the token is\n"
+     "                     read from DOPPEL_REPL_TOKEN\n",
+     cmd_repl},
     {"test", "[PATH...]", "run twin tests (*_test.lua) in virtual time",
      "Finds *_test.lua files under each PATH (files or directories, searched\n"
      "recursively; none: the current directory) and runs every case in a fresh\n"
@@ -71,19 +96,21 @@ static const command_t commands[] = {
      "See docs/testing.md for the test API.\n",
      cmd_test},
     {"replay", "PLANT", "run a plant's twins over a recording (--input FILE)",
-     "Runs the plant's twins over a CSV recording in virtual time (devices are not\n"
-     "started; commands never reach a device) and writes derived tag changes,\n"
-     "alarms, events and commands as CSV or msgpack. The same plant and input\n"
-     "give byte-identical output. See docs/replay.md for the formats.\n\n"
+     "Runs the plant's twins over a CSV recording or a journal in virtual time\n"
+     "(devices are not started; commands never reach a device) and writes derived\n"
+     "tag changes, alarms, events and commands as CSV or msgpack. The same plant\n"
+     "and input give byte-identical output. See docs/replay.md for the formats.\n\n"
      "Options:\n"
-     "  --input FILE       the recording: CSV, long (timestamp,tag,value[,quality])\n"
-     "                     or wide (timestamp,TAG,TAG...)\n"
+     "  --input FILE|DIR   the recording: CSV, long (timestamp,tag,value[,quality])\n"
+     "                     or wide (timestamp,TAG,TAG...); or a journal folder\n"
+     "                     (a data dir, or its journal/ folder)\n"
      "  --speed max|N      as fast as possible (default) or N times real time\n"
      "  --from TIME        skip samples before TIME (ISO 8601 UTC or epoch seconds)\n"
      "  --to TIME          stop at TIME\n"
      "  --out FILE         write there (default: standard output)\n"
      "  --format csv|msgpack  default: msgpack for FILE.msgpack, else csv\n",
      cmd_replay},
+    {"export", "--csv", "write journal contents as CSV", DP_CMD_EXPORT_HELP, cmd_export, true},
     {"version", "", "print the version", "Prints doppel's version and its libraries'.\n",
      cmd_version},
     {"help", "[COMMAND]", "show help for a command", "Shows help.\n", cmd_help},
@@ -126,6 +153,7 @@ static const command_t *find_command(const char *name)
 typedef struct {
     dp_plant_t *plant;
     dp_http_t *http;
+    dp_repl_server_t *repl;
     uv_signal_t sigint, sigterm, sighup;
     uv_timer_t stop_timer;
     bool stopping;
@@ -137,6 +165,7 @@ static void close_all(runner_t *r)
         return;
     r->stopping = true;
     dp_http_stop(r->http);
+    dp_repl_server_close(r->repl);
     dp_plant_stop(r->plant);
     uv_close((uv_handle_t *)&r->sigint, NULL);
     uv_close((uv_handle_t *)&r->sigterm, NULL);
@@ -256,7 +285,21 @@ static int cmd_run(int argc, char **argv, options_t *o)
         uv_loop_close(&loop);
         return 1;
     }
-    if (dp_plant_start(r.plant, &err) < 0) {
+    if (o->recover_only) {
+        /* Recovery ran in dp_plant_open; keep its result as a snapshot. */
+        struct dp_persist *ps = dp_plant_persist(r.plant);
+        if (ps == NULL) {
+            fprintf(stderr, "doppel run: --recover-only: this plant does not journal\n");
+            status = 1;
+        } else if (dp_persist_snapshot(ps, r.plant, &err) < 0) {
+            fprintf(stderr, "doppel run: --recover-only: %s\n", err);
+            free(err);
+            status = 1;
+        } else {
+            dp_log_info(NULL, "recovered; snapshot written");
+        }
+        dp_plant_stop(r.plant);
+    } else if (dp_plant_start(r.plant, &err) < 0) {
         fprintf(stderr, "doppel run: %s\n", err);
         free(err);
         dp_plant_stop(r.plant);
@@ -272,9 +315,20 @@ static int cmd_run(int argc, char **argv, options_t *o)
         uv_signal_start(&r.sighup, on_signal, SIGHUP);
         if (run_for > 0)
             uv_timer_start(&r.stop_timer, on_stop_timer, (uint64_t)(run_for / 1000), 0);
+        char sock[PATH_MAX];
+        snprintf(sock, sizeof sock, "%s/repl.sock", o->data_dir);
+        dp_repl_opts_t ro = {
+            .socket_path = sock, .listen = o->repl_listen, .token = getenv("DOPPEL_REPL_TOKEN")};
+        r.repl = dp_repl_server_new(&loop, r.plant, &ro, &err);
+        if (r.repl == NULL) {
+            fprintf(stderr, "doppel run: %s\n", err);
+            free(err);
+            close_all(&r);
+            status = 1;
+        }
         /* The HTTP server is north-bound: when it cannot start (port taken),
          * the plant runs on without it and says so. */
-        if (dp_plant_http(r.plant) != NULL) {
+        if (!r.stopping && dp_plant_http(r.plant) != NULL) {
             r.http = dp_http_start(&loop, r.plant, dp_plant_http(r.plant), &err);
             if (r.http == NULL) {
                 dp_log_error(NULL, "%s; running without HTTP", err);
@@ -289,6 +343,7 @@ static int cmd_run(int argc, char **argv, options_t *o)
     uv_run(&loop, UV_RUN_DEFAULT);
     dp_plant_free(r.plant);
     uv_run(&loop, UV_RUN_DEFAULT);
+    dp_repl_server_free(r.repl);
     if (uv_loop_close(&loop) != 0)
         dp_log_warn(NULL, "loop closed with handles still open");
     return status;
@@ -423,6 +478,21 @@ static int cmd_help(int argc, char **argv, options_t *o)
     return 0;
 }
 
+/* ---- repl -------------------------------------------------------------- */
+
+static int cmd_repl(int argc, char **argv, options_t *o)
+{
+    dp_repl_client_opts_t ro = {.data_dir = o->data_dir, .eval = o->eval, .connect = o->connect};
+    return dp_cmd_repl(argc, argv, &ro);
+}
+
+/* ---- export ---------------------------------------------------------- */
+
+static int cmd_export(int argc, char **argv, options_t *o)
+{
+    return dp_cmd_export(argc, argv, o->data_dir);
+}
+
 /* ---- option parsing -------------------------------------------------- */
 
 typedef struct {
@@ -439,12 +509,16 @@ static const option_t option_table[] = {
     {"start", true, offsetof(options_t, start), "run"},
     {"for", true, offsetof(options_t, run_for), "run"},
     {"no-watch", false, offsetof(options_t, no_watch), "run"},
+    {"eval", true, offsetof(options_t, eval), "repl"},
+    {"connect", true, offsetof(options_t, connect), "repl"},
+    {"repl-listen", true, offsetof(options_t, repl_listen), "run"},
     {"input", true, offsetof(options_t, input), "replay"},
     {"speed", true, offsetof(options_t, speed), "replay"},
     {"from", true, offsetof(options_t, from), "replay"},
     {"to", true, offsetof(options_t, to), "replay"},
     {"out", true, offsetof(options_t, out), "replay"},
     {"format", true, offsetof(options_t, format), "replay"},
+    {"recover-only", false, offsetof(options_t, recover_only), "run"},
 };
 
 static bool accepts(const option_t *opt, const char *cmd)
@@ -479,6 +553,11 @@ int main(int argc, char **argv)
                     status = 2;
                     goto out;
                 }
+                while (cmd->raw_args && i + 1 < argc) {
+                    if (strcmp(argv[i + 1], "-h") == 0 || strcmp(argv[i + 1], "--help") == 0)
+                        want_help = true;
+                    args[nargs++] = argv[++i];
+                }
             } else {
                 args[nargs++] = argv[i];
             }
@@ -492,6 +571,8 @@ int main(int argc, char **argv)
             want_help = true;
             continue;
         }
+        if (strcmp(a, "-e") == 0)
+            a = "--eval";
         if (strncmp(a, "--", 2) != 0) {
             fprintf(stderr, "doppel: unknown option \"%s\" (try 'doppel help')\n", a);
             status = 2;

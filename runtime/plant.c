@@ -15,6 +15,7 @@
 #include "ingest.h"
 #include "lmsgpack.h"
 #include "log.h"
+#include "persist.h"
 #include "reload.h"
 #include "sandbox.h"
 #include "settings.h"
@@ -60,6 +61,8 @@ struct dp_plant {
     bool stopped;
     bool watch;
     dp_http_cfg_t *http; /* plant { http = { ... } }, NULL when absent */
+    dp_persist_cfg_t persist_cfg;
+    dp_persist_t *persist;
 };
 
 /* Plant-wide settings: plant { ... } in the plant file. */
@@ -260,6 +263,31 @@ void dp_plant_on_event(dp_plant_t *p, dp_event_cb cb, void *ud)
 {
     p->listeners = dp_xrealloc(p->listeners, sizeof *p->listeners * (size_t)(p->nlisteners + 1));
     p->listeners[p->nlisteners++] = (listener_t){cb, ud};
+}
+
+/* twin.device_stats(name), through the driver's stats entry. */
+static int device_stats(dp_twin_host_t *host, const char *name, lua_State *L)
+{
+    dp_plant_t *p = (dp_plant_t *)((char *)host - offsetof(dp_plant_t, twin_host));
+    for (int i = 0; i < p->ndevices; i++) {
+        dp_device_t *dev = &p->devices[i]->dev;
+        if (strcmp(dev->name, name) != 0)
+            continue;
+        dp_stat_t st[64];
+        size_t n = dev->driver->stats != NULL ? dev->driver->stats(dev, st, 64) : 0;
+        lua_createtable(L, 0, (int)n + 1);
+        lua_pushstring(L, dev->driver->name);
+        lua_setfield(L, -2, "driver");
+        for (size_t k = 0; k < n; k++) {
+            if (st[k].text != NULL)
+                lua_pushstring(L, st[k].text);
+            else
+                lua_pushnumber(L, st[k].value);
+            lua_setfield(L, -2, st[k].name);
+        }
+        return 1;
+    }
+    return 0;
 }
 
 /* ---- the plant file --------------------------------------------------- */
@@ -718,7 +746,10 @@ static int read_plant_file(dp_plant_t *p, char **err)
         lua_pop(L, 1);
         lua_newtable(L);
     }
-    rc = dp_settings_parse(L, -1, plant_settings, &pc, NULL, "plant", err);
+    static const char *const plant_fields_elsewhere[] = {"journal", "snapshot", NULL};
+    rc = dp_settings_parse(L, -1, plant_settings, &pc, plant_fields_elsewhere, "plant", err);
+    if (rc == 0)
+        rc = dp_persist_parse(L, -1, &p->persist_cfg, err);
     lua_pop(L, 1);
     if (rc < 0)
         goto out;
@@ -900,7 +931,12 @@ dp_plant_t *dp_plant_open(const dp_plant_opts_t *opts, char **err)
                                     .clock = p->clock,
                                     .guard = p->guard,
                                     .emit = emit,
-                                    .check_only = opts->check_only};
+                                    .check_only = opts->check_only,
+                                    .device_stats = device_stats};
+    if (opts->on_event != NULL)
+        dp_plant_on_event(p, opts->on_event, opts->event_ud);
+    if (opts->on_command != NULL)
+        dp_guard_on_command(p->guard, opts->on_command, opts->command_ud);
     p->alarms = dp_alarms_new(p->clock, alarm_emit, p);
     p->twin_host.alarms = p->alarms;
     dp_timer_init(p->clock, &p->alarm_tick);
@@ -909,10 +945,41 @@ dp_plant_t *dp_plant_open(const dp_plant_opts_t *opts, char **err)
     p->source = NULL;
     if (read_rc < 0)
         goto fail;
+    if (opts->dry_run)
+        dp_guard_set_dry_run(p->guard, true);
+    /* Durability: a real-time plant with a data dir journals, and starts
+     * from what recovery makes of its snapshot and journal. */
+    const struct dp_snapshot *seed = opts->seed;
+    if (opts->loop != NULL && !opts->check_only && opts->data_dir != NULL &&
+        p->persist_cfg.enabled) {
+        dp_persist_opts_t pso = {.plant_path = p->path,
+                                 .data_dir = p->data_dir,
+                                 .loop = p->loop,
+                                 .cfg = &p->persist_cfg};
+        p->persist = dp_persist_open(&pso, err);
+        if (p->persist == NULL)
+            goto fail;
+        seed = dp_persist_seed(p->persist);
+    }
+    if (seed != NULL) {
+        int skipped = dp_snapshot_restore_store(seed, p->store);
+        if (skipped > 0)
+            dp_log_warn(NULL, "%d saved tags are no longer in the plant; skipped", skipped);
+    }
     for (int i = 0; i < p->ntwins; i++) {
         char *inner = NULL;
-        if (dp_twin_load(p->twins[i], NULL, 0, &inner) < 0) {
+        const dp_snap_twin_t *st = dp_snapshot_twin(seed, dp_twin_name(p->twins[i]));
+        if (dp_twin_load(p->twins[i], st ? st->state : NULL, st ? st->len : 0, &inner) < 0) {
             dp_fail(err, DP_ESCRIPT, "twin %s: %s", dp_twin_name(p->twins[i]), inner);
+            free(inner);
+            goto fail;
+        }
+    }
+    for (int i = 0; i < p->ndevices; i++) {
+        device_t *d = p->devices[i];
+        char *inner = NULL;
+        if (d->dev.driver->bind != NULL && d->dev.driver->bind(&d->dev, &inner) < 0) {
+            dp_fail(err, DP_EINVAL, "device %s: %s", d->dev.name, inner ? inner : "bind failed");
             free(inner);
             goto fail;
         }
@@ -951,6 +1018,8 @@ int dp_plant_start(dp_plant_t *p, char **err)
         }
         d->started = true;
     }
+    if (p->persist != NULL)
+        dp_persist_start(p->persist, p);
     dp_timer_start(&p->alarm_tick, on_alarm_tick, DP_US_PER_SEC, DP_US_PER_SEC);
     dp_log_info(NULL, "plant %s running: %d device%s, %d twin%s, %d tags, %s time", p->name,
                 p->ndevices, p->ndevices == 1 ? "" : "s", p->ntwins, p->ntwins == 1 ? "" : "s",
@@ -969,6 +1038,7 @@ void dp_plant_stop(dp_plant_t *p)
     if (p == NULL || p->stopped)
         return;
     p->stopped = true;
+    dp_persist_prestop(p->persist, p);
     dp_timer_stop(&p->alarm_tick);
     for (int i = 0; i < p->ntwins; i++)
         dp_twin_stop(p->twins[i]);
@@ -983,6 +1053,7 @@ void dp_plant_stop(dp_plant_t *p)
         p->host.ingest = NULL;
         dp_plant_flush(p);
     }
+    dp_persist_stop(p->persist);
     if (p->handles_open) {
         uv_close((uv_handle_t *)&p->prepare, NULL);
         uv_close((uv_handle_t *)&p->check, NULL);
@@ -1013,8 +1084,11 @@ void dp_plant_free(dp_plant_t *p)
         free(d->dev.name);
         free(d);
     }
+    /* The guard first: failing its pending commands calls its listeners,
+     * the journal's among them. */
     dp_alarms_free(p->alarms);
     dp_guard_free(p->guard);
+    dp_persist_free(p->persist);
     dp_store_free(p->store);
     dp_clock_free(p->clock);
     free(p->twins);
@@ -1070,6 +1144,11 @@ int dp_plant_device_count(const dp_plant_t *p)
 struct dp_device *dp_plant_device_at(dp_plant_t *p, int i)
 {
     return i >= 0 && i < p->ndevices ? &p->devices[i]->dev : NULL;
+}
+
+struct dp_persist *dp_plant_persist(dp_plant_t *p)
+{
+    return p->persist;
 }
 
 struct dp_alarms *dp_plant_alarms(dp_plant_t *p)

@@ -10,6 +10,7 @@
 #include <uv.h>
 
 #include "clock.h"
+#include "command.h"
 #include "event.h"
 #include "store.h"
 #include "twin.h"
@@ -32,6 +33,19 @@ typedef struct {
      * where scripts and modules are found. NULL: read `path`. */
     const char *source;
     size_t source_len;
+    /* Dry run (replay, tests, recovery): commands are judged, never sent to
+     * devices; writable tags without a device are written (command.h). */
+    bool dry_run;
+    /* Listeners added before any twin loads, so events and commands raised
+     * by on_start are seen too (NULL: none). */
+    dp_event_cb on_event;
+    void *event_ud;
+    dp_cmd_cb on_command;
+    void *command_ud;
+    /* Start from this store content and these twin states (recovery's
+     * replay plant); NULL: from the data dir's snapshot and journal when the
+     * plant journals (real time with a data_dir), else empty. */
+    const struct dp_snapshot *seed;
 } dp_plant_opts_t;
 
 /* Reads the plant file, opens devices, adds tags, loads every twin (running
@@ -72,6 +86,9 @@ struct dp_device *dp_plant_device_at(dp_plant_t *plant, int i);
 struct dp_guard *dp_plant_guard(dp_plant_t *plant);
 /* The plant's alarm list (alarms.h). */
 struct dp_alarms *dp_plant_alarms(dp_plant_t *plant);
+/* The plant's journal and snapshots (persist.h); NULL when it does not
+ * journal. */
+struct dp_persist *dp_plant_persist(dp_plant_t *plant);
 /* Delivers queued change notifications now (tests, benchmarks). */
 size_t dp_plant_flush(dp_plant_t *plant);
 /* The ingest queue (NULL in virtual time). */

@@ -334,6 +334,66 @@ static int parse_ts(dp_recording_t *r, const field_t *f, dp_time_t *out, char **
     return 0;
 }
 
+/* Exact powers of ten as doubles (10^22 is the largest one that is). */
+static const double pow10_exact[] = {1e0,  1e1,  1e2,  1e3,  1e4,  1e5,  1e6,  1e7,
+                                     1e8,  1e9,  1e10, 1e11, 1e12, 1e13, 1e14, 1e15,
+                                     1e16, 1e17, 1e18, 1e19, 1e20, 1e21, 1e22};
+
+bool dp__parse_decimal(const char *s, double *out)
+{
+    /* Clinger's fast path: a decimal with at most 15 significant digits and a
+     * small exponent is m * 10^e or m / 10^e with m and 10^e exact, so one
+     * IEEE multiplication or division gives the correctly rounded result,
+     * the same as strtod. Anything else returns false (use strtod). */
+    const char *p = s;
+    bool neg = false;
+    if (*p == '-' || *p == '+')
+        neg = *p++ == '-';
+    uint64_t m = 0;
+    int digits = 0, scale = 0;
+    bool any = false;
+    while (*p >= '0' && *p <= '9') {
+        if (m != 0 || *p != '0')
+            digits++;
+        m = m * 10 + (uint64_t)(*p++ - '0');
+        any = true;
+        if (digits > 15)
+            return false;
+    }
+    if (*p == '.') {
+        p++;
+        while (*p >= '0' && *p <= '9') {
+            if (m != 0 || *p != '0')
+                digits++;
+            m = m * 10 + (uint64_t)(*p++ - '0');
+            scale--;
+            any = true;
+            if (digits > 15)
+                return false;
+        }
+    }
+    if (!any)
+        return false;
+    if (*p == 'e' || *p == 'E') {
+        p++;
+        bool eneg = false;
+        if (*p == '-' || *p == '+')
+            eneg = *p++ == '-';
+        if (!(*p >= '0' && *p <= '9'))
+            return false;
+        int e = 0;
+        while (*p >= '0' && *p <= '9' && e < 1000)
+            e = e * 10 + (*p++ - '0');
+        scale += eneg ? -e : e;
+    }
+    if (*p != '\0' || scale < -22 || scale > 22)
+        return false;
+    double d = (double)m;
+    d = scale < 0 ? d / pow10_exact[-scale] : d * pow10_exact[scale];
+    *out = neg ? -d : d;
+    return true;
+}
+
 /* Parses a value field. Returns 1 with a value, 0 for an empty cell, <0. */
 static int parse_value(dp_recording_t *r, field_t *f, dp_value_t *v, char **err)
 {

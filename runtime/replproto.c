@@ -204,6 +204,16 @@ static int read_uint(rd_t *r, uint64_t *v, const char *what)
             return bad(r, "truncated frame: in %s", what);
         return 0;
     }
+    /* Signed forms holding a non-negative value: other msgpack libraries
+     * write small positive numbers that way. */
+    if (c >= 0xd0 && c <= 0xd3) {
+        int w = 1 << (c - 0xd0);
+        if (read_len(r, w, v) < 0)
+            return bad(r, "truncated frame: in %s", what);
+        if ((*v >> (w * 8 - 1)) & 1)
+            return bad(r, "%s must be a non-negative integer", what);
+        return 0;
+    }
     return bad(r, "%s must be a non-negative integer", what);
 }
 
@@ -318,18 +328,18 @@ static int dup_str(rd_t *r, char **out, const char *what)
 static int read_items(rd_t *r, dp_repl_msg_t *m)
 {
     if (!need(r, 1))
-        return bad(r, "truncated frame: %s is missing", "items");
+        return bad(r, "truncated frame: %s is missing", "\"items\"");
     unsigned c = *r->p++;
     uint64_t count;
     if ((c & 0xf0) == 0x90)
         count = c & 0x0f;
     else if (c == 0xdc || c == 0xdd) {
         if (read_len(r, c == 0xdc ? 2 : 4, &count) < 0)
-            return bad(r, "truncated frame: in the length of %s", "items");
+            return bad(r, "truncated frame: in the length of %s", "\"items\"");
     } else
-        return bad(r, "%s must be an array of strings", "items");
+        return bad(r, "%s must be an array of strings", "\"items\"");
     if (count > DP_REPL_MAX_ITEMS || count > (uint64_t)(r->end - r->p))
-        return bad(r, "%s has more entries than allowed or than fit in the frame", "items");
+        return bad(r, "%s has more entries than allowed or than fit in the frame", "\"items\"");
     for (size_t i = 0; i < m->nitems; i++)
         free(m->items[i]);
     free(m->items);
@@ -380,7 +390,8 @@ static int decode_payload(rd_t *r, dp_repl_msg_t *m)
             rc = read_uint(r, &u, "\"v\"");
             if (rc == 0 && u > UINT32_MAX)
                 rc = bad(r, "%s is out of range", "\"v\"");
-            m->version = (uint32_t)u;
+            if (rc == 0)
+                m->version = (uint32_t)u;
             seen |= F_V;
         } else if (key_is(k, kn, "id")) {
             rc = read_uint(r, &m->id, "\"id\"");
@@ -416,9 +427,14 @@ static int decode_payload(rd_t *r, dp_repl_msg_t *m)
             m->type = (dp_repl_type_t)t;
     }
     if (m->type == 0) {
+        /* Shown cut and with control bytes replaced, so the message stays one line. */
         char shown[40];
-        snprintf(shown, sizeof shown, "%.*s", type_len > 32 ? 32 : (int)type_len, type);
-        return dp_fail(r->err, DP_EINVAL, "unknown message type \"%s\"", shown);
+        size_t n = type_len > 32 ? 32 : type_len;
+        for (size_t i = 0; i < n; i++)
+            shown[i] = (unsigned char)type[i] < 0x20 || type[i] == 0x7f ? '?' : type[i];
+        shown[n] = '\0';
+        return dp_fail(r->err, DP_EINVAL, "unknown message type \"%s%s\"", shown,
+                       type_len > 32 ? "..." : "");
     }
     unsigned missing = required((int)m->type) & ~seen;
     if (missing != 0) {

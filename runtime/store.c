@@ -88,6 +88,8 @@ struct dp_store {
     dp_sub_t *dead;   /* subscribers freed during a flush */
     size_t pending_total;
     bool flushing;
+    dp_store_write_cb on_write;
+    void *on_write_ud;
 };
 
 static const char *const quality_names[] = {"good", "uncertain", "bad"};
@@ -514,12 +516,21 @@ int dp_store_write(dp_store_t *store, int tag, const dp_value_t *v, dp_time_t ts
     }
     t->pub.ts = ts;
     t->pub.quality = q;
+    t->pub.reason = NULL;
     t->pub.writes++;
     if (t->ring_cap > 0)
         ring_push(t, &t->pub.v, ts, q);
     if (t->nwatches > 0)
         notify(store, t, tag, &t->pub.v, ts, q);
+    if (store->on_write != NULL)
+        store->on_write(tag, &t->pub.v, ts, q, store->on_write_ud);
     return DP_OK;
+}
+
+void dp_store_on_write(dp_store_t *store, dp_store_write_cb cb, void *ud)
+{
+    store->on_write = cb;
+    store->on_write_ud = ud;
 }
 
 int dp_store_set_quality(dp_store_t *store, int tag, int quality)
@@ -530,9 +541,21 @@ int dp_store_set_quality(dp_store_t *store, int tag, int quality)
     if (t->pub.quality == quality)
         return DP_OK;
     t->pub.quality = (uint8_t)quality;
+    t->pub.reason = NULL;
     /* Without a value there is nothing a watcher could be handed. */
     if (t->pub.v.type != DP_NIL && t->nwatches > 0)
         notify(store, t, tag, &t->pub.v, t->pub.ts, t->pub.quality);
+    if (store->on_write != NULL)
+        store->on_write(tag, NULL, t->pub.ts, quality, store->on_write_ud);
+    return DP_OK;
+}
+
+int dp_store_set_reason(dp_store_t *store, int tag, const char *reason)
+{
+    tag_t *t = tag_at(store, tag);
+    if (t == NULL)
+        return DP_EINVAL;
+    t->pub.reason = reason;
     return DP_OK;
 }
 
@@ -643,7 +666,18 @@ int dp_store_watch(dp_store_t *store, dp_sub_t *sub, int tag, double deadband)
         t->watches_cap = t->watches_cap ? t->watches_cap * 2 : 2;
         t->watches = dp_xrealloc(t->watches, t->watches_cap * sizeof(watch_t));
     }
-    t->watches[t->nwatches++] = (watch_t){.sub = sub, .deadband = deadband};
+    /* A new watcher starts from the tag's current value, as if it had been
+     * told it: the next write notifies only if it is a change from that.
+     * After a restart (values restored from a snapshot) or a reload, an
+     * unchanged sample is then not taken for a change, as it would not have
+     * been in a run without the restart. */
+    watch_t w = {.sub = sub, .deadband = deadband};
+    if (t->pub.v.type != DP_NIL) {
+        w.last = value_copy(&t->pub.v);
+        w.last_quality = t->pub.quality;
+        w.has_last = true;
+    }
+    t->watches[t->nwatches++] = w;
     if (sub->nwatched == sub->watched_cap) {
         sub->watched_cap = sub->watched_cap ? sub->watched_cap * 2 : 8;
         sub->watched = dp_xrealloc(sub->watched, sub->watched_cap * sizeof(int));

@@ -82,6 +82,9 @@ typedef struct {
     uint32_t flags;
     uint64_t writes; /* samples accepted so far */
     double deadband; /* default deadband from the tag's declaration */
+    /* Why the quality is not good ("timeout", "disconnected", "stale", ...),
+     * as its source said; NULL when it gave no reason. A static string. */
+    const char *reason;
 } dp_tag_t;
 
 typedef struct dp_store dp_store_t;
@@ -122,6 +125,18 @@ int dp_store_write(dp_store_t *store, int tag, const dp_value_t *v, dp_time_t ts
 /* Changes only the quality (e.g. stale or disconnected), keeping value and
  * timestamp. Queues change records when the quality changes. */
 int dp_store_set_quality(dp_store_t *store, int tag, int quality);
+/* Sets the reason of the tag's current quality (a static string: it is not
+ * copied; NULL clears it). dp_store_write() and a dp_store_set_quality()
+ * that changes the quality clear it, so set it after them. */
+int dp_store_set_reason(dp_store_t *store, int tag, const char *reason);
+
+/* Observer of every accepted sample (the journal): called after each
+ * successful dp_store_write() with the stored value, and after each
+ * dp_store_set_quality() that changed the quality with v NULL. One observer
+ * per store; NULL removes it. `v->u.s` is valid during the call. */
+typedef void (*dp_store_write_cb)(int tag, const dp_value_t *v, dp_time_t ts, int quality,
+                                  void *ud);
+void dp_store_on_write(dp_store_t *store, dp_store_write_cb cb, void *ud);
 
 /* Copies up to `max` most recent history samples into `out`, oldest first;
  * returns the number copied. String values in `out` are borrowed and valid

@@ -231,6 +231,8 @@ static int tag_index(lua_State *L)
             lua_pushnumber(L, (double)tag->ts / 1e6);
     } else if (strcmp(k, "quality") == 0) {
         lua_pushstring(L, dp_quality_name(tag->quality));
+    } else if (strcmp(k, "reason") == 0) {
+        lua_pushstring(L, tag->reason); /* nil when there is none */
     } else if (strcmp(k, "good") == 0) {
         lua_pushboolean(L, tag->v.type != DP_NIL && tag->quality == DP_Q_GOOD);
     } else if (strcmp(k, "unit") == 0) {
@@ -250,8 +252,8 @@ static int tag_index(lua_State *L)
         lua_pushcfunction(L, tag_values);
     } else {
         return luaL_error(L,
-                          "tag %s has no field \"%s\" (value, ts, quality, good, unit, name, "
-                          "age, derived, history, values)",
+                          "tag %s has no field \"%s\" (value, ts, quality, reason, good, unit, "
+                          "name, age, derived, history, values)",
                           tag->name, k);
     }
     return 1;
@@ -508,6 +510,21 @@ static int start_timer(lua_State *L, bool repeat)
     luaL_setmetatable(L, TIMER_MT);
     dp_timer_start(&lt->t, ltimer_cb, d, repeat ? d : 0);
     return 1;
+}
+
+/* twin.device_stats(name): a table of the device's statistics (requests,
+ * errors, last_error, latency_ms, ... as its driver reports them), or nil
+ * and a message. */
+static int api_device_stats(lua_State *L)
+{
+    version_t *ver = upver(L);
+    const char *name = luaL_checkstring(L, 1);
+    dp_twin_host_t *h = ver->twin->host;
+    if (h->device_stats != NULL && h->device_stats(h, name, L) == 1)
+        return 1;
+    lua_pushnil(L);
+    lua_pushfstring(L, "no device \"%s\"", name);
+    return 2;
 }
 
 /* ---- twin.write --------------------------------------------------------- */
@@ -898,11 +915,17 @@ static int open_api(lua_State *L)
     lua_setglobal(L, "tags");
 
     lua_newtable(L);
-    static const luaL_Reg twin_fns[] = {{"on_start", api_on_start}, {"on_change", api_on_change},
-                                        {"every", api_every},       {"after", api_after},
-                                        {"tag", api_tag},           {"set", api_set},
-                                        {"get", api_get},           {"event", api_event},
-                                        {"write", api_write},       {NULL, NULL}};
+    static const luaL_Reg twin_fns[] = {{"on_start", api_on_start},
+                                        {"on_change", api_on_change},
+                                        {"every", api_every},
+                                        {"after", api_after},
+                                        {"tag", api_tag},
+                                        {"set", api_set},
+                                        {"get", api_get},
+                                        {"event", api_event},
+                                        {"write", api_write},
+                                        {"device_stats", api_device_stats},
+                                        {NULL, NULL}};
     set_funcs(L, ver, twin_fns);
     lua_pushstring(L, ver->twin->name);
     lua_setfield(L, -2, "name");

@@ -31,6 +31,10 @@ typedef struct dp_twin_host {
     void (*emit)(struct dp_twin_host *host, const dp_event_t *ev);
     /* Validation only (doppel check): scripts load but on_start does not run. */
     bool check_only;
+    /* Optional: pushes a table of device `name`'s statistics onto L and
+     * returns 1, or returns 0 (pushing nothing) when there is no such device.
+     * Backs twin.device_stats(name). */
+    int (*device_stats)(struct dp_twin_host *host, const char *name, lua_State *L);
     /* The plant's alarm list, reached from Lua as "doppel.alarmlist" (NULL: none). */
     struct dp_alarms *alarms;
 } dp_twin_host_t;

@@ -1,12 +1,13 @@
 #include "codec.h"
 
+#include <float.h>
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
 const char *const dp_mb_area_names[] = {"coil", "discrete", "input", "holding", NULL};
-const char *const dp_mb_type_names[] = {"bool", "bit", "u16", "i16", "u32",    "i32",
-                                        "u64",  "i64", "f32", "f64", "string", NULL};
+const char *const dp_mb_type_names[] = {"bool", "bit", "u16", "i16",    "u32",  "i32", "u64",
+                                        "i64",  "f32", "f64", "string", "auto", NULL};
 const char *const dp_mb_order_names[] = {"ABCD", "CDAB", "BADC", "DCBA", NULL};
 
 const dp_setting_t dp_mb_point_settings[] = {
@@ -28,11 +29,12 @@ const dp_setting_t dp_mb_point_settings[] = {
     {.name = "type",
      .type = DP_SET_ENUM,
      .offset = offsetof(dp_mb_point_t, type),
-     .def = "u16",
+     .def = "auto",
      .choices = dp_mb_type_names,
      .doc = "Data type. `bool` is the bit of a coil or discrete input (on registers: not 0); "
             "`bit` is bit `bit` of a register; 32-bit types span 2 registers, 64-bit types 4, "
-            "`string` spans `count`. Default `bool` for coils and discrete inputs."},
+            "`string` spans `count`. `auto` (the default) is `bool` for coils and discrete "
+            "inputs and `u16` for registers."},
     {.name = "bit",
      .type = DP_SET_INT,
      .offset = offsetof(dp_mb_point_t, bit),
@@ -108,8 +110,16 @@ bool dp_mb_is_bit_area(int area)
     return area == DP_MB_COIL || area == DP_MB_DISCRETE;
 }
 
-int dp_mb_check_point(const dp_mb_point_t *p, char **err)
+int dp_mb_check_point(dp_mb_point_t *p, char **err)
 {
+    if (p->area < DP_MB_COIL || p->area > DP_MB_HOLDING)
+        return dp_fail(err, DP_EINVAL, "area: unknown area %d", p->area);
+    if (p->type == DP_MB_AUTO)
+        p->type = dp_mb_is_bit_area(p->area) ? DP_MB_BOOL : DP_MB_U16;
+    if (p->type < DP_MB_BOOL || p->type > DP_MB_STRING)
+        return dp_fail(err, DP_EINVAL, "type: unknown type %d", p->type);
+    if (p->order < DP_MB_ABCD || p->order > DP_MB_DCBA)
+        return dp_fail(err, DP_EINVAL, "order: unknown order %d", p->order);
     const char *type = dp_mb_type_names[p->type];
     const char *area = dp_mb_area_names[p->area];
     if (dp_mb_is_bit_area(p->area) && p->type != DP_MB_BOOL)
@@ -125,6 +135,9 @@ int dp_mb_check_point(const dp_mb_point_t *p, char **err)
                        type);
     if (p->type != DP_MB_BIT && p->bit != 0)
         return dp_fail(err, DP_EINVAL, "bit: only for type \"bit\" (this tag is \"%s\")", type);
+    if (p->bit < 0 || p->bit > 15 || p->count < 0 || p->count > DP_MB_MAX_READ_REGS)
+        return dp_fail(err, DP_EINVAL, "%s: out of range",
+                       p->bit < 0 || p->bit > 15 ? "bit" : "count");
     int w = dp_mb_width(p);
     if (p->address < 0 || p->address + w - 1 > 65535)
         return dp_fail(err, DP_EINVAL,
@@ -286,6 +299,9 @@ int dp_mb_encode(const dp_mb_point_t *p, const dp_value_t *v, uint16_t *regs, ch
     uint64_t bits;
     int n = dp_mb_width(p);
     if (p->type == DP_MB_F32) {
+        /* Converting a double beyond the float range is undefined: check first. */
+        if (fabs(raw) > FLT_MAX)
+            return dp_fail(err, DP_EINVAL, "%.17g is out of range for f32", raw);
         float f = (float)raw;
         if (!isfinite(f))
             return dp_fail(err, DP_EINVAL, "%.17g is out of range for f32", raw);
@@ -293,6 +309,8 @@ int dp_mb_encode(const dp_mb_point_t *p, const dp_value_t *v, uint16_t *regs, ch
         memcpy(&u, &f, sizeof u);
         bits = u;
     } else if (p->type == DP_MB_F64) {
+        if (!isfinite(raw))
+            return dp_fail(err, DP_EINVAL, "%.17g is out of range for f64", raw);
         memcpy(&bits, &raw, sizeof bits);
     } else {
         static const double lo[] = {
@@ -318,10 +336,6 @@ int dp_mb_encode(const dp_mb_point_t *p, const dp_value_t *v, uint16_t *regs, ch
 }
 
 /* ---- planning ------------------------------------------------------------ */
-
-typedef struct {
-    const dp_mb_point_t *const *points;
-} sort_ctx_t;
 
 static _Thread_local const dp_mb_point_t *const *sort_points;
 

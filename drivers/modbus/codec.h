@@ -42,6 +42,7 @@ typedef enum {
     DP_MB_F32,
     DP_MB_F64,
     DP_MB_STRING,
+    DP_MB_AUTO, /* not given: bool on coils and discrete inputs, u16 on registers */
 } dp_mb_type_t;
 
 /* Byte order of a multi-register value, written as the order in which the
@@ -52,7 +53,7 @@ typedef enum {
 typedef enum { DP_MB_ABCD, DP_MB_CDAB, DP_MB_BADC, DP_MB_DCBA } dp_mb_order_t;
 
 extern const char *const dp_mb_area_names[];  /* "coil", "discrete", "input", "holding" */
-extern const char *const dp_mb_type_names[];  /* "bool", "bit", "u16", ... "string" */
+extern const char *const dp_mb_type_names[];  /* "bool", "bit", "u16", ... "string", "auto" */
 extern const char *const dp_mb_order_names[]; /* "ABCD", "CDAB", "BADC", "DCBA" */
 
 /* A tag's place in a Modbus device (the point settings of a modbus tag, and
@@ -81,10 +82,11 @@ int dp_mb_width(const dp_mb_point_t *p);
 /* True for coil and discrete inputs (one bit per address). */
 bool dp_mb_is_bit_area(int area);
 
-/* Checks a point on its own: type fits the area, bit and count in range,
- * address + width within 0..65535, scale not 0. *err names the field
- * ("address: 65535 + 2 registers for f32 goes past 65535"). */
-int dp_mb_check_point(const dp_mb_point_t *p, char **err);
+/* Resolves type "auto" (bool on bit areas, u16 on registers), then checks
+ * the point on its own: type fits the area, bit and count in range, address
+ * + width within 0..65535, scale not 0. *err names the field ("address:
+ * 65535 + 2 registers for f32 goes past the last address 65535"). */
+int dp_mb_check_point(dp_mb_point_t *p, char **err);
 /* True when two points of the same unit id and area share an address in a
  * way that cannot be right (anything but distinct bits of one register). */
 bool dp_mb_overlap(const dp_mb_point_t *a, const dp_mb_point_t *b);

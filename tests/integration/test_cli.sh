@@ -49,7 +49,7 @@ expect 2 "no files given" -- "$DOPPEL" check
 expect 1 "no-such.lua: error:" -- "$DOPPEL" check no-such.lua
 
 # check: valid files, a syntax error, a bad plant.
-expect 0 "plant pump-station: 1 device, 3 twins" -- \
+expect 0 "plant pump-station: 3 devices, 4 twins" -- \
     "$DOPPEL" check "$SRC/examples/pump-station/plant.lua" "$SRC/twins/centrifugal_pump.lua"
 printf 'local x = \nfunction\n' > broken.lua
 expect 1 "broken.lua:3: '(' expected" -- "$DOPPEL" check broken.lua

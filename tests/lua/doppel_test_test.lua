@@ -67,3 +67,22 @@ test.case("the plant is built from t:twin declarations", function(t)
    t:eq(#t:events("tick"), 1)
    t:eq(t:events("tick")[1].data, { n = 5 })
 end)
+
+test.case("commands are judged by the guard and recorded; device-less setpoints are written", function(t)
+   t:twin { name = "W", script = "writer_twin.lua",
+            tags = { x = {}, sp = { writable = true, min = 0, max = 50 } } }
+   t:set("W.sp", 1)
+   t:set("W.x", 10)
+   t:set("W.x", 40) -- 80 is above max
+   t:advance("1s")
+   local cmds = t:commands()
+   t:eq(#cmds, 2)
+   t:eq(cmds[1].tag, "W.sp")
+   t:eq(cmds[1].value, 20)
+   t:eq(cmds[1].origin, "twin:W")
+   t:eq(cmds[1].outcome, "done")
+   t:eq(cmds[2].outcome, "rejected")
+   t:ok(cmds[2].reason:find("max"), cmds[2].reason)
+   t:eq(t:get("W.sp"), 20, "dry run: a writable tag without a device is written")
+   t:eq(t:state("W").last, "rejected")
+end)

@@ -359,3 +359,19 @@ Test(twin_write, plant_switches_and_bad_arguments)
     dp_plant_free(p);
     th_rmdir(dir);
 }
+
+Test(guard, dry_run_sends_nothing_to_devices_but_writes_store_tags)
+{
+    writes_seen = 0;
+    dp_guard_set_dry_run(guard, true);
+    cr_assert(dp_guard_dry_run(guard));
+    dp_guard_set_writer(guard, sp, sync_writer, guard);
+    cr_assert_eq(submit("P1.speed_sp", dp_num(1050)), DP_CMD_SHADOW);
+    cr_assert_str_eq(last.reason, "dry run: not sent to the device");
+    cr_assert_eq(writes_seen, 0);
+    /* Still judged. */
+    cr_assert_eq(submit("P1.speed_sp", dp_num(9999)), DP_CMD_REJECTED);
+    /* A writable tag without a device is written, as live. */
+    cr_assert_eq(submit("P1.mode", dp_str("manual")), DP_CMD_DONE);
+    cr_assert_str_eq(dp_store_get(store, mode)->v.u.s, "manual");
+}

@@ -5,6 +5,7 @@
 
 #include "harness.h"
 #include "runtime/cmd_replay.h"
+#include "runtime/journal.h"
 #include "runtime/recording.h"
 
 static char *dir;
@@ -242,4 +243,126 @@ Test(recording, replay_is_deterministic_and_msgpack_decodes)
     msgpack_unpacked_destroy(&u);
     free(a);
     free(b);
+}
+
+/* Commands in a replay are judged by the guard in shadow mode and written
+ * out; the tag itself is never written. Values set by on_start come first. */
+Test(recording, replay_records_commands_as_a_dry_run_and_initial_values)
+{
+    th_write(
+        dir, "plant.lua",
+        "plant { name = 'test' }\n"
+        "twin 'A' { script = 'a.lua', tags = { x = {}, sp = { writable = true, max = 5 } } }\n");
+    th_write(dir, "a.lua",
+             "twin.tag('ready')\n"
+             "twin.on_start(function() tags.ready = true end)\n"
+             "twin.on_change('x', function(v) twin.write('sp', 2 * v) end)\n");
+    th_write(dir, "rec.csv", "timestamp,A.x\n1767225600,1\n1767225601,\"s\"\n1767225602,3\n");
+    char plant[512], input[512], out[512];
+    snprintf(plant, sizeof plant, "%s/plant.lua", dir);
+    snprintf(input, sizeof input, "%s/rec.csv", dir);
+    snprintf(out, sizeof out, "%s/out.csv", dir);
+    dp_log_level_t level = dp_log_get_level();
+    dp_log_set_level(DP_LOG_OFF);
+    dp_replay_opts_t o = {.plant = plant, .input = input, .out = out};
+    dp_replay_stats_t st;
+    char *err = NULL;
+    int rc = dp_replay_run(&o, &st, &err);
+    dp_log_set_level(level);
+    cr_assert_eq(rc, 0, "%s", err ? err : "");
+    cr_assert_eq(st.commands, 2, "the string sample makes the handler fail before writing");
+    size_t len;
+    char *text = slurp(out, &len);
+    const char *want = "timestamp,type,twin,name,value,detail\n"
+                       "2026-01-01T00:00:00.000Z,tag,A,ready,true,\n"
+                       "2026-01-01T00:00:00.000Z,command,twin:A,A.sp,2,done\n"
+                       "2026-01-01T00:00:02.000Z,command,twin:A,A.sp,6,rejected: max: 6 is "
+                       "above the maximum 5\n";
+    cr_assert_str_eq(text, want);
+    free(text);
+}
+
+/* A journal of samples (with a derived one and an event among them) replays
+ * to exactly the bytes the same samples give as a CSV recording. */
+Test(recording, journal_input_equals_csv_input)
+{
+    th_write(dir, "plant.lua",
+             "plant { name = 'test' }\n"
+             "twin 'A' { script = 'a.lua', tags = { x = {}, y = {} } }\n");
+    th_write(dir, "a.lua",
+             "twin.tag('sum')\n"
+             "twin.on_change({ 'x', 'y' }, function()\n"
+             "  tags.sum = (tags.x.value or 0) + (tags.y.value or 0)\n"
+             "  if tags.sum.value > 10 then twin.event('big', { sum = tags.sum.value }) end\n"
+             "end)\n");
+    char jdir[512], *err = NULL;
+    snprintf(jdir, sizeof jdir, "%s/data/journal", dir);
+    char cmd[600];
+    snprintf(cmd, sizeof cmd, "mkdir -p '%s'", jdir);
+    cr_assert_eq(system(cmd), 0);
+    dp_journal_opts_t jo = {.fsync = DP_JFSYNC_NEVER};
+    dp_journal_t *j = dp_journal_open(jdir, NULL, &jo, 0, &err);
+    cr_assert_not_null(j, "%s", err ? err : "");
+    FILE *csv = fopen(strcat(strcpy(cmd, dir), "/rec.csv"), "w");
+    fputs("timestamp,tag,value,quality\n", csv);
+    for (int i = 0; i < 50; i++) {
+        dp_time_t ts = T0 + i * 500000;
+        dp_value_t v = dp_num(i % 7);
+        const char *tag = i % 2 ? "A.y" : "A.x";
+        int q = i == 13 ? DP_Q_UNCERTAIN : DP_Q_GOOD;
+        dp_journal_append_sample(j, tag, &v, ts, q, 0);
+        fprintf(csv, "%lld.%06lld,%s,%d,%s\n", (long long)(ts / 1000000), (long long)(ts % 1000000),
+                tag, i % 7, dp_quality_name(q));
+        if (i == 20) {
+            /* What a live run journals besides inputs: not fed back. */
+            dp_value_t d = dp_num(99);
+            dp_journal_append_sample(j, "A.sum", &d, ts, DP_Q_GOOD, DP_JSAMPLE_DERIVED);
+            dp_event_t ev = {.ts = ts, .twin = "A", .kind = "big", .text = "old"};
+            dp_journal_append_event(j, &ev);
+            dp_value_t gone = dp_num(1);
+            dp_journal_append_sample(j, "Old.tag", &gone, ts, DP_Q_GOOD, 0);
+        }
+    }
+    fclose(csv);
+    cr_assert_eq(dp_journal_sync(j), 0);
+    dp_journal_close(j);
+
+    char plant[512], out1[512], out2[512], data[512], input[512];
+    snprintf(plant, sizeof plant, "%s/plant.lua", dir);
+    snprintf(out1, sizeof out1, "%s/j.csv", dir);
+    snprintf(out2, sizeof out2, "%s/c.csv", dir);
+    snprintf(data, sizeof data, "%s/data", dir);
+    snprintf(input, sizeof input, "%s/rec.csv", dir);
+    dp_log_level_t level = dp_log_get_level();
+    dp_log_set_level(DP_LOG_OFF);
+    dp_replay_stats_t sj, sc;
+    dp_replay_opts_t oj = {.plant = plant, .input = data, .out = out1};
+    dp_replay_opts_t oc = {.plant = plant, .input = input, .out = out2};
+    int rj = dp_replay_run(&oj, &sj, &err);
+    cr_assert_eq(rj, 0, "journal: %s", err ? err : "");
+    int rcsv = dp_replay_run(&oc, &sc, &err);
+    dp_log_set_level(level);
+    cr_assert_eq(rcsv, 0, "csv: %s", err ? err : "");
+    cr_assert_eq(sj.samples, 50);
+    cr_assert_eq(sj.skipped, 2, "the derived sample and the unknown tag");
+    cr_assert_eq(sc.samples, 50);
+    cr_assert_gt(sj.events, 0);
+    size_t la, lb;
+    char *a = slurp(out1, &la), *b = slurp(out2, &lb);
+    cr_assert_str_eq(a, b);
+    free(a);
+    free(b);
+
+    /* A folder with no journal in it. */
+    dp_replay_opts_t bad = {.plant = plant, .input = plant, .out = out1};
+    bad.input = dir;
+    snprintf(cmd, sizeof cmd, "mkdir -p '%s/empty'", dir);
+    cr_assert_eq(system(cmd), 0);
+    char empty[512];
+    snprintf(empty, sizeof empty, "%s/empty", dir);
+    bad.input = empty;
+    err = NULL;
+    cr_assert_lt(dp_replay_run(&bad, &sj, &err), 0);
+    cr_assert(strstr(err, "no journal segments (*.seg)") != NULL, "%s", err);
+    free(err);
 }

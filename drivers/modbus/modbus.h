@@ -1,0 +1,70 @@
+/* Modbus drivers: "modbus", a polling client (TCP or RTU, through
+ * libmodbus), and "modbus_server", a Modbus TCP server on the loop that
+ * exposes chosen tags. Both use the point syntax of codec.h.
+ *
+ * The parsed settings structs are public so tests and tools can read what a
+ * plant file asked for; the host only needs the two vtables. */
+#ifndef DP_MODBUS_H
+#define DP_MODBUS_H
+
+#include <stdbool.h>
+
+#include "../driver.h"
+#include "codec.h"
+
+extern const dp_driver_t dp_modbus_driver;
+extern const dp_driver_t dp_modbus_server_driver;
+
+/* Parity of an RTU bus (index of the `parity` choices). */
+typedef enum { DP_MB_PARITY_NONE, DP_MB_PARITY_EVEN, DP_MB_PARITY_ODD } dp_mb_parity_t;
+
+/* Device settings of the client (dp_modbus_driver.device_settings). */
+typedef struct {
+    /* TCP: host and port; or `server`, a modbus_server device of this plant. */
+    char *host;
+    int64_t port;
+    char *server;
+    /* RTU: the serial device and its line settings. */
+    char *device;
+    int64_t baud;
+    int parity; /* dp_mb_parity_t */
+    int64_t data_bits;
+    int64_t stop_bits;
+    /* Both. */
+    int64_t unit_id;
+    dp_time_t timeout;
+    int64_t retries;
+    int64_t max_gap;
+    int64_t max_registers;
+    int64_t max_bits;
+    dp_time_t reconnect_min;
+    dp_time_t reconnect_max;
+    int64_t stale_polls;
+    bool multi_write;
+} dp_mb_client_cfg_t;
+
+/* Device settings of the server (dp_modbus_server_driver.device_settings). */
+typedef struct {
+    char *listen; /* "host:port" */
+    bool fallback_port;
+    int64_t unit_id; /* 0: answer every unit id */
+    int64_t max_clients;
+    char *origin; /* command origin prefix; default "modbus" */
+    struct {
+        dp_mb_point_t *items;
+        size_t n;
+    } map;
+} dp_mb_server_cfg_t;
+
+/* ---- between the two drivers (loop thread) ------------------------------ */
+
+/* The modbus_server device called `name` on the same host (plant), or NULL. */
+dp_device_t *dp__mb_server_find(const dp_host_t *host, const char *name);
+/* The TCP port the server listens on (0 before it started). */
+int dp__mb_server_port(const dp_device_t *server);
+/* Reads `count` registers or bits of `area` from `address` on unit `unit` as
+ * a client would: 0, or an exception code. */
+int dp__mb_server_read(dp_device_t *server, int unit, int area, int address, int count,
+                       uint16_t *out);
+
+#endif

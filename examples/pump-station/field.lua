@@ -1,0 +1,4 @@
+-- The field: the station's simulated sensor signals, as the PLC's inputs
+-- see them (declared in plant.lua, written by the sim driver). The PLC
+-- (device "station_plc") serves them over Modbus TCP; the pump twins read
+-- them back through device "plc". Nothing to compute here.

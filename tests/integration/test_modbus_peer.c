@@ -1,0 +1,446 @@
+/* The modbus client against real peers on 127.0.0.1: a pymodbus TCP server
+ * holding every data type in every word order (decoded exactly), a pymodbus
+ * RTU server with two unit ids on one end of a socat pty pair, and faults:
+ * the peer killed and restarted mid-poll, answers slower than the timeout,
+ * exception responses and garbage bytes. doppel keeps running, marks
+ * quality with the reason, recovers, and the other devices keep polling. */
+#include <math.h>
+
+#include "integration/mb_harness.h"
+
+static const char *const types[] = {"u16", "i16", "u32", "i32", "u64", "i64", "f32", "f64"};
+static const char *const orders[] = {"ABCD", "CDAB", "BADC", "DCBA"};
+
+/* The values mb_peer.py puts at (type i, order j); see its LAYOUT. */
+static double peer_value(int i, int j)
+{
+    switch (i) {
+    case 0:
+        return 0xA1B2 + j;
+    case 1:
+        return -12345 - j;
+    case 2:
+        return 0xA1B2C3D4u + (double)j;
+    case 3:
+        return -123456789 - j;
+    case 4:
+        return (double)(UINT64_C(0x0123456789ABCD00) + (uint64_t)j * 256);
+    case 5:
+        return -(double)(UINT64_C(0x0123456789ABCD00) + (uint64_t)j * 256);
+    case 6:
+        return (double)(float)(3.25 * (j + 1));
+    default:
+        return 3.141592653589793 * (j + 1);
+    }
+}
+
+static char *tcp_plant(int port, const char *extra_devices, const char *extra_tags)
+{
+    char *tags = dp_xstrdup("");
+    for (int i = 0; i < 8; i++) {
+        for (int j = 0; j < 4; j++) {
+            char *t = dp_xasprintf("%s  %s_%s = { device = 'peer', address = %d, type = '%s', "
+                                   "order = '%s', every = '100ms' },\n",
+                                   tags, types[i], orders[j], (i * 4 + j) * 4, types[i], orders[j]);
+            free(tags);
+            tags = t;
+        }
+    }
+    char *plant = dp_xasprintf(
+        "device 'peer' { driver = 'modbus', host = '127.0.0.1', port = %d, timeout = '300ms',\n"
+        "                retries = 0, reconnect_min = '50ms', reconnect_max = '200ms' }\n"
+        "%s"
+        "twin 'm' { script = 't.lua', tags = {\n%s"
+        "  text = { device = 'peer', address = 140, type = 'string', count = 7, every = '100ms' "
+        "},\n"
+        "  text_le = { device = 'peer', address = 150, type = 'string', count = 7, order = "
+        "'BADC',\n"
+        "              every = '100ms' },\n"
+        "  bit0 = { device = 'peer', address = 160, type = 'bit', bit = 0, every = '100ms' },\n"
+        "  bit1 = { device = 'peer', address = 160, type = 'bit', bit = 1, every = '100ms' },\n"
+        "  bit15 = { device = 'peer', address = 160, type = 'bit', bit = 15, every = '100ms' },\n"
+        "  coil0 = { device = 'peer', area = 'coil', address = 0, every = '100ms' },\n"
+        "  coil1 = { device = 'peer', area = 'coil', address = 1, every = '100ms' },\n"
+        "  coil7 = { device = 'peer', area = 'coil', address = 7, every = '100ms' },\n"
+        "  di1 = { device = 'peer', area = 'discrete', address = 1, every = '100ms' },\n"
+        "  di3 = { device = 'peer', area = 'discrete', address = 3, every = '100ms' },\n"
+        "  level = { device = 'peer', area = 'input', address = 0, scale = 0.01, offset = -5,\n"
+        "            every = '100ms' },\n"
+        "  neg = { device = 'peer', area = 'input', address = 1, type = 'i16', every = '100ms' },\n"
+        "  missing = { device = 'peer', address = 60000, every = '100ms' },\n"
+        "%s} }\n",
+        port, extra_devices ? extra_devices : "", tags, extra_tags ? extra_tags : "");
+    free(tags);
+    return plant;
+}
+
+static bool all_have_values(mb_run_t *r, void *ud)
+{
+    (void)ud;
+    static const char *const more[] = {"m.text", "m.text_le", "m.bit0", "m.coil0",
+                                       "m.di1",  "m.level",   "m.neg",  "m.bit15"};
+    for (int i = 0; i < 8; i++) {
+        for (int j = 0; j < 4; j++) {
+            char name[64];
+            snprintf(name, sizeof name, "m.%s_%s", types[i], orders[j]);
+            if (mb_tag(r, name)->v.type == DP_NIL)
+                return false;
+        }
+    }
+    for (size_t k = 0; k < DP_ARRAY_LEN(more); k++) {
+        if (mb_tag(r, more[k])->v.type == DP_NIL)
+            return false;
+    }
+    return mb_tag(r, "m.missing")->quality == DP_Q_BAD && mb_tag(r, "m.missing")->reason != NULL;
+}
+
+static void expect_bool(mb_run_t *r, const char *tag, bool want)
+{
+    const dp_tag_t *t = mb_tag(r, tag);
+    cr_assert_eq(t->v.type, DP_BOOL, "%s is not a bool", tag);
+    cr_assert_eq(t->v.u.b, want, "%s", tag);
+}
+
+Test(modbus_peer, pymodbus_tcp_every_type_every_order)
+{
+    dp_log_set_level(DP_LOG_WARN);
+    int port = mb_free_port();
+    pid_t peer = mb_peer_tcp(port, NULL);
+    mb_run_t r;
+    char *plant = tcp_plant(port, NULL, NULL);
+    mb_open(&r, plant);
+    free(plant);
+    mb_run_until(&r, all_have_values, NULL, 20, "every tag read");
+
+    for (int i = 0; i < 8; i++) {
+        for (int j = 0; j < 4; j++) {
+            char name[64];
+            snprintf(name, sizeof name, "m.%s_%s", types[i], orders[j]);
+            const dp_tag_t *t = mb_tag(&r, name);
+            cr_assert_eq(t->v.type, DP_NUM);
+            cr_assert_eq(t->quality, DP_Q_GOOD, "%s", name);
+            cr_assert_eq(t->v.u.n, peer_value(i, j), "%s: got %.17g, the peer holds %.17g", name,
+                         t->v.u.n, peer_value(i, j));
+        }
+    }
+    cr_assert_str_eq(mb_tag(&r, "m.text")->v.u.s, "doppel-modbus");
+    cr_assert_str_eq(mb_tag(&r, "m.text_le")->v.u.s, "doppel-modbus");
+    expect_bool(&r, "m.bit0", true);
+    expect_bool(&r, "m.bit1", false);
+    expect_bool(&r, "m.bit15", true);
+    expect_bool(&r, "m.coil0", true);
+    expect_bool(&r, "m.coil1", false);
+    expect_bool(&r, "m.coil7", true);
+    expect_bool(&r, "m.di1", true);
+    expect_bool(&r, "m.di3", false);
+    cr_assert_float_eq(mb_tag(&r, "m.level")->v.u.n, 1234 * 0.01 - 5, 1e-12);
+    cr_assert_eq(mb_tag(&r, "m.neg")->v.u.n, -100);
+    /* Exception responses mark only the tags of that request. */
+    cr_assert_str_eq(mb_tag(&r, "m.missing")->reason, "exception 2: illegal data address");
+    cr_assert_eq(mb_tag(&r, "m.u16_ABCD")->reason, NULL);
+
+    dp_device_t *dev = dp_plant_device_at(r.plant, 0);
+    dp_stat_t st[32];
+    size_t n = dev->driver->stats(dev, st, 32);
+    double requests = -1, exceptions = -1, connected = -1;
+    for (size_t k = 0; k < n; k++) {
+        if (strcmp(st[k].name, "requests") == 0)
+            requests = st[k].value;
+        if (strcmp(st[k].name, "exceptions") == 0)
+            exceptions = st[k].value;
+        if (strcmp(st[k].name, "connected") == 0)
+            connected = st[k].value;
+    }
+    cr_assert_gt(requests, 0);
+    cr_assert_gt(exceptions, 0);
+    cr_assert_eq(connected, 1);
+    mb_close(&r);
+    mb_kill(&peer);
+}
+
+Test(modbus_peer, rtu_two_units_on_a_pty_pair)
+{
+    dp_log_set_level(DP_LOG_WARN);
+    char tmpl[] = "/tmp/doppel-rtu-XXXXXX";
+    char *dir = mkdtemp(tmpl);
+    char a[256], b[256], pa[300], pb[300];
+    snprintf(a, sizeof a, "%s/a", dir);
+    snprintf(b, sizeof b, "%s/b", dir);
+    snprintf(pa, sizeof pa, "pty,raw,echo=0,link=%s", a);
+    snprintf(pb, sizeof pb, "pty,raw,echo=0,link=%s", b);
+    char *socat_argv[] = {"/usr/bin/socat", pa, pb, NULL};
+    pid_t socat = mb_spawn(socat_argv, "/dev/null");
+    struct stat sb;
+    for (int i = 0; i < 1000 && (stat(a, &sb) != 0 || stat(b, &sb) != 0); i++)
+        usleep(10000);
+    cr_assert_eq(stat(b, &sb), 0, "socat made no pty pair");
+    pid_t peer = mb_peer("rtu", a, NULL, NULL, "/dev/null");
+
+    mb_run_t r;
+    char *plant = dp_xasprintf(
+        "device 'bus' { driver = 'modbus', device = '%s', baud = 38400, parity = 'none',\n"
+        "               timeout = '500ms', retries = 2, reconnect_min = '50ms' }\n"
+        "twin 'm' { script = 't.lua', tags = {\n"
+        "  u1 = { device = 'bus', address = 170, every = '100ms' },\n"
+        "  u2 = { device = 'bus', address = 170, unit_id = 2, every = '100ms' },\n"
+        "  f = { device = 'bus', address = 124, type = 'f64', order = 'DCBA', unit_id = 2,\n"
+        "        every = '100ms' },\n"
+        "  c = { device = 'bus', area = 'coil', address = 3, every = '100ms' },\n"
+        "  none = { device = 'bus', address = 170, unit_id = 9, every = '200ms' },\n"
+        "} }\n",
+        b);
+    mb_open(&r, plant);
+    free(plant);
+    mb_wait_writes(&r, "m.u1", 1, 30);
+    mb_wait_writes(&r, "m.u2", 1, 30);
+    mb_wait_writes(&r, "m.f", 1, 30);
+    mb_wait_writes(&r, "m.c", 1, 30);
+    cr_assert_eq(mb_tag(&r, "m.u1")->v.u.n, 1000);
+    cr_assert_eq(mb_tag(&r, "m.u2")->v.u.n, 2000);
+    cr_assert_eq(mb_tag(&r, "m.f")->v.u.n, 3.141592653589793 * 4);
+    cr_assert(mb_tag(&r, "m.c")->v.u.b);
+    /* A unit that does not answer times out without taking the bus down. */
+    mb_run_until(&r, mb_cond_quality, (const char *[]){"m.none", "bad"}, 30, "unit 9 bad");
+    uint64_t before = mb_tag(&r, "m.u1")->writes;
+    mb_wait_writes(&r, "m.u1", before + 3, 30);
+    mb_close(&r);
+    mb_kill(&peer);
+    mb_kill(&socat);
+    char cmd[300];
+    snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
+    cr_assert_eq(system(cmd), 0);
+}
+
+Test(modbus_peer, peer_killed_and_restarted)
+{
+    dp_log_set_level(DP_LOG_ERROR);
+    int port = mb_free_port();
+    pid_t peer = mb_peer_tcp(port, NULL);
+    mb_run_t r;
+    char *plant = tcp_plant(port, NULL, NULL);
+    mb_open(&r, plant);
+    free(plant);
+    mb_wait_quality(&r, "m.u16_ABCD", "good", 20);
+
+    mb_kill(&peer);
+    mb_wait_quality(&r, "m.u16_ABCD", "bad", 20);
+    cr_assert_str_eq(mb_tag(&r, "m.u16_ABCD")->reason, "disconnected");
+    cr_assert_str_eq(mb_tag(&r, "m.f64_DCBA")->reason, "disconnected");
+    /* The last value is kept, with its quality marked. */
+    cr_assert_eq(mb_tag(&r, "m.u16_ABCD")->v.u.n, 0xA1B2);
+    mb_run_for(&r, 0.5); /* a few reconnect attempts against a closed port */
+
+    peer = mb_peer_tcp(port, NULL);
+    mb_wait_quality(&r, "m.u16_ABCD", "good", 20);
+    cr_assert_null(mb_tag(&r, "m.u16_ABCD")->reason);
+    dp_device_t *dev = dp_plant_device_at(r.plant, 0);
+    dp_stat_t st[32];
+    size_t n = dev->driver->stats(dev, st, 32);
+    for (size_t k = 0; k < n; k++) {
+        if (strcmp(st[k].name, "reconnects") == 0)
+            cr_assert_geq(st[k].value, 1);
+        if (strcmp(st[k].name, "last_error") == 0)
+            cr_assert_neq(st[k].text[0], '\0');
+    }
+    mb_close(&r);
+    mb_kill(&peer);
+}
+
+typedef struct {
+    mb_run_t *r;
+    uint64_t timeouts;
+} slow_t;
+
+static double stat_of(mb_run_t *r, int dev, const char *name)
+{
+    dp_device_t *d = dp_plant_device_at(r->plant, dev);
+    dp_stat_t st[32];
+    size_t n = d->driver->stats(d, st, 32);
+    for (size_t k = 0; k < n; k++) {
+        if (strcmp(st[k].name, name) == 0)
+            return st[k].value;
+    }
+    cr_assert_fail("no stat %s", name);
+    return 0;
+}
+
+static bool three_timeouts(mb_run_t *r, void *ud)
+{
+    (void)ud;
+    return stat_of(r, 1, "timeouts") >= 3;
+}
+
+Test(modbus_peer, slow_peer_times_out_and_others_keep_their_rate)
+{
+    dp_log_set_level(DP_LOG_ERROR);
+    int port = mb_free_port(), slow_port = mb_free_port();
+    while (slow_port == port)
+        slow_port = mb_free_port();
+    pid_t peer = mb_peer_tcp(port, NULL);
+    pid_t slow = mb_peer_tcp(slow_port, "1.5");
+    char *slow_dev = dp_xasprintf(
+        "device 'slow' { driver = 'modbus', host = '127.0.0.1', port = %d, timeout = '300ms',\n"
+        "                retries = 0, reconnect_min = '50ms', reconnect_max = '100ms' }\n",
+        slow_port);
+    mb_run_t r;
+    char *plant =
+        tcp_plant(port, slow_dev, "  late = { device = 'slow', address = 0, every = '100ms' },\n");
+    free(slow_dev);
+    mb_open(&r, plant);
+    free(plant);
+    mb_wait_quality(&r, "m.u16_ABCD", "good", 20);
+    mb_wait_quality(&r, "m.late", "bad", 20);
+    cr_assert_str_eq(mb_tag(&r, "m.late")->reason, "timeout");
+
+    /* While the slow device times out again and again (>= 0.9 s), the good
+     * one polls on: at 100 ms it does several times as many requests. */
+    uint64_t before = mb_tag(&r, "m.u16_ABCD")->writes;
+    double t0 = stat_of(&r, 1, "timeouts");
+    mb_run_until(&r, three_timeouts, NULL, 30, "three timeouts");
+    uint64_t polls = mb_tag(&r, "m.u16_ABCD")->writes - before;
+    double timeouts = stat_of(&r, 1, "timeouts") - t0;
+    cr_assert_geq(polls, 3 * (uint64_t)(timeouts > 0 ? timeouts : 1),
+                  "the good device made %llu polls during %.0f timeouts of the slow one",
+                  (unsigned long long)polls, timeouts);
+    cr_assert_eq(mb_tag(&r, "m.u16_ABCD")->quality, DP_Q_GOOD);
+    mb_close(&r);
+    mb_kill(&peer);
+    mb_kill(&slow);
+}
+
+Test(modbus_peer, garbage_bytes)
+{
+    dp_log_set_level(DP_LOG_ERROR);
+    int port = mb_free_port();
+    char p[16];
+    snprintf(p, sizeof p, "%d", port);
+    pid_t peer = mb_peer("garbage", p, NULL, NULL, "/dev/null");
+    mb_wait_port(port, peer);
+    mb_run_t r;
+    char *plant = tcp_plant(port, NULL, NULL);
+    mb_open(&r, plant);
+    free(plant);
+    mb_run_until(&r, mb_cond_quality, (const char *[]){"m.u16_ABCD", "bad"}, 20,
+                 "bad after garbage");
+    /* Garbage is a bad response, or a timeout when the bytes never make a frame. */
+    mb_run_for(&r, 1.0);
+    const char *reason = mb_tag(&r, "m.u16_ABCD")->reason;
+    cr_assert(reason != NULL &&
+                  (strcmp(reason, "bad response") == 0 || strcmp(reason, "timeout") == 0 ||
+                   strcmp(reason, "disconnected") == 0 || strncmp(reason, "exception", 9) == 0),
+              "reason %s", reason ? reason : "(none)");
+    cr_assert_gt(stat_of(&r, 0, "errors"), 3, "doppel keeps trying");
+    mb_close(&r);
+    mb_kill(&peer);
+}
+
+/* ---- writes ---------------------------------------------------------------- */
+
+typedef struct {
+    int n;
+    dp_cmd_outcome_t outcome[16];
+    char reason[16][160];
+} outcomes_t;
+
+static void on_cmd(const dp_cmd_t *cmd, void *ud)
+{
+    outcomes_t *o = ud;
+    if (cmd->outcome == DP_CMD_PENDING || o->n == 16)
+        return;
+    o->outcome[o->n] = cmd->outcome;
+    snprintf(o->reason[o->n], sizeof o->reason[0], "%s", cmd->reason);
+    o->n++;
+}
+
+static bool got_outcomes(mb_run_t *r, void *ud)
+{
+    (void)r;
+    return ((outcomes_t *)ud)->n > 0;
+}
+
+/* Submits a command and runs until its outcome; returns it. */
+static dp_cmd_outcome_t write_tag(mb_run_t *r, const char *tag, dp_value_t v, char *reason)
+{
+    outcomes_t o = {0};
+    dp_guard_submit(dp_plant_guard(r->plant), "test", tag, &v, on_cmd, &o);
+    mb_run_until(r, got_outcomes, &o, 20, "command outcome");
+    snprintf(reason, 160, "%s", o.reason[0]);
+    return o.outcome[0];
+}
+
+static bool value_is(mb_run_t *r, void *ud)
+{
+    const void **w = ud; /* { tag, &double } */
+    const dp_tag_t *t = mb_tag(r, w[0]);
+    double want = *(const double *)w[1];
+    if (t->v.type == DP_BOOL)
+        return t->v.u.b == (want != 0);
+    return t->v.type == DP_NUM && t->v.u.n == want;
+}
+
+static void wait_value(mb_run_t *r, const char *tag, double want)
+{
+    const void *w[2] = {tag, &want};
+    char what[200];
+    snprintf(what, sizeof what, "%s reads %g", tag, want);
+    mb_run_until(r, value_is, w, 20, what);
+}
+
+Test(modbus_peer, writes_pass_the_guard_and_reach_the_peer)
+{
+    dp_log_set_level(DP_LOG_ERROR);
+    int port = mb_free_port();
+    pid_t peer = mb_peer_tcp(port, NULL);
+    mb_run_t r;
+    char *plant = dp_xasprintf(
+        "device 'peer' { driver = 'modbus', host = '127.0.0.1', port = %d, timeout = '500ms' }\n"
+        "twin 'm' { script = 't.lua', tags = {\n"
+        "  sp = { device = 'peer', address = 180, writable = true, min = 0, max = 3000,\n"
+        "         every = '100ms', verify = true },\n"
+        "  fsp = { device = 'peer', address = 182, type = 'f32', order = 'CDAB', scale = 0.5,\n"
+        "          writable = true, every = '100ms' },\n"
+        "  d = { device = 'peer', address = 184, type = 'f64', order = 'DCBA', writable = true,\n"
+        "        every = '100ms' },\n"
+        "  run = { device = 'peer', area = 'coil', address = 20, writable = true,\n"
+        "          every = '100ms', verify = true },\n"
+        "  b3 = { device = 'peer', address = 160, type = 'bit', bit = 3, writable = true,\n"
+        "         every = '100ms' },\n"
+        "  b0 = { device = 'peer', address = 160, type = 'bit', bit = 0, every = '100ms' },\n"
+        "  far = { device = 'peer', address = 5000, writable = true, every = '1s' },\n"
+        "  ro = { device = 'peer', address = 190, every = '100ms' },\n"
+        "} }\n",
+        port);
+    mb_open(&r, plant);
+    free(plant);
+    mb_wait_writes(&r, "m.sp", 1, 20);
+    char reason[160];
+
+    cr_assert_eq(write_tag(&r, "m.sp", dp_num(2600), reason), DP_CMD_DONE, "%s", reason);
+    wait_value(&r, "m.sp", 2600);
+    cr_assert_eq(write_tag(&r, "m.fsp", dp_num(-42.5), reason), DP_CMD_DONE, "%s", reason);
+    wait_value(&r, "m.fsp", -42.5);
+    cr_assert_eq(write_tag(&r, "m.d", dp_num(2.718281828459045), reason), DP_CMD_DONE, "%s",
+                 reason);
+    wait_value(&r, "m.d", 2.718281828459045);
+    cr_assert_eq(write_tag(&r, "m.run", dp_bool(true), reason), DP_CMD_DONE, "%s", reason);
+    wait_value(&r, "m.run", 1);
+    /* One bit of a register: its neighbours keep their value. */
+    cr_assert_eq(write_tag(&r, "m.b3", dp_bool(true), reason), DP_CMD_DONE, "%s", reason);
+    wait_value(&r, "m.b3", 1);
+    cr_assert(mb_tag(&r, "m.b0")->v.u.b, "bit 0 of register 160 was changed");
+
+    /* Refused by the guard: nothing is written. */
+    cr_assert_eq(write_tag(&r, "m.sp", dp_num(5000), reason), DP_CMD_REJECTED);
+    cr_assert_eq(write_tag(&r, "m.ro", dp_num(1), reason), DP_CMD_REJECTED);
+    mb_run_for(&r, 0.3);
+    cr_assert_eq(mb_tag(&r, "m.sp")->v.u.n, 2600);
+    /* Refused by the device: the command fails with the exception. */
+    cr_assert_eq(write_tag(&r, "m.far", dp_num(1), reason), DP_CMD_FAILED);
+    cr_assert_str_eq(reason, "exception 2: illegal data address");
+    /* A value the register cannot hold fails before anything is sent. */
+    cr_assert_eq(write_tag(&r, "m.fsp", dp_num(1e300), reason), DP_CMD_FAILED);
+    cr_assert_not_null(strstr(reason, "out of range"), "%s", reason);
+    cr_assert_geq(stat_of(&r, 0, "writes"), 6);
+    mb_close(&r);
+    mb_kill(&peer);
+}
