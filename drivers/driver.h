@@ -22,6 +22,7 @@ typedef struct dp_host {
     dp_store_t *store;
     dp_ingest_t *ingest;    /* NULL in virtual time */
     struct dp_guard *guard; /* commands: writers report outcomes with dp_guard_complete() */
+    struct dp_plant *plant; /* the plant (plant.h), for drivers that publish it */
 } dp_host_t;
 
 typedef struct dp_driver dp_driver_t;

@@ -152,8 +152,8 @@ static const command_t *find_command(const char *name)
 
 typedef struct {
     dp_plant_t *plant;
-    dp_http_t *http;
     dp_repl_server_t *repl;
+    dp_http_t *http;
     uv_signal_t sigint, sigterm, sighup;
     uv_timer_t stop_timer;
     bool stopping;
@@ -164,8 +164,8 @@ static void close_all(runner_t *r)
     if (r->stopping)
         return;
     r->stopping = true;
-    dp_http_stop(r->http);
     dp_repl_server_close(r->repl);
+    dp_http_stop(r->http);
     dp_plant_stop(r->plant);
     uv_close((uv_handle_t *)&r->sigint, NULL);
     uv_close((uv_handle_t *)&r->sigterm, NULL);
@@ -325,10 +325,9 @@ static int cmd_run(int argc, char **argv, options_t *o)
             free(err);
             close_all(&r);
             status = 1;
-        }
-        /* The HTTP server is north-bound: when it cannot start (port taken),
-         * the plant runs on without it and says so. */
-        if (!r.stopping && dp_plant_http(r.plant) != NULL) {
+        } else if (dp_plant_http(r.plant) != NULL) {
+            /* The HTTP server is north-bound: when it cannot start (port
+             * taken), the plant runs on without it and says so. */
             r.http = dp_http_start(&loop, r.plant, dp_plant_http(r.plant), &err);
             if (r.http == NULL) {
                 dp_log_error(NULL, "%s; running without HTTP", err);

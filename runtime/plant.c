@@ -60,9 +60,9 @@ struct dp_plant {
     bool handles_open;
     bool stopped;
     bool watch;
-    dp_http_cfg_t *http; /* plant { http = { ... } }, NULL when absent */
     dp_persist_cfg_t persist_cfg;
     dp_persist_t *persist;
+    dp_http_cfg_t *http; /* plant { http = { ... } }, NULL when absent */
 };
 
 /* Plant-wide settings: plant { ... } in the plant file. */
@@ -926,7 +926,8 @@ dp_plant_t *dp_plant_open(const dp_plant_opts_t *opts, char **err)
                           .clock = p->clock,
                           .store = p->store,
                           .ingest = p->ingest,
-                          .guard = p->guard};
+                          .guard = p->guard,
+                          .plant = p};
     p->twin_host = (dp_twin_host_t){.store = p->store,
                                     .clock = p->clock,
                                     .guard = p->guard,
@@ -1159,6 +1160,11 @@ struct dp_alarms *dp_plant_alarms(dp_plant_t *p)
 dp_guard_t *dp_plant_guard(dp_plant_t *p)
 {
     return p->guard;
+}
+
+const char *dp_plant_data_dir(const dp_plant_t *p)
+{
+    return p->data_dir;
 }
 
 struct dp_ingest *dp_plant_ingest(dp_plant_t *p)

@@ -74,6 +74,8 @@ int dp_plant_file_changed(dp_plant_t *plant, const char *path);
 void dp_plant_on_event(dp_plant_t *plant, dp_event_cb cb, void *ud);
 
 const char *dp_plant_name(const dp_plant_t *plant);
+/* The data directory (journal in DIR/journal). */
+const char *dp_plant_data_dir(const dp_plant_t *plant);
 dp_store_t *dp_plant_store(dp_plant_t *plant);
 dp_clock_t *dp_plant_clock(dp_plant_t *plant);
 int dp_plant_twin_count(const dp_plant_t *plant);

@@ -1,0 +1,797 @@
+#include "payload.h"
+
+#include <cjson/cJSON.h>
+#include <ctype.h>
+#include <errno.h>
+#include <math.h>
+#include <msgpack.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "../../runtime/clock.h"
+#include "../../runtime/common.h"
+
+/* ---- Buffers ------------------------------------------------------------ */
+
+void dp_mqtt_buf_add(dp_mqtt_buf_t *b, const void *p, size_t n)
+{
+    if (b->len + n > b->cap) {
+        size_t cap = b->cap ? b->cap : 256;
+        while (cap < b->len + n)
+            cap *= 2;
+        b->data = dp_xrealloc(b->data, cap);
+        b->cap = cap;
+    }
+    if (n > 0)
+        memcpy(b->data + b->len, p, n);
+    b->len += n;
+}
+
+void dp_mqtt_buf_free(dp_mqtt_buf_t *b)
+{
+    free(b->data);
+    *b = (dp_mqtt_buf_t){0};
+}
+
+static void add_str(dp_mqtt_buf_t *b, const char *s)
+{
+    dp_mqtt_buf_add(b, s, strlen(s));
+}
+
+static int buf_write(void *data, const char *p, size_t n)
+{
+    dp_mqtt_buf_add(data, p, n);
+    return 0;
+}
+
+/* ---- JSON writing ------------------------------------------------------- */
+
+void dp_mqtt_json_string(dp_mqtt_buf_t *b, const char *s)
+{
+    dp_mqtt_buf_add(b, "\"", 1);
+    const char *run = s;
+    for (; *s; s++) {
+        unsigned char c = (unsigned char)*s;
+        if (c >= 0x20 && c != '"' && c != '\\')
+            continue;
+        dp_mqtt_buf_add(b, run, (size_t)(s - run));
+        char esc[8];
+        switch (c) {
+        case '"':
+            add_str(b, "\\\"");
+            break;
+        case '\\':
+            add_str(b, "\\\\");
+            break;
+        case '\n':
+            add_str(b, "\\n");
+            break;
+        case '\t':
+            add_str(b, "\\t");
+            break;
+        case '\r':
+            add_str(b, "\\r");
+            break;
+        default:
+            snprintf(esc, sizeof esc, "\\u%04x", c);
+            add_str(b, esc);
+        }
+        run = s + 1;
+    }
+    dp_mqtt_buf_add(b, run, (size_t)(s - run));
+    dp_mqtt_buf_add(b, "\"", 1);
+}
+
+static void json_number(dp_mqtt_buf_t *b, double n)
+{
+    char tmp[32];
+    if (!isfinite(n))
+        add_str(b, "null");
+    else if (n == floor(n) && fabs(n) < 1e15)
+        snprintf(tmp, sizeof tmp, "%.0f", n), add_str(b, tmp);
+    else
+        snprintf(tmp, sizeof tmp, "%.17g", n), add_str(b, tmp);
+}
+
+static void json_u64(dp_mqtt_buf_t *b, uint64_t n)
+{
+    char tmp[24];
+    snprintf(tmp, sizeof tmp, "%llu", (unsigned long long)n);
+    add_str(b, tmp);
+}
+
+static void json_i64(dp_mqtt_buf_t *b, int64_t n)
+{
+    char tmp[24];
+    snprintf(tmp, sizeof tmp, "%lld", (long long)n);
+    add_str(b, tmp);
+}
+
+static void json_value(dp_mqtt_buf_t *b, const dp_value_t *v)
+{
+    switch (v->type) {
+    case DP_NUM:
+        json_number(b, v->u.n);
+        break;
+    case DP_BOOL:
+        add_str(b, v->u.b ? "true" : "false");
+        break;
+    case DP_STR:
+        dp_mqtt_json_string(b, v->u.s ? v->u.s : "");
+        break;
+    default:
+        add_str(b, "null");
+    }
+}
+
+/* A msgpack object as JSON (event payloads). Binary and ext become strings
+ * of their bytes' count; map keys that are not strings are written as text. */
+static void json_msgpack(dp_mqtt_buf_t *b, const msgpack_object *o, int depth)
+{
+    char tmp[64];
+    if (depth > 32) {
+        add_str(b, "null");
+        return;
+    }
+    switch (o->type) {
+    case MSGPACK_OBJECT_NIL:
+        add_str(b, "null");
+        break;
+    case MSGPACK_OBJECT_BOOLEAN:
+        add_str(b, o->via.boolean ? "true" : "false");
+        break;
+    case MSGPACK_OBJECT_POSITIVE_INTEGER:
+        json_u64(b, o->via.u64);
+        break;
+    case MSGPACK_OBJECT_NEGATIVE_INTEGER:
+        json_i64(b, o->via.i64);
+        break;
+    case MSGPACK_OBJECT_FLOAT32:
+    case MSGPACK_OBJECT_FLOAT64:
+        json_number(b, o->via.f64);
+        break;
+    case MSGPACK_OBJECT_STR:
+    case MSGPACK_OBJECT_BIN: {
+        char *s = strndup(o->via.str.ptr, o->via.str.size);
+        dp_mqtt_json_string(b, s);
+        free(s);
+        break;
+    }
+    case MSGPACK_OBJECT_ARRAY:
+        add_str(b, "[");
+        for (uint32_t i = 0; i < o->via.array.size; i++) {
+            if (i)
+                add_str(b, ",");
+            json_msgpack(b, &o->via.array.ptr[i], depth + 1);
+        }
+        add_str(b, "]");
+        break;
+    case MSGPACK_OBJECT_MAP:
+        add_str(b, "{");
+        for (uint32_t i = 0; i < o->via.map.size; i++) {
+            const msgpack_object *k = &o->via.map.ptr[i].key;
+            if (i)
+                add_str(b, ",");
+            if (k->type == MSGPACK_OBJECT_STR) {
+                char *s = strndup(k->via.str.ptr, k->via.str.size);
+                dp_mqtt_json_string(b, s);
+                free(s);
+            } else {
+                dp_mqtt_buf_t kb = {0};
+                json_msgpack(&kb, k, depth + 1);
+                dp_mqtt_buf_add(&kb, "", 1);
+                dp_mqtt_json_string(b, kb.data);
+                dp_mqtt_buf_free(&kb);
+            }
+            add_str(b, ":");
+            json_msgpack(b, &o->via.map.ptr[i].val, depth + 1);
+        }
+        add_str(b, "}");
+        break;
+    default:
+        snprintf(tmp, sizeof tmp, "null");
+        add_str(b, tmp);
+    }
+}
+
+/* ---- Items ------------------------------------------------------------- */
+
+static void mp_str(msgpack_packer *pk, const char *s)
+{
+    size_t n = strlen(s);
+    msgpack_pack_str(pk, n);
+    msgpack_pack_str_body(pk, s, n);
+}
+
+static void mp_value(msgpack_packer *pk, const dp_value_t *v)
+{
+    switch (v->type) {
+    case DP_NUM:
+        if (v->u.n == floor(v->u.n) && fabs(v->u.n) < 9e15)
+            msgpack_pack_int64(pk, (int64_t)v->u.n);
+        else
+            msgpack_pack_double(pk, v->u.n);
+        break;
+    case DP_BOOL:
+        if (v->u.b)
+            msgpack_pack_true(pk);
+        else
+            msgpack_pack_false(pk);
+        break;
+    case DP_STR:
+        mp_str(pk, v->u.s ? v->u.s : "");
+        break;
+    default:
+        msgpack_pack_nil(pk);
+    }
+}
+
+static void encode_item_msgpack(dp_mqtt_buf_t *b, const dp_jrec_t *r, const char *tag)
+{
+    msgpack_packer pk;
+    msgpack_packer_init(&pk, b, buf_write);
+    switch (r->type) {
+    case DP_JREC_SAMPLE:
+        msgpack_pack_map(&pk, 4);
+        mp_str(&pk, "seq"), msgpack_pack_uint64(&pk, r->seq);
+        mp_str(&pk, "ts"), msgpack_pack_int64(&pk, r->ts);
+        mp_str(&pk, "v"), mp_value(&pk, &r->value);
+        mp_str(&pk, "q"), mp_str(&pk, dp_quality_name(r->quality));
+        break;
+    case DP_JREC_EVENT:
+        msgpack_pack_map(&pk, 5);
+        mp_str(&pk, "seq"), msgpack_pack_uint64(&pk, r->seq);
+        mp_str(&pk, "ts"), msgpack_pack_int64(&pk, r->ts);
+        mp_str(&pk, "kind"), mp_str(&pk, r->kind ? r->kind : "");
+        mp_str(&pk, "text"), mp_str(&pk, r->text ? r->text : "");
+        mp_str(&pk, "data");
+        if (r->payload != NULL && r->payload_len > 0)
+            dp_mqtt_buf_add(b, r->payload, r->payload_len);
+        else
+            msgpack_pack_nil(&pk);
+        break;
+    case DP_JREC_COMMAND:
+        msgpack_pack_map(&pk, 7);
+        mp_str(&pk, "seq"), msgpack_pack_uint64(&pk, r->seq);
+        mp_str(&pk, "ts"), msgpack_pack_int64(&pk, r->ts);
+        mp_str(&pk, "tag"), mp_str(&pk, tag ? tag : "");
+        mp_str(&pk, "value"), mp_value(&pk, &r->value);
+        mp_str(&pk, "outcome"), mp_str(&pk, r->kind ? r->kind : "");
+        mp_str(&pk, "detail"), mp_str(&pk, r->text ? r->text : "");
+        mp_str(&pk, "by");
+        if (r->twin)
+            mp_str(&pk, r->twin);
+        else
+            msgpack_pack_nil(&pk);
+        break;
+    }
+}
+
+static void encode_item_json(dp_mqtt_buf_t *b, const dp_jrec_t *r, const char *tag)
+{
+    add_str(b, "{\"seq\":");
+    json_u64(b, r->seq);
+    add_str(b, ",\"ts\":");
+    json_i64(b, r->ts);
+    switch (r->type) {
+    case DP_JREC_SAMPLE:
+        add_str(b, ",\"v\":");
+        json_value(b, &r->value);
+        add_str(b, ",\"q\":");
+        dp_mqtt_json_string(b, dp_quality_name(r->quality));
+        break;
+    case DP_JREC_EVENT:
+        add_str(b, ",\"kind\":");
+        dp_mqtt_json_string(b, r->kind ? r->kind : "");
+        add_str(b, ",\"text\":");
+        dp_mqtt_json_string(b, r->text ? r->text : "");
+        add_str(b, ",\"data\":");
+        if (r->payload != NULL && r->payload_len > 0) {
+            msgpack_unpacked u;
+            msgpack_unpacked_init(&u);
+            if (msgpack_unpack_next(&u, r->payload, r->payload_len, NULL) == MSGPACK_UNPACK_SUCCESS)
+                json_msgpack(b, &u.data, 0);
+            else
+                add_str(b, "null");
+            msgpack_unpacked_destroy(&u);
+        } else {
+            add_str(b, "null");
+        }
+        break;
+    case DP_JREC_COMMAND:
+        add_str(b, ",\"tag\":");
+        dp_mqtt_json_string(b, tag ? tag : "");
+        add_str(b, ",\"value\":");
+        json_value(b, &r->value);
+        add_str(b, ",\"outcome\":");
+        dp_mqtt_json_string(b, r->kind ? r->kind : "");
+        add_str(b, ",\"detail\":");
+        dp_mqtt_json_string(b, r->text ? r->text : "");
+        add_str(b, ",\"by\":");
+        if (r->twin)
+            dp_mqtt_json_string(b, r->twin);
+        else
+            add_str(b, "null");
+        break;
+    }
+    add_str(b, "}");
+}
+
+void dp_mqtt_encode_item(dp_mqtt_buf_t *b, dp_mqtt_format_t f, const dp_jrec_t *rec,
+                         const char *tag)
+{
+    if (f == DP_MQTT_MSGPACK) {
+        encode_item_msgpack(b, rec, tag);
+    } else {
+        /* JSON items in a batch are separated by commas. */
+        encode_item_json(b, rec, tag);
+        add_str(b, ",");
+    }
+}
+
+void dp_mqtt_encode_message(dp_mqtt_buf_t *b, dp_mqtt_format_t f, bool batched, uint64_t last_seq,
+                            const dp_mqtt_buf_t *items, size_t n)
+{
+    size_t body = items->len;
+    if (f != DP_MQTT_MSGPACK && body > 0)
+        body--; /* the trailing comma */
+    if (!batched) {
+        dp_mqtt_buf_add(b, items->data, body);
+        return;
+    }
+    if (f == DP_MQTT_MSGPACK) {
+        msgpack_packer pk;
+        msgpack_packer_init(&pk, b, buf_write);
+        msgpack_pack_map(&pk, 2);
+        mp_str(&pk, "seq"), msgpack_pack_uint64(&pk, last_seq);
+        mp_str(&pk, "items"), msgpack_pack_array(&pk, n);
+        dp_mqtt_buf_add(b, items->data, body);
+    } else {
+        add_str(b, "{\"seq\":");
+        json_u64(b, last_seq);
+        add_str(b, ",\"items\":[");
+        dp_mqtt_buf_add(b, items->data, body);
+        add_str(b, "]}");
+    }
+}
+
+/* ---- Decoding ---------------------------------------------------------- */
+
+/* One step of a field path: a key or an index. Returns the rest of the path
+ * after the step, NULL at the end; *bad on a malformed path. */
+typedef struct {
+    char key[128];
+    long index; /* >= 0 for [n] */
+} step_t;
+
+static const char *next_step(const char *p, step_t *st, bool *bad)
+{
+    st->key[0] = '\0';
+    st->index = -1;
+    if (*p == '[') {
+        char *end;
+        errno = 0;
+        long i = strtol(p + 1, &end, 10);
+        if (end == p + 1 || *end != ']' || i < 0 || errno != 0) {
+            *bad = true;
+            return NULL;
+        }
+        st->index = i;
+        p = end + 1;
+    } else {
+        size_t n = strcspn(p, ".[");
+        if (n == 0 || n >= sizeof st->key) {
+            *bad = true;
+            return NULL;
+        }
+        memcpy(st->key, p, n);
+        st->key[n] = '\0';
+        p += n;
+    }
+    if (*p == '.')
+        p++;
+    return *p ? p : NULL;
+}
+
+static const cJSON *json_path(const cJSON *j, const char *path, char **err)
+{
+    step_t st;
+    bool bad = false;
+    const char *p = path;
+    while (p != NULL && j != NULL) {
+        p = next_step(p, &st, &bad);
+        if (bad) {
+            dp_fail(err, DP_EINVAL, "bad field path \"%s\"", path);
+            return NULL;
+        }
+        if (st.index >= 0)
+            j = cJSON_IsArray(j) ? cJSON_GetArrayItem(j, (int)st.index) : NULL;
+        else
+            j = cJSON_IsObject(j) ? cJSON_GetObjectItemCaseSensitive(j, st.key) : NULL;
+    }
+    if (j == NULL)
+        dp_fail(err, DP_EINVAL, "no field \"%s\"", path);
+    return j;
+}
+
+static const msgpack_object *mp_get(const msgpack_object *o, const char *key)
+{
+    if (o->type != MSGPACK_OBJECT_MAP)
+        return NULL;
+    size_t n = strlen(key);
+    for (uint32_t i = 0; i < o->via.map.size; i++) {
+        const msgpack_object *k = &o->via.map.ptr[i].key;
+        if (k->type == MSGPACK_OBJECT_STR && k->via.str.size == n &&
+            memcmp(k->via.str.ptr, key, n) == 0)
+            return &o->via.map.ptr[i].val;
+    }
+    return NULL;
+}
+
+static const msgpack_object *mp_path(const msgpack_object *o, const char *path, char **err)
+{
+    step_t st;
+    bool bad = false;
+    const char *p = path;
+    while (p != NULL && o != NULL) {
+        p = next_step(p, &st, &bad);
+        if (bad) {
+            dp_fail(err, DP_EINVAL, "bad field path \"%s\"", path);
+            return NULL;
+        }
+        if (st.index >= 0)
+            o = o->type == MSGPACK_OBJECT_ARRAY && (uint32_t)st.index < o->via.array.size
+                    ? &o->via.array.ptr[st.index]
+                    : NULL;
+        else
+            o = mp_get(o, st.key);
+    }
+    if (o == NULL)
+        dp_fail(err, DP_EINVAL, "no field \"%s\"", path);
+    return o;
+}
+
+/* Sets *v from a JSON scalar; strings are borrowed from the tree. */
+static int json_scalar(const cJSON *j, const char *what, dp_value_t *v, char **err)
+{
+    if (cJSON_IsNumber(j))
+        *v = dp_num(j->valuedouble);
+    else if (cJSON_IsBool(j))
+        *v = dp_bool(cJSON_IsTrue(j));
+    else if (cJSON_IsString(j))
+        *v = dp_str(j->valuestring);
+    else if (cJSON_IsNull(j))
+        *v = (dp_value_t){.type = DP_NIL};
+    else
+        return dp_fail(err, DP_EINVAL, "%s is %s, not a number, boolean or string", what,
+                       cJSON_IsArray(j) ? "an array" : "an object");
+    return 0;
+}
+
+/* Sets *v from a msgpack scalar; strings are copied into *owned. */
+static int mp_scalar(const msgpack_object *o, const char *what, dp_value_t *v, char **owned,
+                     char **err)
+{
+    switch (o->type) {
+    case MSGPACK_OBJECT_POSITIVE_INTEGER:
+        *v = dp_num((double)o->via.u64);
+        return 0;
+    case MSGPACK_OBJECT_NEGATIVE_INTEGER:
+        *v = dp_num((double)o->via.i64);
+        return 0;
+    case MSGPACK_OBJECT_FLOAT32:
+    case MSGPACK_OBJECT_FLOAT64:
+        *v = dp_num(o->via.f64);
+        return 0;
+    case MSGPACK_OBJECT_BOOLEAN:
+        *v = dp_bool(o->via.boolean);
+        return 0;
+    case MSGPACK_OBJECT_STR:
+        free(*owned);
+        *owned = strndup(o->via.str.ptr, o->via.str.size);
+        *v = dp_str(*owned);
+        return 0;
+    case MSGPACK_OBJECT_NIL:
+        *v = (dp_value_t){.type = DP_NIL};
+        return 0;
+    default:
+        return dp_fail(err, DP_EINVAL, "%s is not a number, boolean or string", what);
+    }
+}
+
+static int ts_from_number(double n, dp_mqtt_ts_unit_t unit, dp_time_t *ts, char **err)
+{
+    double us = unit == DP_MQTT_TS_S ? n * 1e6 : unit == DP_MQTT_TS_MS ? n * 1e3 : n;
+    if (!isfinite(us) || us < 0 || us > 9e18)
+        return dp_fail(err, DP_EINVAL, "timestamp %g is out of range", n);
+    *ts = (dp_time_t)llround(us);
+    return 0;
+}
+
+static int ts_from_value(const dp_value_t *v, const char *field, dp_mqtt_ts_unit_t unit,
+                         dp_time_t *ts, char **err)
+{
+    if (v->type == DP_NUM)
+        return ts_from_number(v->u.n, unit, ts, err);
+    if (v->type == DP_STR) {
+        char *inner = NULL;
+        if (dp_time_parse(v->u.s, ts, &inner) < 0) {
+            int rc = dp_fail(err, DP_EINVAL, "timestamp field \"%s\": %s", field, inner);
+            free(inner);
+            return rc;
+        }
+        return 0;
+    }
+    return dp_fail(err, DP_EINVAL, "timestamp field \"%s\" is not a number or a time string",
+                   field);
+}
+
+/* A doppel item: { seq, ts, v, q }. */
+static int doppel_item_json(const cJSON *it, dp_mqtt_sample_t *s, char **err)
+{
+    const cJSON *v = cJSON_GetObjectItemCaseSensitive(it, "v");
+    const cJSON *ts = cJSON_GetObjectItemCaseSensitive(it, "ts");
+    const cJSON *q = cJSON_GetObjectItemCaseSensitive(it, "q");
+    const cJSON *seq = cJSON_GetObjectItemCaseSensitive(it, "seq");
+    if (!cJSON_IsObject(it) || v == NULL || !cJSON_IsNumber(ts) || !cJSON_IsString(q) ||
+        !cJSON_IsNumber(seq))
+        return dp_fail(err, DP_EINVAL, "not a doppel sample (needs seq, ts, v, q)");
+    int rc = json_scalar(v, "v", &s->v, err);
+    if (rc < 0)
+        return rc;
+    s->ts = (dp_time_t)ts->valuedouble;
+    s->seq = (uint64_t)seq->valuedouble;
+    s->quality = dp_quality_parse(q->valuestring);
+    if (s->quality < 0)
+        return dp_fail(err, DP_EINVAL, "bad quality \"%s\"", q->valuestring);
+    return 0;
+}
+
+static int doppel_item_mp(const msgpack_object *it, dp_mqtt_sample_t *s, char **owned, char **err)
+{
+    const msgpack_object *v = mp_get(it, "v"), *ts = mp_get(it, "ts"), *q = mp_get(it, "q"),
+                         *seq = mp_get(it, "seq");
+    if (v == NULL || ts == NULL || q == NULL || seq == NULL ||
+        (ts->type != MSGPACK_OBJECT_POSITIVE_INTEGER) || q->type != MSGPACK_OBJECT_STR ||
+        seq->type != MSGPACK_OBJECT_POSITIVE_INTEGER)
+        return dp_fail(err, DP_EINVAL, "not a doppel sample (needs seq, ts, v, q)");
+    int rc = mp_scalar(v, "v", &s->v, owned, err);
+    if (rc < 0)
+        return rc;
+    s->ts = (dp_time_t)ts->via.u64;
+    s->seq = seq->via.u64;
+    char qs[16];
+    snprintf(qs, sizeof qs, "%.*s", (int)q->via.str.size, q->via.str.ptr);
+    s->quality = dp_quality_parse(qs);
+    if (s->quality < 0)
+        return dp_fail(err, DP_EINVAL, "bad quality \"%s\"", qs);
+    return 0;
+}
+
+static int decode_doppel(const void *payload, size_t len, dp_mqtt_sample_cb cb, void *ud,
+                         char **err)
+{
+    const char *p = payload;
+    /* Decode everything first, so that a bad item rejects the whole message. */
+    dp_mqtt_sample_t one[1];
+    int rc = 0;
+    if (len > 0 && p[0] == '{') {
+        cJSON *j = cJSON_ParseWithLength(p, len);
+        if (j == NULL)
+            return dp_fail(err, DP_EINVAL, "not valid JSON");
+        const cJSON *items = cJSON_GetObjectItemCaseSensitive(j, "items");
+        if (items != NULL) {
+            if (!cJSON_IsArray(items))
+                rc = dp_fail(err, DP_EINVAL, "\"items\" is not an array");
+            const cJSON *it;
+            dp_mqtt_sample_t s;
+            cJSON_ArrayForEach(it, items)
+            {
+                if (rc == 0)
+                    rc = doppel_item_json(it, &s, err);
+            }
+            if (rc == 0) {
+                cJSON_ArrayForEach(it, items)
+                {
+                    doppel_item_json(it, &s, NULL);
+                    cb(&s, ud);
+                }
+            }
+        } else if ((rc = doppel_item_json(j, one, err)) == 0) {
+            cb(one, ud);
+        }
+        cJSON_Delete(j);
+        return rc;
+    }
+    msgpack_unpacked u;
+    msgpack_unpacked_init(&u);
+    size_t off = 0;
+    if (msgpack_unpack_next(&u, p, len, &off) != MSGPACK_UNPACK_SUCCESS || off != len ||
+        u.data.type != MSGPACK_OBJECT_MAP) {
+        msgpack_unpacked_destroy(&u);
+        return dp_fail(err, DP_EINVAL, "neither a JSON object nor one msgpack map");
+    }
+    char *owned = NULL;
+    const msgpack_object *items = mp_get(&u.data, "items");
+    if (items != NULL) {
+        if (items->type != MSGPACK_OBJECT_ARRAY)
+            rc = dp_fail(err, DP_EINVAL, "\"items\" is not an array");
+        for (uint32_t i = 0; rc == 0 && i < items->via.array.size; i++)
+            rc = doppel_item_mp(&items->via.array.ptr[i], one, &owned, err);
+        for (uint32_t i = 0; rc == 0 && i < items->via.array.size; i++) {
+            doppel_item_mp(&items->via.array.ptr[i], one, &owned, NULL);
+            cb(one, ud);
+        }
+    } else if ((rc = doppel_item_mp(&u.data, one, &owned, err)) == 0) {
+        cb(one, ud);
+    }
+    free(owned);
+    msgpack_unpacked_destroy(&u);
+    return rc;
+}
+
+static int decode_text(const char *p, size_t len, dp_mqtt_sample_cb cb, void *ud, char **err)
+{
+    char *s = strndup(p, len);
+    if (strlen(s) != len) {
+        free(s);
+        return dp_fail(err, DP_EINVAL, "text payload contains a NUL byte");
+    }
+    /* Trim surrounding white space. */
+    char *b = s, *e = s + len;
+    while (b < e && isspace((unsigned char)*b))
+        b++;
+    while (e > b && isspace((unsigned char)e[-1]))
+        *--e = '\0';
+    dp_mqtt_sample_t smp = {.quality = DP_Q_GOOD};
+    char *end;
+    errno = 0;
+    double n = strtod(b, &end);
+    if (*b == '\0') {
+        free(s);
+        return dp_fail(err, DP_EINVAL, "empty payload");
+    } else if (end == e && errno == 0) {
+        smp.v = dp_num(n);
+    } else if (strcmp(b, "true") == 0 || strcmp(b, "false") == 0) {
+        smp.v = dp_bool(b[0] == 't');
+    } else {
+        smp.v = dp_str(b);
+    }
+    cb(&smp, ud);
+    free(s);
+    return 0;
+}
+
+int dp_mqtt_decode(const dp_mqtt_decode_opts_t *o, const void *payload, size_t len,
+                   dp_mqtt_sample_cb cb, void *ud, char **err)
+{
+    dp_mqtt_sample_t s = {.quality = DP_Q_GOOD};
+    int rc = 0;
+    switch (o->format) {
+    case DP_MQTT_DOPPEL:
+        return decode_doppel(payload, len, cb, ud, err);
+    case DP_MQTT_TEXT:
+        return decode_text(payload, len, cb, ud, err);
+    case DP_MQTT_JSON: {
+        cJSON *j = cJSON_ParseWithLength(payload, len);
+        if (j == NULL)
+            return dp_fail(err, DP_EINVAL, "not valid JSON");
+        const cJSON *v = o->field ? json_path(j, o->field, err) : j;
+        if (v == NULL)
+            rc = DP_EINVAL;
+        if (rc == 0)
+            rc = json_scalar(v, o->field ? o->field : "the payload", &s.v, err);
+        if (rc == 0 && s.v.type == DP_NIL)
+            rc = dp_fail(err, DP_EINVAL, "%s is null", o->field ? o->field : "the payload");
+        if (rc == 0 && o->ts_field != NULL) {
+            const cJSON *t = json_path(j, o->ts_field, err);
+            dp_value_t tv;
+            if (t == NULL)
+                rc = DP_EINVAL;
+            if (rc == 0 && (rc = json_scalar(t, o->ts_field, &tv, err)) == 0)
+                rc = ts_from_value(&tv, o->ts_field, o->ts_unit, &s.ts, err);
+        }
+        if (rc == 0)
+            cb(&s, ud);
+        cJSON_Delete(j);
+        return rc;
+    }
+    case DP_MQTT_MSGPACK: {
+        msgpack_unpacked u;
+        msgpack_unpacked_init(&u);
+        size_t off = 0;
+        char *owned = NULL, *towned = NULL;
+        if (msgpack_unpack_next(&u, payload, len, &off) != MSGPACK_UNPACK_SUCCESS || off != len) {
+            msgpack_unpacked_destroy(&u);
+            return dp_fail(err, DP_EINVAL, "not exactly one msgpack object");
+        }
+        const msgpack_object *v = o->field ? mp_path(&u.data, o->field, err) : &u.data;
+        if (v == NULL)
+            rc = DP_EINVAL;
+        if (rc == 0)
+            rc = mp_scalar(v, o->field ? o->field : "the payload", &s.v, &owned, err);
+        if (rc == 0 && s.v.type == DP_NIL)
+            rc = dp_fail(err, DP_EINVAL, "%s is nil", o->field ? o->field : "the payload");
+        if (rc == 0 && o->ts_field != NULL) {
+            const msgpack_object *t = mp_path(&u.data, o->ts_field, err);
+            dp_value_t tv;
+            if (t == NULL)
+                rc = DP_EINVAL;
+            if (rc == 0 && (rc = mp_scalar(t, o->ts_field, &tv, &towned, err)) == 0)
+                rc = ts_from_value(&tv, o->ts_field, o->ts_unit, &s.ts, err);
+        }
+        if (rc == 0)
+            cb(&s, ud);
+        free(owned);
+        free(towned);
+        msgpack_unpacked_destroy(&u);
+        return rc;
+    }
+    }
+    return dp_fail(err, DP_EINVAL, "unknown format");
+}
+
+int dp_mqtt_decode_command(const void *payload, size_t len, char **tag, dp_value_t *v, char **id,
+                           char **err)
+{
+    const char *p = payload;
+    *tag = *id = NULL;
+    *v = (dp_value_t){.type = DP_NIL};
+    int rc = 0;
+    if (len > 0 && p[0] == '{') {
+        cJSON *j = cJSON_ParseWithLength(p, len);
+        if (j == NULL)
+            return dp_fail(err, DP_EINVAL, "not valid JSON");
+        const cJSON *t = cJSON_GetObjectItemCaseSensitive(j, "tag");
+        const cJSON *val = cJSON_GetObjectItemCaseSensitive(j, "value");
+        const cJSON *i = cJSON_GetObjectItemCaseSensitive(j, "id");
+        if (!cJSON_IsString(t))
+            rc = dp_fail(err, DP_EINVAL, "\"tag\" is missing or not a string");
+        else if (val == NULL)
+            rc = dp_fail(err, DP_EINVAL, "\"value\" is missing");
+        else if ((rc = json_scalar(val, "\"value\"", v, err)) == 0 && v->type == DP_NIL)
+            rc = dp_fail(err, DP_EINVAL, "\"value\" is null");
+        if (rc == 0) {
+            *tag = dp_xstrdup(t->valuestring);
+            if (v->type == DP_STR)
+                v->u.s = dp_xstrdup(v->u.s);
+            if (cJSON_IsString(i))
+                *id = dp_xstrdup(i->valuestring);
+            else if (cJSON_IsNumber(i))
+                *id = dp_xasprintf("%.17g", i->valuedouble);
+        }
+        cJSON_Delete(j);
+        return rc;
+    }
+    msgpack_unpacked u;
+    msgpack_unpacked_init(&u);
+    size_t off = 0;
+    if (msgpack_unpack_next(&u, p, len, &off) != MSGPACK_UNPACK_SUCCESS || off != len ||
+        u.data.type != MSGPACK_OBJECT_MAP) {
+        msgpack_unpacked_destroy(&u);
+        return dp_fail(err, DP_EINVAL, "neither a JSON object nor one msgpack map");
+    }
+    const msgpack_object *t = mp_get(&u.data, "tag"), *val = mp_get(&u.data, "value"),
+                         *i = mp_get(&u.data, "id");
+    char *owned = NULL;
+    if (t == NULL || t->type != MSGPACK_OBJECT_STR)
+        rc = dp_fail(err, DP_EINVAL, "\"tag\" is missing or not a string");
+    else if (val == NULL)
+        rc = dp_fail(err, DP_EINVAL, "\"value\" is missing");
+    else if ((rc = mp_scalar(val, "\"value\"", v, &owned, err)) == 0 && v->type == DP_NIL)
+        rc = dp_fail(err, DP_EINVAL, "\"value\" is nil");
+    if (rc == 0) {
+        *tag = strndup(t->via.str.ptr, t->via.str.size);
+        if (i != NULL && i->type == MSGPACK_OBJECT_STR)
+            *id = strndup(i->via.str.ptr, i->via.str.size);
+        else if (i != NULL && i->type == MSGPACK_OBJECT_POSITIVE_INTEGER)
+            *id = dp_xasprintf("%llu", (unsigned long long)i->via.u64);
+        owned = NULL; /* now owned by v */
+    } else {
+        free(owned);
+        *v = (dp_value_t){.type = DP_NIL};
+    }
+    msgpack_unpacked_destroy(&u);
+    return rc;
+}

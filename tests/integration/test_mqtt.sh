@@ -1,0 +1,339 @@
+#!/bin/bash
+# The mqtt driver against a real mosquitto broker started here on free
+# loopback ports: every published stream, commands in (accepted, refused by
+# the guard, refused by the allow-list, malformed), malformed south payloads,
+# TLS with a CA made here, store-and-forward across a broker outage and a
+# doppel restart while the broker is down (every journaled sample delivered,
+# in order), and a fleet: one plant consuming another through the broker.
+set -u
+DOPPEL=$(realpath "$1")
+WORK=$(mktemp -d)
+PIDS=""
+cleanup() {
+    for p in $PIDS; do kill "$p" 2>/dev/null; done
+    wait 2>/dev/null
+    [ -n "${KEEP:-}" ] || rm -rf "$WORK"
+}
+trap cleanup EXIT
+cd "$WORK"
+echo "work dir: $WORK"
+failures=0
+ok() { echo "ok: $*"; }
+fail() {
+    echo "FAIL: $*"
+    failures=$((failures + 1))
+}
+check() { # check DESCRIPTION COMMAND...
+    local what=$1
+    shift
+    if "$@"; then ok "$what"; else fail "$what"; fi
+}
+
+free_port() {
+    python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
+}
+PORT=$(free_port)
+TLSPORT=$(free_port)
+
+# ---- a test CA, a broker certificate for 127.0.0.1 and a client certificate
+mkdir -p tls
+(
+    cd tls
+    openssl req -x509 -newkey rsa:2048 -nodes -keyout ca.key -out ca.crt -days 2 \
+        -subj "/CN=doppel test CA" 2>/dev/null
+    openssl req -newkey rsa:2048 -nodes -keyout server.key -out server.csr \
+        -subj "/CN=127.0.0.1" 2>/dev/null
+    printf 'subjectAltName=IP:127.0.0.1,DNS:localhost\n' > san.ext
+    openssl x509 -req -in server.csr -CA ca.crt -CAkey ca.key -CAcreateserial -out server.crt \
+        -days 2 -extfile san.ext 2>/dev/null
+    openssl req -newkey rsa:2048 -nodes -keyout client.key -out client.csr \
+        -subj "/CN=gateway" 2>/dev/null
+    openssl x509 -req -in client.csr -CA ca.crt -CAkey ca.key -CAcreateserial -out client.crt \
+        -days 2 2>/dev/null
+    # Another CA, which did not sign the broker's certificate.
+    openssl req -x509 -newkey rsa:2048 -nodes -keyout other.key -out other.crt -days 2 \
+        -subj "/CN=other CA" 2>/dev/null
+)
+[ -s tls/client.crt ] || { echo "FAIL: openssl could not make the test certificates"; exit 1; }
+
+mkdir -p mdb
+cat > mosquitto.conf <<CONF
+per_listener_settings false
+allow_anonymous true
+persistence true
+persistence_location $WORK/mdb/
+autosave_interval 1
+max_queued_messages 0
+max_inflight_messages 0
+log_dest file $WORK/mosquitto.log
+listener $PORT 127.0.0.1
+listener $TLSPORT 127.0.0.1
+cafile $WORK/tls/ca.crt
+certfile $WORK/tls/server.crt
+keyfile $WORK/tls/server.key
+require_certificate true
+CONF
+# As root, mosquitto would switch to its own user, who cannot read this directory.
+if [ "$(id -u)" -eq 0 ]; then echo "user root" >> mosquitto.conf; fi
+
+BROKER=""
+start_broker() {
+    mosquitto -c mosquitto.conf >> broker.out 2>&1 &
+    BROKER=$!
+    PIDS="$PIDS $BROKER"
+    for _ in $(seq 100); do
+        mosquitto_pub -p "$PORT" -t ping -m x 2>/dev/null && return 0
+        sleep 0.1
+    done
+    echo "FAIL: mosquitto did not start"; cat broker.out; exit 1
+}
+stop_broker() {
+    kill -TERM "$BROKER"
+    wait "$BROKER" 2>/dev/null
+}
+# run_doppel NAME SECONDS PLANT: runs in the background, log in NAME.log.
+run_doppel() {
+    timeout -s TERM "$2" "$DOPPEL" --data-dir "data-$1" run --no-watch "$3" >> "$1.log" 2>&1 &
+    LAST=$!
+    PIDS="$PIDS $LAST"
+}
+# wait_for FILE PATTERN [TRIES]: until FILE holds PATTERN (fixed string).
+wait_for() {
+    for _ in $(seq "${3:-100}"); do
+        grep -aqF -- "$2" "$1" 2>/dev/null && return 0
+        sleep 0.1
+    done
+    return 1
+}
+
+# ---- 0. settings errors name the field -------------------------------------
+printf 'device "b" { driver = "mqtt", commands = { eve = "P1" } }\n' > bad1.lua
+printf 'device "b" { driver = "mqtt" }\ntwin "T" { script = "t.lua", tags = { x = { device = "b", topic = "a/#/b" } } }\n' > bad2.lua
+printf 'device "b" { driver = "mqtt", keepalive = "1s" }\n' > bad3.lua
+printf '' > t.lua
+for f in bad1:'commands: "P1": expected "twin.tag", "twin.*" or "*"' \
+         bad2:'twin T, tag x: topic: "a/#/b" is not a valid subscription' \
+         bad3:'device b: keepalive: must be between 5s and 65535s'; do
+    out=$("$DOPPEL" check "${f%%:*}.lua" 2>&1)
+    if [ $? -eq 1 ] && grep -qF -- "${f#*:}" <<<"$out"; then ok "check ${f%%:*}"; else fail "check ${f%%:*}: $out"; fi
+done
+
+start_broker
+
+# ---- 1. streams, commands, malformed payloads -------------------------------
+cat > streams.lua <<LUA
+plant { name = "gw1" }
+device "sim" { driver = "sim", seed = 1 }
+device "broker" { driver = "mqtt", port = $PORT, publish = true,
+                  commands = { scada = { "P1.sp" } } }
+twin "P1" { script = "p1.lua", tags = {
+   flow = { device = "sim", wave = "sine", mean = 10, amplitude = 1, period = "10s",
+            every = "100ms", unit = "m3/h" },
+   sp = { writable = true, min = 0, max = 100 },
+   ext = { device = "broker", topic = "in/ext", field = "a.b[1]", ts_field = "t", ts_unit = "ms" },
+   raw = { device = "broker", topic = "in/raw", format = "text" },
+}}
+LUA
+cat > p1.lua <<'LUA'
+twin.on_change("ext", function(v) twin.event("ext_seen", { v = v }) end)
+LUA
+timeout 20 mosquitto_sub -p "$PORT" -t 'doppel/gw1/#' -v > streams.sub 2>&1 &
+PIDS="$PIDS $!"
+sleep 0.3
+run_doppel streams 6 streams.lua
+D1=$LAST
+wait_for streams.log "mqtt broker: connected" || fail "gw1 did not connect"
+mosquitto_pub -p "$PORT" -t in/ext -m '{"a":{"b":[1,42]},"t":1700000000000}'
+mosquitto_pub -p "$PORT" -t in/ext -m '{"a":{"b":[1,42]'
+mosquitto_pub -p "$PORT" -t in/ext -m '{"a":{"c":1}}'
+mosquitto_pub -p "$PORT" -t in/raw -m ' 17.5 '
+mosquitto_pub -p "$PORT" -t doppel/gw1/P1/cmd/scada -m '{"tag":"sp","value":50,"id":"c1"}'
+mosquitto_pub -p "$PORT" -t doppel/gw1/P1/cmd/scada -m '{"tag":"sp","value":500,"id":"c2"}'
+mosquitto_pub -p "$PORT" -t doppel/gw1/P1/cmd/eve -m '{"tag":"sp","value":5,"id":"c3"}'
+mosquitto_pub -p "$PORT" -t doppel/gw1/P1/cmd/scada -m '{"tag":"flow","value":5,"id":"c4"}'
+mosquitto_pub -p "$PORT" -t doppel/gw1/P1/cmd/scada -m 'set sp 5'
+mosquitto_pub -p "$PORT" -t doppel/gw1/P1/cmd -m '{"tag":"sp","value":5}'
+wait "$D1"
+sleep 0.5
+S=streams.sub
+check "birth: plant online (retained)" grep -aq '^doppel/gw1/status {"status":"online"' $S
+check "birth: twin P1 online with its tags" \
+    grep -aq '^doppel/gw1/P1/status {"status":"online","tags":\[{"name":"ext"' $S
+check "data: flow samples with seq, ts, v, q" \
+    grep -aqE '^doppel/gw1/P1/data/flow \{"seq":[0-9]+,"ts":[0-9]+,"v":[0-9.]+,"q":"good"\}$' $S
+check "south: JSON field path and payload timestamp" \
+    grep -aq '^doppel/gw1/P1/data/ext {"seq":[0-9]*,"ts":1700000000000000,"v":42,"q":"good"}' $S
+check "south: text payload" grep -aq '^doppel/gw1/P1/data/raw {.*"v":17.5,' $S
+check "events: a twin's event" \
+    grep -aq '^doppel/gw1/P1/events {"seq":[0-9]*,"ts":[0-9]*,"kind":"ext_seen",.*"data":{"v":42}}' $S
+check "command outcomes: done" \
+    grep -aq '^doppel/gw1/P1/commands {.*"tag":"sp","value":50,"outcome":"done"' $S
+check "command outcomes: rejected by the guard" \
+    grep -aq '^doppel/gw1/P1/commands {.*"tag":"sp","value":500,"outcome":"rejected"' $S
+check "reply: accepted" grep -aq '^doppel/gw1/P1/reply/scada {"id":"c1","cmd":[1-9].*"outcome":"done"' $S
+check "reply: refused by the guard" \
+    grep -aq '^doppel/gw1/P1/reply/scada {"id":"c2".*"outcome":"rejected","reason":"max: 500' $S
+check "reply: client not allowed" \
+    grep -aq '^doppel/gw1/P1/reply/eve {"id":"c3".*"rejected","reason":"client eve may not command P1.sp"' $S
+check "reply: tag not allowed" \
+    grep -aq '^doppel/gw1/P1/reply/scada {"id":"c4".*"client scada may not command P1.flow"' $S
+check "reply: malformed request" \
+    grep -aq '^doppel/gw1/P1/reply/scada {"id":null.*"rejected","reason":"neither a JSON object' $S
+check "log: refused command without a client" \
+    grep -aq 'command on doppel/gw1/P1/cmd refused: the topic must be' streams.log
+check "log: refused command logged" grep -aq 'refused: client eve may not command P1.sp' streams.log
+check "log: malformed payload names the topic" \
+    grep -aq 'topic in/ext: malformed payload for P1.ext (16 bytes): not valid JSON; skipped' streams.log
+check "log: missing field names the path" \
+    grep -aq 'topic in/ext: malformed payload for P1.ext (13 bytes): no field "a.b\[1\]"; skipped' streams.log
+check "death: twin offline on a clean stop" grep -aq '^doppel/gw1/P1/status {"status":"offline"}' $S
+check "death: plant offline on a clean stop" \
+    grep -aq '^doppel/gw1/status {"status":"offline","ts"' $S
+# The plant kept running after the malformed payloads: samples after them.
+last_flow=$(grep -a '^doppel/gw1/P1/data/flow' $S | tail -1 | sed 's/.*"seq":\([0-9]*\).*/\1/')
+bad_at=$(grep -an 'malformed payload' streams.log | head -1 | cut -d: -f1)
+check "plant kept running after malformed payloads (flow seq $last_flow > 30)" \
+    test "${last_flow:-0}" -gt 30
+[ -n "$bad_at" ] || fail "no malformed line found"
+
+# ---- 2. TLS with the test CA and a client certificate ------------------------
+cat > tls.lua <<LUA
+plant { name = "gwtls" }
+device "sim" { driver = "sim" }
+device "broker" { driver = "mqtt", port = $TLSPORT, publish = true, tls_ca = "tls/ca.crt",
+                  tls_cert = "tls/client.crt", tls_key = "tls/client.key", protocol = "3.1.1" }
+twin "T" { script = "t.lua", tags = { x = { device = "sim", wave = "sawtooth", amplitude = 5,
+                                             period = "1s", every = "100ms" } } }
+LUA
+printf '' > t.lua
+timeout 10 mosquitto_sub -p "$TLSPORT" --cafile tls/ca.crt --cert tls/client.crt \
+    --key tls/client.key -t 'doppel/gwtls/T/data/x' -v > tls.sub 2>&1 &
+PIDS="$PIDS $!"
+sleep 0.5
+run_doppel tls 3 tls.lua
+wait "$LAST"
+sleep 0.3
+check "TLS: connected with the test CA" grep -aq 'connected to 127.0.0.1:'"$TLSPORT"' (MQTT 3.1.1, TLS)' tls.log
+check "TLS: samples received over TLS" test "$(grep -ac '^doppel/gwtls/T/data/x {' tls.sub)" -ge 10
+sed -e 's|tls/ca.crt|tls/other.crt|' -e 's/gwtls/gwbad/' tls.lua > tlsbad.lua
+run_doppel tlsbad 2 tlsbad.lua
+wait "$LAST"
+check "TLS: a broker certificate from another CA is refused" \
+    grep -aq "mqtt broker: cannot connect to 127.0.0.1:$TLSPORT" tlsbad.log
+check "TLS: never connected with the wrong CA" bash -c "! grep -aq 'connected to' tlsbad.log"
+
+# ---- 3. store-and-forward: broker outage, doppel restart while it is down ----
+cat > saf.lua <<LUA
+plant { name = "gw2" }
+device "sim" { driver = "sim", seed = 7 }
+device "broker" { driver = "mqtt", port = $PORT, publish = true, reconnect_min = "100ms",
+                  reconnect_max = "300ms", keepalive = "5s", batch = 5 }
+twin "P1" { script = "t.lua", tags = {
+   flow = { device = "sim", wave = "sine", mean = 50, amplitude = 5, period = "3s", noise = 1,
+            every = "5ms" } } }
+LUA
+# A persistent QoS 1 subscriber session, kept by the broker across its restart.
+timeout 60 mosquitto_sub -p "$PORT" -c -i counter -q 1 -t 'doppel/gw2/P1/data/flow' > saf.sub 2>&1 &
+SUB=$!
+PIDS="$PIDS $SUB"
+sleep 0.5
+run_doppel saf 30 saf.lua
+DA=$LAST
+wait_for saf.log "mqtt broker: connected" || fail "gw2 did not connect"
+sleep 1.5
+stop_broker # under load: 200 samples/s
+sleep 1.5
+kill -TERM "$DA"
+wait "$DA" 2>/dev/null
+run_doppel saf 30 saf.lua # restarted while the broker is down
+DB=$LAST
+wait_for saf.log "resuming from cursor mqtt-broker" || fail "no resume line"
+sleep 1.5
+start_broker
+sleep 2
+kill -TERM "$DB"
+wait "$DB" 2>/dev/null
+"$DOPPEL" --data-dir data-saf export --tags P1.flow | tail -n +2 | cut -d, -f1 > expected.seq
+want=$(wc -l < expected.seq)
+# The last records of a run (journaled after the publisher stopped) go out
+# at the next start: a third run with the broker up.
+run_doppel saf 3 saf.lua
+wait "$LAST"
+# Wait until the subscriber has every sequence number (bounded).
+got_all() {
+    python3 - "$@" <<'PY'
+import json, sys
+exp = [int(l) for l in open("expected.seq") if l.strip()]
+last, kept, dups, disorder = 0, [], 0, 0
+for line in open("saf.sub", errors="replace"):
+    line = line.strip()
+    if not line.startswith("{"):
+        continue
+    for it in json.loads(line)["items"]:
+        if it["seq"] <= last:
+            dups += 1
+            continue
+        last = it["seq"]
+        kept.append(it["seq"])
+ok = kept[:len(exp)] == exp
+if len(sys.argv) > 1:
+    print(f"expected {len(exp)} samples (runs 1 and 2), kept {len(kept)} in order (runs 1 to 3), {dups} duplicates dropped")
+    if not ok:
+        missing = sorted(set(exp) - set(kept))[:10]
+        extra = sorted(set(kept) - set(exp))[:10]
+        print(f"missing (first 10) {missing}; unexpected {extra}")
+sys.exit(0 if ok else 1)
+PY
+}
+for _ in $(seq 150); do got_all && break; sleep 0.2; done
+got_all report
+check "store-and-forward: every journaled sample delivered, in order ($want samples)" got_all
+check "store-and-forward: the outage was seen" grep -aq 'mqtt broker: connection to 127.0.0.1:'"$PORT"' lost' saf.log
+check "store-and-forward: a backlog was resent after restart" \
+    grep -aq 'resuming from cursor mqtt-broker at record' saf.log
+check "store-and-forward: at least 500 samples" test "$want" -ge 500
+kill "$SUB" 2>/dev/null
+
+# ---- 4. fleet: one plant consuming another's published twins ----------------
+cat > gw3.lua <<LUA
+plant { name = "gw3" }
+device "sim" { driver = "sim", seed = 3 }
+device "broker" { driver = "mqtt", port = $PORT, publish = true, format = "msgpack", batch = 4 }
+twin "P1" { script = "t.lua", tags = {
+   flow = { device = "sim", wave = "triangle", mean = 20, amplitude = 10, period = "2s",
+            every = "50ms" } } }
+LUA
+cat > site.lua <<LUA
+plant { name = "site" }
+device "broker" { driver = "mqtt", port = $PORT, publish = true, client_id = "site" }
+twin "S" { script = "s.lua", tags = {
+   gw3_flow = { device = "broker", topic = "doppel/gw3/P1/data/flow", format = "doppel" },
+}}
+LUA
+cat > s.lua <<'LUA'
+twin.tag("total")
+twin.on_change("gw3_flow", function(v) twin.set("total", v * 2) end)
+LUA
+timeout 20 mosquitto_sub -p "$PORT" -t 'doppel/site/S/data/#' -v > site.sub 2>&1 &
+PIDS="$PIDS $!"
+sleep 0.3
+run_doppel site 6 site.lua
+DS=$LAST
+wait_for site.log "mqtt broker: connected" || fail "site did not connect"
+run_doppel gw3 3 gw3.lua
+wait "$LAST"
+wait "$DS"
+sleep 0.3
+"$DOPPEL" --data-dir data-gw3 export --tags P1.flow | tail -n +2 | cut -d, -f2,5 | sort > gw3.csv
+"$DOPPEL" --data-dir data-site export --tags S.gw3_flow | tail -n +2 | cut -d, -f2,5 | sort > site.csv
+n3=$(wc -l < gw3.csv)
+check "fleet: the site has every gw3 sample with its timestamp and value ($n3)" \
+    bash -c "[ $n3 -ge 40 ] && diff -q gw3.csv site.csv"
+check "fleet: the site's twin computed from them and published it" \
+    grep -aq '^doppel/site/S/data/total {"seq"' site.sub
+
+# Sanitizer builds: a leak or undefined behaviour in any doppel run fails the test.
+if grep -l 'Sanitizer\|runtime error:' ./*.log 2>/dev/null; then fail "sanitizer reports in the logs above"; fi
+
+echo "$failures failures"
+[ "$failures" -eq 0 ]
