@@ -403,16 +403,16 @@ static bool is_str_or_nil(const msgpack_object *o)
 
 /* Decodes one payload into rec (strings copied into arena a). Returns NULL
  * or a static description of what is wrong. */
-static const char *decode_record(const char *buf, size_t len, bytes_t *a, dp_jrec_t *rec)
+static const char *decode_record(msgpack_zone *zone, const char *buf, size_t len, bytes_t *a,
+                                 dp_jrec_t *rec)
 {
-    msgpack_zone zone;
-    msgpack_zone_init(&zone, 1024);
+    msgpack_zone_clear(zone);
     msgpack_object obj;
     size_t off = 0;
     const char *bad = NULL;
     a->len = 0;
     memset(rec, 0, sizeof *rec);
-    if (msgpack_unpack(buf, len, &off, &zone, &obj) != MSGPACK_UNPACK_SUCCESS || off != len) {
+    if (msgpack_unpack(buf, len, &off, zone, &obj) != MSGPACK_UNPACK_SUCCESS || off != len) {
         bad = "payload is not one msgpack value";
         goto out;
     }
@@ -482,7 +482,6 @@ static const char *decode_record(const char *buf, size_t len, bytes_t *a, dp_jre
     if (rec->value.type == DP_STR)
         rec->value.u.s = (char *)fix(a, rec->value.u.s);
 out:
-    msgpack_zone_destroy(&zone);
     return bad;
 }
 
@@ -532,6 +531,7 @@ struct dp_journal {
     uv_async_t async;
     int open_handles;
     bool commit_scheduled;
+    bool behind; /* warned that the writer is behind */
     uint64_t records, bytes, commits;
 
     /* Shared, under mu. */
@@ -539,6 +539,7 @@ struct dp_journal {
     pthread_cond_t cond_work; /* writer waits for batches */
     pthread_cond_t cond_done; /* sync waits for progress */
     batch_t *head, *tail;
+    uint64_t queued; /* bytes handed to the writer and not written yet */
     bool stop;
     bool failed;
     uint64_t written; /* highest seq written to the OS */
@@ -664,6 +665,9 @@ static void *writer_main(void *arg)
         /* Group commit: take every queued batch, write them all, fsync once. */
         batch_t *list = j->head;
         j->head = j->tail = NULL;
+        uint64_t taken = 0;
+        for (batch_t *b = list; b != NULL; b = b->next)
+            taken += b->data.len;
         bool failed = j->failed;
         pthread_mutex_unlock(&j->mu);
 
@@ -704,6 +708,7 @@ static void *writer_main(void *arg)
         }
 
         pthread_mutex_lock(&j->mu);
+        j->queued -= taken;
         if (rc < 0) {
             j->failed = true;
         } else if (last != 0) {
@@ -798,18 +803,21 @@ static int scan_tail(const char *path, uint64_t *valid_end, uint64_t *last_seq, 
         return 0;
     }
     bytes_t arena = {0};
+    msgpack_zone zone;
+    msgpack_zone_init(&zone, 1024);
     size_t pos = MAGIC_LEN, keep = MAGIC_LEN;
     while (pos < len) {
         int64_t fs = check_frame(buf + pos, len - pos);
         const char *bad = NULL;
         dp_jrec_t rec;
         if (fs > 0)
-            bad = decode_record((const char *)buf + pos + FRAME_HDR, (size_t)fs - FRAME_HDR, &arena,
-                                &rec);
+            bad = decode_record(&zone, (const char *)buf + pos + FRAME_HDR, (size_t)fs - FRAME_HDR,
+                                &arena, &rec);
         if (fs > 0 && bad == NULL) {
             pos += (size_t)fs;
             keep = pos;
-            *last_seq = rec.seq;
+            if (rec.seq > *last_seq)
+                *last_seq = rec.seq;
             continue;
         }
         size_t next = fs > 0 ? pos + (size_t)fs : mem_resync(buf, pos, len);
@@ -831,6 +839,7 @@ static int scan_tail(const char *path, uint64_t *valid_end, uint64_t *last_seq, 
         pos = next;
     }
     *valid_end = keep;
+    msgpack_zone_destroy(&zone);
     free(arena.data);
     free(buf);
     return 0;
@@ -985,8 +994,20 @@ static void queue_batch(dp_journal_t *j, bool force)
     else
         j->head = b;
     j->tail = b;
+    j->queued += b->data.len;
+    uint64_t queued = j->queued;
     pthread_cond_signal(&j->cond_work);
     pthread_mutex_unlock(&j->mu);
+    /* Batches wait in memory while the disk is slow; say so once when that
+     * grows large, and again after it has recovered. */
+    if (!j->behind && queued > (UINT64_C(64) << 20)) {
+        j->behind = true;
+        dp_log_warn(NULL, "journal %s: the writer is behind: %" PRIu64 " MiB waiting for the disk",
+                    j->dir, queued >> 20);
+    } else if (j->behind && queued < (UINT64_C(8) << 20)) {
+        j->behind = false;
+        dp_log_info(NULL, "journal %s: the writer caught up", j->dir);
+    }
 }
 
 uint64_t dp_journal_append(dp_journal_t *j, const dp_jrec_t *rec)
@@ -1176,8 +1197,12 @@ struct dp_jreader {
     uint64_t off;       /* offset in the open segment of the next frame */
     uint64_t next_seq;  /* skip records below this (seeking) */
     uint64_t last_seq;  /* of the last record returned */
-    unsigned char *buf;
+    unsigned char *buf; /* a window on the open segment: bytes [boff, boff + blen) */
     size_t cap;
+    uint64_t boff;
+    size_t blen;
+    const unsigned char *payload; /* of the frame frame_at() found */
+    msgpack_zone zone;
     bytes_t arena;
     uint64_t skipped;
 };
@@ -1234,38 +1259,47 @@ static void seg_name(char *buf, size_t size, const dp_jreader_t *r)
     seg_path(buf, size, r->dir, r->cur_first);
 }
 
-/* Reads up to len bytes at off of the open segment into r->buf. */
-static size_t read_at(dp_jreader_t *r, uint64_t off, size_t len)
+/* Bytes [off, off + len) of the open segment, from the window (read ahead in
+ * 256 KiB steps); NULL when the file does not hold them (yet). */
+static const unsigned char *window(dp_jreader_t *r, uint64_t off, size_t len)
 {
-    if (r->cap < len) {
-        r->cap = len;
+    if (off >= r->boff && off + len <= r->boff + r->blen)
+        return r->buf + (off - r->boff);
+    size_t want = len > (256u << 10) ? len : (256u << 10);
+    if (r->cap < want) {
+        r->cap = want;
         r->buf = dp_xrealloc(r->buf, r->cap);
     }
     size_t got = 0;
-    while (got < len) {
-        ssize_t n = pread(r->fd, r->buf + got, len - got, (off_t)(off + got));
+    while (got < want) {
+        ssize_t n = pread(r->fd, r->buf + got, want - got, (off_t)(off + got));
         if (n < 0 && errno == EINTR)
             continue;
         if (n <= 0)
             break;
         got += (size_t)n;
     }
-    return got;
+    r->boff = off;
+    r->blen = got;
+    return got >= len ? r->buf : NULL;
 }
 
 /* Checks for a whole valid frame at off: its size, 0 when the bytes there
- * are incomplete, -1 when they are not a valid frame. On success the payload
- * is in r->buf. */
+ * are incomplete, -1 when they are not a valid frame. On success
+ * r->payload points at the payload (valid until the next window read). */
 static int64_t frame_at(dp_jreader_t *r, uint64_t off)
 {
-    if (read_at(r, off, FRAME_HDR) < FRAME_HDR)
+    const unsigned char *h = window(r, off, FRAME_HDR);
+    if (h == NULL)
         return 0;
-    uint32_t len = get_u32(r->buf), crc = get_u32(r->buf + 4);
+    uint32_t len = get_u32(h), crc = get_u32(h + 4);
     if (len == 0 || len > MAX_RECORD)
         return -1;
-    if (read_at(r, off + FRAME_HDR, len) < len)
+    const unsigned char *f = window(r, off, FRAME_HDR + (size_t)len);
+    if (f == NULL)
         return 0;
-    return dp_crc32(0, r->buf, len) == crc ? FRAME_HDR + (int64_t)len : -1;
+    r->payload = f + FRAME_HDR;
+    return dp_crc32(0, r->payload, len) == crc ? FRAME_HDR + (int64_t)len : -1;
 }
 
 /* The first offset after `from` and before `end` where a whole valid frame
@@ -1324,6 +1358,7 @@ static int open_next(dp_jreader_t *r, char **err)
         ssize_t got = pread(fd, magic, MAGIC_LEN, 0);
         if (got == MAGIC_LEN && memcmp(magic, MAGIC, MAGIC_LEN) == 0) {
             r->fd = fd;
+            r->blen = 0;
             r->cur_first = r->segs[i].first;
             r->off = r->seek_off > MAGIC_LEN ? r->seek_off : MAGIC_LEN;
             r->seek_off = 0;
@@ -1359,6 +1394,7 @@ dp_jreader_t *dp_jreader_open(const char *dir, const dp_jpos_t *from, dp_jreader
     r->warn = warn;
     r->ud = ud;
     r->fd = -1;
+    msgpack_zone_init(&r->zone, 1024);
     struct stat st;
     if (stat(dir, &st) != 0 || !S_ISDIR(st.st_mode)) {
         dp_fail(err, DP_EIO, "journal %s: %s", dir,
@@ -1404,6 +1440,7 @@ void dp_jreader_free(dp_jreader_t *r)
     if (r->fd >= 0)
         close(r->fd);
     free(r->segs);
+    msgpack_zone_destroy(&r->zone);
     free(r->buf);
     free(r->arena.data);
     free(r->dir);
@@ -1415,6 +1452,7 @@ static void close_seg(dp_jreader_t *r)
     if (r->fd >= 0)
         close(r->fd);
     r->fd = -1;
+    r->blen = 0;
 }
 
 int dp_jreader_next(dp_jreader_t *r, dp_jrec_t *rec, char **err)
@@ -1428,8 +1466,8 @@ int dp_jreader_next(dp_jreader_t *r, dp_jrec_t *rec, char **err)
         char path[4096];
         int64_t fs = frame_at(r, r->off);
         if (fs > 0) {
-            const char *bad =
-                decode_record((const char *)r->buf, (size_t)fs - FRAME_HDR, &r->arena, rec);
+            const char *bad = decode_record(&r->zone, (const char *)r->payload,
+                                            (size_t)fs - FRAME_HDR, &r->arena, rec);
             if (bad != NULL) {
                 seg_name(path, sizeof path, r);
                 reader_warn(r, "journal: %s: record at offset %" PRIu64 " skipped: %s", path,

@@ -191,18 +191,53 @@ struct dp_persist {
     bool writing; /* a snapshot file is being written in the threadpool */
     bool started;
     uint64_t last_snap_seq;
+    struct {
+        dp_journal_durable_cb cb;
+        void *ud;
+    } * durable_cbs;
+    int ndurable_cbs;
 };
 
 /* ---- recovery -------------------------------------------------------------- */
 
+/* Reader warnings during recovery, logged once the replay is over. */
+typedef struct {
+    char *msgs[16];
+    int n;
+    int dropped;
+} warnings_t;
+
+static void collect_warning(const char *msg, void *ud)
+{
+    warnings_t *w = ud;
+    if (w->n < (int)DP_ARRAY_LEN(w->msgs))
+        w->msgs[w->n++] = dp_xstrdup(msg);
+    else
+        w->dropped++;
+}
+
+static void flush_warnings(warnings_t *w)
+{
+    for (int i = 0; i < w->n; i++) {
+        dp_log_warn(NULL, "%s", w->msgs[i]);
+        free(w->msgs[i]);
+    }
+    if (w->dropped > 0)
+        dp_log_warn(NULL, "journal: %d more corrupted stretches skipped", w->dropped);
+    w->n = w->dropped = 0;
+}
+
 /* Replays the journal after `snap` through a virtual-time copy of the plant
- * and returns the resulting seed (NULL: nothing to start from). */
+ * and returns the resulting seed (NULL: nothing to start from). While the
+ * copy loads and replays, only errors are logged: its twins say again what
+ * they said live (and the live plant says it once more when it loads). */
 static int recover(dp_persist_t *ps, dp_snapshot_t *snap, dp_snapshot_t **out, char **err)
 {
     *out = NULL;
     uint64_t t0 = uv_hrtime();
     dp_jpos_t from = {.seq = snap != NULL ? snap->seq + 1 : 0};
-    dp_jreader_t *r = dp_jreader_open(ps->journal_dir, &from, NULL, NULL, err);
+    warnings_t warnings = {0};
+    dp_jreader_t *r = dp_jreader_open(ps->journal_dir, &from, collect_warning, &warnings, err);
     if (r == NULL)
         return DP_EIO;
     dp_jrec_t rec;
@@ -212,10 +247,12 @@ static int recover(dp_persist_t *ps, dp_snapshot_t *snap, dp_snapshot_t **out, c
         dp_fail(err, rc, "recovery: %s", rerr);
         free(rerr);
         dp_jreader_free(r);
+        flush_warnings(&warnings);
         return rc;
     }
     if (rc == 0) {
         dp_jreader_free(r);
+        flush_warnings(&warnings);
         if (snap != NULL)
             dp_log_info(NULL,
                         "recovery: snapshot %020" PRIu64 " is up to date; no journal records "
@@ -232,11 +269,16 @@ static int recover(dp_persist_t *ps, dp_snapshot_t *snap, dp_snapshot_t **out, c
         .seed = snap,
         .dry_run = true, /* commands were sent live; the replay never sends them */
     };
+    dp_log_level_t level = dp_log_get_level();
+    if (level < DP_LOG_ERROR)
+        dp_log_set_level(DP_LOG_ERROR);
     dp_plant_t *sub = dp_plant_open(&po, &rerr);
     if (sub == NULL) {
+        dp_log_set_level(level);
         dp_fail(err, DP_ESCRIPT, "recovery: cannot build the replay plant: %s", rerr);
         free(rerr);
         dp_jreader_free(r);
+        flush_warnings(&warnings);
         return DP_ESCRIPT;
     }
     dp_store_t *store = dp_plant_store(sub);
@@ -274,6 +316,8 @@ static int recover(dp_persist_t *ps, dp_snapshot_t *snap, dp_snapshot_t **out, c
     rc = dp_snapshot_capture(sub, last, out, &rerr);
     dp_plant_stop(sub);
     dp_plant_free(sub);
+    dp_log_set_level(level);
+    flush_warnings(&warnings);
     if (rc < 0) {
         dp_fail(err, rc, "recovery: %s", rerr);
         free(rerr);
@@ -379,10 +423,20 @@ static void on_command(const dp_cmd_t *cmd, void *ud)
 
 static void on_durable(dp_journal_t *j, uint64_t durable, void *ud)
 {
-    (void)j;
-    (void)ud;
+    dp_persist_t *ps = ud;
     /* The crash test reads these lines to know what was accepted. */
     dp_log_debug(NULL, "journal: accepted through record %" PRIu64, durable);
+    for (int i = 0; i < ps->ndurable_cbs; i++)
+        ps->durable_cbs[i].cb(j, durable, ps->durable_cbs[i].ud);
+}
+
+void dp_persist_on_durable(dp_persist_t *ps, dp_journal_durable_cb cb, void *ud)
+{
+    ps->durable_cbs =
+        dp_xrealloc(ps->durable_cbs, sizeof *ps->durable_cbs * (size_t)(ps->ndurable_cbs + 1));
+    ps->durable_cbs[ps->ndurable_cbs].cb = cb;
+    ps->durable_cbs[ps->ndurable_cbs].ud = ud;
+    ps->ndurable_cbs++;
 }
 
 /* ---- snapshots ------------------------------------------------------------- */
@@ -574,6 +628,7 @@ void dp_persist_free(dp_persist_t *ps)
     }
     dp_snapshot_free(ps->final);
     dp_snapshot_free(ps->seed);
+    free(ps->durable_cbs);
     free(ps->plant_path);
     free(ps->journal_dir);
     free(ps->snap_dir);

@@ -71,6 +71,11 @@ void dp_persist_stop(dp_persist_t *ps);
 /* Accepts NULL. */
 void dp_persist_free(dp_persist_t *ps);
 
+/* Listeners told (on the loop thread) each time records become accepted,
+ * with the highest accepted seq: followers of the journal (the MQTT
+ * publisher) read on from their cursor then. Called in the order added. */
+void dp_persist_on_durable(dp_persist_t *ps, dp_journal_durable_cb cb, void *ud);
+
 /* Takes a snapshot of `plant` now (flush, journal sync, write), e.g. right
  * after recovery (doppel run --recover-only). */
 int dp_persist_snapshot(dp_persist_t *ps, struct dp_plant *plant, char **err);

@@ -68,7 +68,7 @@ test.case("the plant is built from t:twin declarations", function(t)
    t:eq(t:events("tick")[1].data, { n = 5 })
 end)
 
-test.case("commands are judged by the guard and recorded; device-less setpoints are written", function(t)
+test.case("commands are judged and recorded; device-less setpoints are written", function(t)
    t:twin { name = "W", script = "writer_twin.lua",
             tags = { x = {}, sp = { writable = true, min = 0, max = 50 } } }
    t:set("W.sp", 1)
