@@ -358,8 +358,21 @@ curl -sN --max-time 20 "$URL_secure/api/v1/stream?token=$VIEW" >/dev/null &
 sleep 0.3
 for name in secure open tls; do
     pid_var=PID_$name
-    kill -TERM "${!pid_var}"
-    wait "${!pid_var}"
+    pid=${!pid_var}
+    kill -TERM "$pid"
+    # Bounded: a server that does not stop within 30 s is a failure, with
+    # its log and the connections it still holds.
+    for _ in $(seq 1 300); do
+        kill -0 "$pid" 2>/dev/null || break
+        sleep 0.1
+    done
+    if kill -0 "$pid" 2>/dev/null; then
+        fail "$name did not stop within 30 s of SIGTERM"
+        tail -20 "$name.log"
+        ss -tnp 2>/dev/null | grep "pid=$pid," | head
+        kill -KILL "$pid"
+    fi
+    wait "$pid"
     st=$?
     [ $st -eq 0 ] && grep -q 'SIGTERM: stopping' "$name.log" && pass "$name stopped cleanly" ||
         { fail "$name exit $st"; tail -5 "$name.log"; }
