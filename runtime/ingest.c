@@ -161,6 +161,57 @@ int dp_ingest_push_reason(dp_ingest_t *in, int tag, const dp_value_t *v, dp_time
     return DP_OK;
 }
 
+int dp_ingest_push_many(dp_ingest_t *in, const dp_ingest_sample_t *s, size_t n)
+{
+    if (in == NULL || (n > 0 && s == NULL))
+        return DP_EINVAL;
+    for (size_t i = 0; i < n; i++) {
+        const dp_value_t *v = &s[i].v;
+        if (!valid_quality(s[i].quality) ||
+            (v->type != DP_NIL && v->type != DP_NUM && v->type != DP_BOOL && v->type != DP_STR) ||
+            (v->type == DP_STR && v->u.s == NULL))
+            return DP_EINVAL;
+    }
+    size_t done = 0;
+    while (done < n) {
+        uv_mutex_lock(&in->mu);
+        while (!in->closing && in->n >= in->capacity)
+            uv_cond_wait(&in->space, &in->mu);
+        if (in->closing) {
+            uv_mutex_unlock(&in->mu);
+            return DP_ESTATE;
+        }
+        /* As many as fit now; the rest after the next drain. */
+        size_t k = n - done, room = in->capacity - in->n;
+        if (k > room)
+            k = room;
+        if (in->n + k > in->queue_cap) {
+            size_t cap = in->queue_cap ? in->queue_cap : 256;
+            while (cap < in->n + k)
+                cap *= 2;
+            in->queue_cap = cap < in->capacity ? cap : in->capacity;
+            in->queue = dp_xrealloc(in->queue, in->queue_cap * sizeof(rec_t));
+        }
+        bool wake = in->n == 0;
+        for (size_t i = done; i < done + k; i++) {
+            rec_t *r = &in->queue[in->n++];
+            *r = (rec_t){.v = s[i].v,
+                         .ts = s[i].ts,
+                         .reason = s[i].reason,
+                         .tag = s[i].tag,
+                         .quality = (uint8_t)s[i].quality};
+            if (r->v.type == DP_STR)
+                r->v.u.s = dp_xstrdup(r->v.u.s);
+        }
+        done += k;
+        atomic_fetch_add_explicit(&in->pushed, k, memory_order_relaxed);
+        uv_mutex_unlock(&in->mu);
+        if (wake && in->loop != NULL)
+            uv_async_send(&in->async);
+    }
+    return DP_OK;
+}
+
 size_t dp_ingest_drain(dp_ingest_t *in)
 {
     if (in == NULL)

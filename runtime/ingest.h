@@ -29,6 +29,21 @@ int dp_ingest_push(dp_ingest_t *in, int tag, const dp_value_t *v, dp_time_t ts, 
 int dp_ingest_push_reason(dp_ingest_t *in, int tag, const dp_value_t *v, dp_time_t ts, int quality,
                           const char *reason);
 
+/* One sample of a batch (see dp_ingest_push_many). */
+typedef struct {
+    int tag;
+    int quality;
+    dp_value_t v; /* DP_NIL: quality only */
+    dp_time_t ts;
+    const char *reason; /* static; NULL: none */
+} dp_ingest_sample_t;
+
+/* Any thread. Pushes `n` samples (strings copied) under one lock and with
+ * at most one wake-up: what a driver does with one device response. Waits
+ * for room like dp_ingest_push(). Returns 0, DP_EINVAL (nothing queued) or
+ * DP_ESTATE. */
+int dp_ingest_push_many(dp_ingest_t *in, const dp_ingest_sample_t *s, size_t n);
+
 /* Loop thread: writes every queued sample into the store; returns how many.
  * Runs by itself from the async callback when a loop was given. */
 size_t dp_ingest_drain(dp_ingest_t *in);

@@ -24,6 +24,7 @@
 #include <errno.h>
 #include <math.h>
 #include <modbus.h>
+#include <stdatomic.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -219,6 +220,7 @@ typedef struct mb_dev {
     int port;
 
     uv_thread_t thread;
+    atomic_bool exited; /* the worker has finished */
     uv_mutex_t mu;
     uv_cond_t cond;
     uv_async_t *async; /* log lines to the loop; freed in its close callback */
@@ -226,6 +228,8 @@ typedef struct mb_dev {
     bool stop;
     int sock; /* the worker's socket, so stop() can interrupt a blocking read */
     wjob_t *wq_head, *wq_tail;
+    dp_ingest_sample_t *batch; /* worker: one response's samples */
+    char *sbatch;              /* worker: their strings (3 bytes per register) */
     char log[LOG_LINES][256];
     int log_level[LOG_LINES];
     int nlog;
@@ -320,11 +324,11 @@ static void plan(mb_dev_t *md)
     md->nreq = dp_mb_plan(pts, md->npoints, (int)md->cfg->max_gap, (int)md->cfg->max_registers,
                           (int)md->cfg->max_bits, md->order, r);
     md->reqs = dp_xcalloc(md->nreq + 1, sizeof *md->reqs);
-    md->min_every = 0;
+    md->min_every = -1;
     for (size_t i = 0; i < md->nreq; i++) {
         md->reqs[i].r = r[i];
         md->reqs[i].md = md;
-        if (md->min_every == 0 || r[i].every < md->min_every)
+        if (md->min_every < 0 || r[i].every < md->min_every)
             md->min_every = r[i].every;
     }
     free(r);
@@ -390,9 +394,40 @@ static void on_async(uv_async_t *h)
                     (unsigned long long)dropped);
 }
 
-static void push_sample(mb_dev_t *md, int tag, const dp_value_t *v)
+/* Hands the samples of one response to the ingest queue in one batch, all
+ * with the time the response arrived. */
+/* Samples queued but not yet in the store above which a worker waits
+ * before polling on: the loop is behind, and piling up more only adds
+ * latency (writes and fresh values would queue behind the backlog) and takes
+ * CPU from the loop thread. */
+#define BACKLOG_MAX 16384
+
+static bool stopping(mb_dev_t *md);
+
+static void wait_for_loop(mb_dev_t *md)
 {
-    dp_ingest_push(md->dev->host->ingest, tag, v, dp_wall_now(), DP_Q_GOOD);
+    dp_ingest_t *in = md->dev->host->ingest;
+    while (dp_ingest_pushed(in) - dp_ingest_drained(in) > BACKLOG_MAX && !stopping(md))
+        uv_sleep(1);
+}
+
+static void push_response(mb_dev_t *md, const req_t *q, const uint16_t *regs)
+{
+    wait_for_loop(md);
+    dp_time_t now = dp_wall_now();
+    for (size_t k = 0; k < q->r.n; k++) {
+        const point_t *pt = &md->points[md->order[q->r.first + k]];
+        int off = (int)pt->cfg->address - q->r.start;
+        dp_ingest_sample_t *s = &md->batch[k];
+        /* Points never share registers but bits, so each string point has
+         * its own slice of the scratch buffer. */
+        dp_mb_decode(pt->cfg, regs + off, &s->v, md->sbatch + 3 * off);
+        s->tag = pt->tag;
+        s->quality = DP_Q_GOOD;
+        s->ts = now;
+        s->reason = NULL;
+    }
+    dp_ingest_push_many(md->dev->host->ingest, md->batch, q->r.n);
 }
 
 /* Marks the points of request `q` bad with `reason`. */
@@ -400,8 +435,10 @@ static void mark_bad(mb_dev_t *md, req_t *q, const char *reason)
 {
     for (size_t k = 0; k < q->r.n; k++) {
         const point_t *pt = &md->points[md->order[q->r.first + k]];
-        dp_ingest_push_reason(md->dev->host->ingest, pt->tag, NULL, 0, DP_Q_BAD, reason);
+        md->batch[k] = (dp_ingest_sample_t){
+            .tag = pt->tag, .quality = DP_Q_BAD, .v = {.type = DP_NIL}, .reason = reason};
     }
+    dp_ingest_push_many(md->dev->host->ingest, md->batch, q->r.n);
     q->bad = true;
 }
 
@@ -734,19 +771,25 @@ static void worker(void *arg)
             modbus_flush(ctx);
         }
         uint64_t every = (uint64_t)q->r.every * 1000;
-        q->due_ns += every;
         now = uv_hrtime();
-        if (q->due_ns <= now) /* overran: skip the missed polls, keep the phase */
-            q->due_ns += ((now - q->due_ns) / every + 1) * every;
+        if (every == 0) {
+            q->due_ns = now; /* back to back, taking turns with the other requests */
+        } else {
+            q->due_ns += every;
+            if (q->due_ns <= now) /* overran: skip the missed polls, keep the phase */
+                q->due_ns += ((now - q->due_ns) / every + 1) * every;
+        }
 
         if (e == 0) {
-            decode_req(md, q, regs, push_sample);
+            push_response(md, q, regs);
             q->bad = false;
             uv_mutex_lock(&md->mu);
             md->st.samples += q->r.n;
             uv_mutex_unlock(&md->mu);
             continue;
         }
+        if (stopping(md))
+            break; /* stop() shut the socket down: not the device's fault */
         const char *reason = error_reason(e);
         char what[64];
         snprintf(what, sizeof what, "read %s %d+%d unit %d", dp_mb_area_names[q->r.area],
@@ -777,6 +820,7 @@ static void worker(void *arg)
     }
     close_ctx(md, &ctx);
     fail_writes(md, "device stopped");
+    atomic_store(&md->exited, true);
 }
 
 /* ---- virtual time: reading this plant's server in process ---------------- */
@@ -825,7 +869,8 @@ static void on_stale_check(dp_timer_t *t)
         const dp_tag_t *tag = dp_store_get(store, pt->tag);
         if (tag == NULL || tag->quality != DP_Q_GOOD || tag->v.type == DP_NIL)
             continue;
-        if (now - tag->ts > md->cfg->stale_polls * pt->cfg->every) {
+        dp_time_t every = pt->cfg->every > 100 * DP_US_PER_MS ? pt->cfg->every : 100 * DP_US_PER_MS;
+        if (now - tag->ts > md->cfg->stale_polls * every) {
             dp_store_set_quality(store, pt->tag, DP_Q_UNCERTAIN);
             dp_store_set_reason(store, pt->tag, R_STALE);
         }
@@ -867,7 +912,8 @@ static int mb_start(dp_device_t *dev, char **err)
             req_t *q = &md->reqs[i];
             dp_timer_init(host->clock, &q->timer);
             q->timer.data = q;
-            dp_timer_start(&q->timer, on_loopback_poll, 0, q->r.every);
+            dp_timer_start(&q->timer, on_loopback_poll, 0,
+                           q->r.every > 0 ? q->r.every : DP_US_PER_MS);
         }
         md->started = true;
         return 0;
@@ -888,14 +934,23 @@ static int mb_start(dp_device_t *dev, char **err)
         uv_mutex_init(&md->mu);
         uv_cond_init(&md->cond);
     }
+    size_t most = 1;
+    for (size_t i = 0; i < md->nreq; i++)
+        most = md->reqs[i].r.n > most ? md->reqs[i].r.n : most;
+    free(md->batch);
+    free(md->sbatch);
+    md->batch = dp_xcalloc(most, sizeof *md->batch);
+    md->sbatch = dp_xcalloc(3 * DP_MB_MAX_READ_REGS + 1, 1);
     md->stop = false;
+    atomic_store(&md->exited, false);
     if (uv_thread_create(&md->thread, worker, md) != 0)
         return dp_fail(err, DP_EIO, "cannot start the worker thread");
     md->started = true;
-    if (md->min_every > 0) {
+    if (md->nreq > 0) {
+        dp_time_t check = md->min_every > 100 * DP_US_PER_MS ? md->min_every : 100 * DP_US_PER_MS;
         dp_timer_init(host->clock, &md->stale_timer);
         md->stale_timer.data = md;
-        dp_timer_start(&md->stale_timer, on_stale_check, md->min_every, md->min_every);
+        dp_timer_start(&md->stale_timer, on_stale_check, check, check);
     }
     return 0;
 }
@@ -919,6 +974,12 @@ static void mb_stop(dp_device_t *dev)
         shutdown(md->sock, SHUT_RDWR);
     uv_cond_broadcast(&md->cond);
     uv_mutex_unlock(&md->mu);
+    /* The worker may be waiting for room in a full ingest queue, which only
+     * this (the loop) thread empties: drain until it has left. */
+    while (!atomic_load(&md->exited)) {
+        dp_ingest_drain(dev->host->ingest);
+        uv_sleep(1);
+    }
     uv_thread_join(&md->thread);
     on_async(md->async);
 }
@@ -935,11 +996,78 @@ static void mb_close(dp_device_t *dev)
         uv_cond_destroy(&md->cond);
         uv_mutex_destroy(&md->mu);
     }
+    free(md->batch);
+    free(md->sbatch);
     free(md->points);
     free(md->reqs);
     free(md->order);
     free(md);
     dev->impl = NULL;
+}
+
+/* Virtual time: the write goes to this plant's server in process, as the
+ * request a client would send (FC05, FC06, FC16, or FC22 for one bit). */
+typedef struct {
+    dp__mb_wbatch_t wb;
+    dp_guard_t *guard;
+    uint64_t id;
+} lwrite_t;
+
+static void loopback_done(dp__mb_wbatch_t *b, bool async)
+{
+    (void)async;
+    lwrite_t *lw = (lwrite_t *)((char *)b - offsetof(lwrite_t, wb));
+    if (b->verdict == 0) {
+        dp_guard_complete(lw->guard, lw->id, DP_CMD_DONE, NULL);
+    } else {
+        char reason[300];
+        snprintf(reason, sizeof reason, "%s (%s)", R_EXCEPTION[b->verdict], b->reason);
+        dp_guard_complete(lw->guard, lw->id, DP_CMD_FAILED, reason);
+    }
+    free(lw);
+}
+
+static int loopback_write(mb_dev_t *md, uint64_t id, const dp_mb_point_t *p, const dp_value_t *v,
+                          char **err)
+{
+    dp_device_t *srv = dp__mb_server_find(md->dev->host, md->cfg->server);
+    if (srv == NULL)
+        return dp_fail(err, DP_ENOENT, "%s", R_DISCONNECTED);
+    static dp_mb_request_t req;
+    memset(&req, 0, sizeof req);
+    uint16_t regs[DP_MB_MAX_WRITE_REGS];
+    int rc = dp_mb_encode(p, v, regs, err);
+    if (rc < 0)
+        return rc;
+    int n = dp_mb_width(p);
+    req.unit_id = (uint8_t)p->unit_id;
+    req.area = p->area;
+    req.address = (int)p->address;
+    req.count = p->type == DP_MB_BIT ? 1 : n;
+    req.write = true;
+    if (p->area == DP_MB_COIL) {
+        req.function = 5;
+        req.values[0] = regs[0] ? 1 : 0;
+    } else if (p->type == DP_MB_BIT) {
+        req.function = 22;
+        req.and_mask = (uint16_t) ~(1u << p->bit);
+        req.or_mask = (uint16_t)(regs[0] ? 1u << p->bit : 0);
+    } else {
+        req.function = n == 1 ? 6 : 16;
+        memcpy(req.values, regs, sizeof regs[0] * (size_t)n);
+    }
+    lwrite_t *lw = dp_xcalloc(1, sizeof *lw);
+    lw->wb.done = loopback_done;
+    lw->guard = md->dev->host->guard;
+    lw->id = id;
+    md->st.writes++;
+    int ex = dp__mb_server_write(srv, &req, "modbus:in-process", &lw->wb);
+    if (ex != 0) {
+        free(lw);
+        md->st.write_errors++;
+        return dp_fail(err, DP_EIO, "%s", R_EXCEPTION[ex > 0 && ex <= 11 ? ex : 0]);
+    }
+    return 0;
 }
 
 static int mb_write(dp_device_t *dev, uint64_t id, int tag, const dp_value_t *v, char **err)
@@ -956,7 +1084,7 @@ static int mb_write(dp_device_t *dev, uint64_t id, int tag, const dp_value_t *v,
     if (!md->started)
         return dp_fail(err, DP_ESTATE, "device %s is not running", dev->name);
     if (md->loopback)
-        return dp_fail(err, DP_ESTATE, "Modbus writes need real time");
+        return loopback_write(md, id, p, v, err);
     wjob_t *j = dp_xcalloc(1, sizeof *j);
     int rc = dp_mb_encode(p, v, j->regs, err);
     if (rc < 0) {

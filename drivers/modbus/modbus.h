@@ -67,4 +67,21 @@ int dp__mb_server_port(const dp_device_t *server);
 int dp__mb_server_read(dp_device_t *server, int unit, int area, int address, int count,
                        uint16_t *out);
 
+/* A write request turned into commands: `done` runs (on the loop thread)
+ * once every command has its outcome, with `verdict` 0 or the exception
+ * code and `reason` the first refusal or failure; `async` is false when
+ * that happened inside dp__mb_server_write() itself. */
+typedef struct dp__mb_wbatch {
+    int pending;
+    int verdict;
+    char reason[200];
+    void (*done)(struct dp__mb_wbatch *b, bool async);
+} dp__mb_wbatch_t;
+
+/* Decodes a write request (FC05/06/15/16/22) against the server's map and
+ * submits one command per entry it sets, with `origin`. Returns 0 (`done`
+ * will run, maybe before this returns) or an exception code (it will not). */
+int dp__mb_server_write(dp_device_t *server, const dp_mb_request_t *req, const char *origin,
+                        dp__mb_wbatch_t *b);
+
 #endif

@@ -165,11 +165,10 @@ struct conn {
     char peer[64];
     uint8_t buf[4 * DP_MB_MAX_ADU];
     size_t len;
-    int pending;  /* commands of the current request without an outcome */
-    int verdict;  /* 0 or the exception code for the current request */
-    bool closing; /* closed (or closing): freed when pending reaches 0 */
-    bool closed;  /* the close callback ran */
-    bool paused;  /* reading stopped: the buffer is full */
+    dp__mb_wbatch_t wb; /* the current write request's commands */
+    bool closing;       /* closed (or closing): freed when pending reaches 0 */
+    bool closed;        /* the close callback ran */
+    bool paused;        /* reading stopped: the buffer is full */
     dp_mb_request_t req;
     uint8_t frame[DP_MB_MAX_ADU];
     size_t frame_len;
@@ -259,7 +258,7 @@ static void on_conn_closed(uv_handle_t *h)
 {
     conn_t *cn = h->data;
     cn->closed = true;
-    if (cn->pending == 0)
+    if (cn->wb.pending == 0)
         free(cn);
 }
 
@@ -314,10 +313,10 @@ static void on_read(uv_stream_t *st, ssize_t n, const uv_buf_t *buf);
 /* The current write request is finished: answer it. */
 static void answer_write(conn_t *cn)
 {
-    if (cn->verdict != 0) {
+    if (cn->wb.verdict != 0) {
         if (cn->srv != NULL)
             cn->srv->st.refused++;
-        send_exception(cn, cn->verdict);
+        send_exception(cn, cn->wb.verdict);
     } else {
         uint8_t out[DP_MB_MAX_ADU];
         send_bytes(cn, out, dp_mb_response_write(&cn->req, cn->frame, out));
@@ -326,31 +325,22 @@ static void answer_write(conn_t *cn)
 
 static void on_outcome(const dp_cmd_t *cmd, void *ud)
 {
-    conn_t *cn = ud;
+    dp__mb_wbatch_t *b = ud;
     if (cmd->outcome == DP_CMD_PENDING)
         return;
-    if (cmd->outcome == DP_CMD_REJECTED && cn->verdict == 0)
-        cn->verdict = DP_MB_EX_ILLEGAL_VALUE;
-    else if (cmd->outcome == DP_CMD_FAILED && cn->verdict == 0)
-        cn->verdict = DP_MB_EX_DEVICE_FAILURE;
-    if (--cn->pending > 0)
-        return;
-    if (cn->closed) {
-        free(cn);
-        return;
+    if ((cmd->outcome == DP_CMD_REJECTED || cmd->outcome == DP_CMD_FAILED) && b->verdict == 0) {
+        b->verdict =
+            cmd->outcome == DP_CMD_REJECTED ? DP_MB_EX_ILLEGAL_VALUE : DP_MB_EX_DEVICE_FAILURE;
+        snprintf(b->reason, sizeof b->reason, "%s: %s", cmd->tag, cmd->reason);
     }
-    if (!cn->closing) {
-        answer_write(cn);
-        process(cn); /* requests that arrived meanwhile */
-    }
+    if (--b->pending == 0)
+        b->done(b, true);
 }
 
-/* Turns a write request into commands, one per map entry it sets. Returns
- * 0 (commands submitted, or none pending) or an exception code. */
-static int submit_writes(conn_t *cn)
+int dp__mb_server_write(dp_device_t *server, const dp_mb_request_t *r, const char *origin,
+                        dp__mb_wbatch_t *b)
 {
-    srv_t *s = cn->srv;
-    const dp_mb_request_t *r = &cn->req;
+    srv_t *s = server->impl;
     const dp_mb_server_cfg_t *c = s->cfg;
     dp_store_t *store = s->dev->host->store;
     struct {
@@ -371,7 +361,7 @@ static int submit_writes(conn_t *cn)
             rc = DP_MB_EX_ILLEGAL_ADDRESS; /* half of a multi-register value */
             break;
         }
-        const dp_tag_t *t = dp_store_get(store, s->tags[i]);
+        const dp_tag_t *t = s->tags != NULL ? dp_store_get(store, s->tags[i]) : NULL;
         uint16_t regs[DP_MB_MAX_READ_REGS];
         const uint16_t *src = r->values + (p->address - r->address);
         if (r->function == 22) {
@@ -386,8 +376,6 @@ static int submit_writes(conn_t *cn)
         }
         cmds = dp_xrealloc(cmds, sizeof *cmds * (size_t)(ncmds + 1));
         dp_mb_decode(p, src, &cmds[ncmds].v, cmds[ncmds].sbuf);
-        if (cmds[ncmds].v.type == DP_STR)
-            cmds[ncmds].v.u.s = cmds[ncmds].sbuf;
         /* Bits of a register: only the bits that change are commands. */
         if (p->type == DP_MB_BIT && t != NULL && t->v.type == DP_BOOL &&
             t->v.u.b == cmds[ncmds].v.u.b)
@@ -403,22 +391,39 @@ static int submit_writes(conn_t *cn)
         free(cmds);
         return rc;
     }
-    char origin[96];
-    snprintf(origin, sizeof origin, "modbus:%s", cn->peer);
-    cn->verdict = 0;
+    b->verdict = 0;
+    b->reason[0] = '\0';
     /* Counted up front, so outcomes delivered during submit do not finish the
-     * request early. */
-    cn->pending = ncmds + 1;
+     * batch early. */
+    b->pending = ncmds + 1;
     for (int i = 0; i < ncmds; i++) {
         const dp_tag_t *t = dp_store_get(store, s->tags[cmds[i].entry]);
+        /* Set here: the array may have moved while it grew. */
+        if (cmds[i].v.type == DP_STR)
+            cmds[i].v.u.s = cmds[i].sbuf;
         s->st.writes++;
-        dp_guard_submit(s->dev->host->guard, origin, t->name, &cmds[i].v, on_outcome, cn);
+        dp_guard_submit(s->dev->host->guard, origin, t->name, &cmds[i].v, on_outcome, b);
     }
     free(cmds);
-    /* Every outcome already known (refused, shadow, written at once): answer now. */
-    if (--cn->pending == 0)
-        answer_write(cn);
+    /* Every outcome already known (refused, shadow, written at once). */
+    if (--b->pending == 0)
+        b->done(b, false);
     return 0;
+}
+
+/* A connection's write request has all its outcomes. */
+static void conn_write_done(dp__mb_wbatch_t *b, bool async)
+{
+    conn_t *cn = (conn_t *)((char *)b - offsetof(conn_t, wb));
+    if (cn->closed) {
+        free(cn);
+        return;
+    }
+    if (cn->closing)
+        return;
+    answer_write(cn);
+    if (async)
+        process(cn); /* requests that arrived meanwhile */
 }
 
 static void handle_frame(conn_t *cn)
@@ -448,7 +453,10 @@ static void handle_frame(conn_t *cn)
         send_bytes(cn, out, dp_mb_response_read(&cn->req, data, out));
         return;
     }
-    int ex = submit_writes(cn);
+    char origin[96];
+    snprintf(origin, sizeof origin, "modbus:%s", cn->peer);
+    cn->wb.done = conn_write_done;
+    int ex = dp__mb_server_write(s->dev, &cn->req, origin, &cn->wb);
     if (ex != 0) {
         s->st.refused++;
         send_exception(cn, ex);
@@ -459,7 +467,7 @@ static void handle_frame(conn_t *cn)
  * for its commands before the next request is looked at. */
 static void process(conn_t *cn)
 {
-    while (!cn->closing && cn->pending == 0 && cn->srv != NULL) {
+    while (!cn->closing && cn->wb.pending == 0 && cn->srv != NULL) {
         int n = dp_mb_frame_len(cn->buf, cn->len);
         if (n < 0) {
             conn_close(cn, "not Modbus TCP (bad protocol id or length)");
@@ -473,7 +481,7 @@ static void process(conn_t *cn)
         cn->len -= (size_t)n;
         handle_frame(cn);
     }
-    if (!cn->closing && cn->pending == 0 && cn->paused && cn->len < sizeof cn->buf) {
+    if (!cn->closing && cn->wb.pending == 0 && cn->paused && cn->len < sizeof cn->buf) {
         cn->paused = false;
         uv_read_start((uv_stream_t *)&cn->tcp, on_alloc, on_read);
     }

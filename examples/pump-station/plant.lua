@@ -5,7 +5,7 @@
 -- runs the real Modbus path on a bare machine:
 --
 --   doppel run examples/pump-station/plant.lua
---   mbpoll -m tcp -a 1 -t 3:float -r 1 -c 2 -p 1502 127.0.0.1   (P101 flow, head)
+--   mbpoll -m tcp -a 1 -t 3:float -B -r 1 -1 -p 1502 127.0.0.1   (P101 flow, m3/h)
 --
 -- In virtual time (doppel run --virtual, tests) there are no sockets: the
 -- "plc" client reads the "station_plc" server in process, through the same

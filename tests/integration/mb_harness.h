@@ -20,6 +20,7 @@
 
 #include "runtime/log.h"
 #include "drivers/driver.h"
+#include "drivers/modbus/modbus.h"
 #include "runtime/command.h"
 #include "runtime/plant.h"
 

@@ -113,6 +113,20 @@ grep -q "tank.sp := 5000 by modbus:127.0.0.1:[0-9]*: rejected: max" run.log ||
 grep -q "closing connection from 127.0.0.1:[0-9]*: not Modbus TCP" run.log ||
     fail "garbage not reported"
 
+# doppel check reports map errors with twin, tag and field.
+mkdir -p check && cd check
+printf "device 'plc' { driver = 'modbus', host = '127.0.0.1' }\n" >bad.lua
+printf "twin 'A' { script = 't.lua', tags = { a = { device = 'plc', address = 65535, type = 'f32' } } }\n" >>bad.lua
+: >t.lua
+out=$("$DOPPEL" check bad.lua 2>&1)
+status=$?
+if [ $status -eq 1 ] && grep -qF 'twin A, tag a: address: 65535 + 2 registers for "f32"' <<<"$out"; then
+    echo "ok: doppel check names the bad map entry"
+else
+    fail "doppel check: status $status: $out"
+fi
+cd ..
+
 if [ $failures -ne 0 ]; then
     echo "$failures failure(s)"; tail -20 run.log
     exit 1

@@ -293,13 +293,14 @@ Test(modbus_peer, slow_peer_times_out_and_others_keep_their_rate)
     cr_assert_str_eq(mb_tag(&r, "m.late")->reason, "timeout");
 
     /* While the slow device times out again and again (>= 0.9 s), the good
-     * one polls on: at 100 ms it does several times as many requests. */
+     * one polls on: at 100 ms it does several times as many requests (at
+     * least twice as many is asserted, to leave room for a loaded machine). */
     uint64_t before = mb_tag(&r, "m.u16_ABCD")->writes;
     double t0 = stat_of(&r, 1, "timeouts");
     mb_run_until(&r, three_timeouts, NULL, 30, "three timeouts");
     uint64_t polls = mb_tag(&r, "m.u16_ABCD")->writes - before;
     double timeouts = stat_of(&r, 1, "timeouts") - t0;
-    cr_assert_geq(polls, 3 * (uint64_t)(timeouts > 0 ? timeouts : 1),
+    cr_assert_geq(polls, 2 * (uint64_t)(timeouts > 0 ? timeouts : 1),
                   "the good device made %llu polls during %.0f timeouts of the slow one",
                   (unsigned long long)polls, timeouts);
     cr_assert_eq(mb_tag(&r, "m.u16_ABCD")->quality, DP_Q_GOOD);
@@ -394,7 +395,11 @@ Test(modbus_peer, writes_pass_the_guard_and_reach_the_peer)
     mb_run_t r;
     char *plant = dp_xasprintf(
         "device 'peer' { driver = 'modbus', host = '127.0.0.1', port = %d, timeout = '500ms' }\n"
+        "device 'multi' { driver = 'modbus', host = '127.0.0.1', port = %d, multi_write = true }\n"
         "twin 'm' { script = 't.lua', tags = {\n"
+        "  sp2 = { device = 'multi', address = 186, writable = true, every = '100ms' },\n"
+        "  c2 = { device = 'multi', area = 'coil', address = 21, writable = true,\n"
+        "         every = '100ms', verify = true },\n"
         "  sp = { device = 'peer', address = 180, writable = true, min = 0, max = 3000,\n"
         "         every = '100ms', verify = true },\n"
         "  fsp = { device = 'peer', address = 182, type = 'f32', order = 'CDAB', scale = 0.5,\n"
@@ -409,7 +414,7 @@ Test(modbus_peer, writes_pass_the_guard_and_reach_the_peer)
         "  far = { device = 'peer', address = 5000, writable = true, every = '1s' },\n"
         "  ro = { device = 'peer', address = 190, every = '100ms' },\n"
         "} }\n",
-        port);
+        port, port);
     mb_open(&r, plant);
     free(plant);
     mb_wait_writes(&r, "m.sp", 1, 20);
@@ -429,6 +434,12 @@ Test(modbus_peer, writes_pass_the_guard_and_reach_the_peer)
     wait_value(&r, "m.b3", 1);
     cr_assert(mb_tag(&r, "m.b0")->v.u.b, "bit 0 of register 160 was changed");
 
+    /* FC15 and FC16 for single coils and registers. */
+    cr_assert_eq(write_tag(&r, "m.sp2", dp_num(777), reason), DP_CMD_DONE, "%s", reason);
+    wait_value(&r, "m.sp2", 777);
+    cr_assert_eq(write_tag(&r, "m.c2", dp_bool(true), reason), DP_CMD_DONE, "%s", reason);
+    wait_value(&r, "m.c2", 1);
+
     /* Refused by the guard: nothing is written. */
     cr_assert_eq(write_tag(&r, "m.sp", dp_num(5000), reason), DP_CMD_REJECTED);
     cr_assert_eq(write_tag(&r, "m.ro", dp_num(1), reason), DP_CMD_REJECTED);
@@ -443,4 +454,143 @@ Test(modbus_peer, writes_pass_the_guard_and_reach_the_peer)
     cr_assert_geq(stat_of(&r, 0, "writes"), 6);
     mb_close(&r);
     mb_kill(&peer);
+}
+
+Test(modbus_peer, stale_then_timeout_then_recovery)
+{
+    dp_log_set_level(DP_LOG_ERROR);
+    int port = mb_free_port();
+    pid_t peer = mb_peer_tcp(port, NULL);
+    mb_run_t r;
+    char *plant = dp_xasprintf(
+        "device 'peer' { driver = 'modbus', host = '127.0.0.1', port = %d, timeout = '3s',\n"
+        "                retries = 0, stale_polls = 3, reconnect_min = '50ms' }\n"
+        "twin 'm' { script = 't.lua', tags = {\n"
+        "  a = { device = 'peer', address = 0, every = '100ms' } } }\n",
+        port);
+    mb_open(&r, plant);
+    free(plant);
+    mb_wait_quality(&r, "m.a", "good", 20);
+    /* A frozen peer keeps the connection open and never answers: the tag is
+     * first stale (no fresh sample for 3 polls), then bad at the timeout. */
+    kill(-peer, SIGSTOP);
+    mb_wait_quality(&r, "m.a", "uncertain", 20);
+    cr_assert_str_eq(mb_tag(&r, "m.a")->reason, "stale");
+    mb_wait_quality(&r, "m.a", "bad", 20);
+    cr_assert_str_eq(mb_tag(&r, "m.a")->reason, "timeout");
+    kill(-peer, SIGCONT);
+    mb_wait_quality(&r, "m.a", "good", 20);
+    cr_assert_null(mb_tag(&r, "m.a")->reason);
+    mb_close(&r);
+    mb_kill(&peer);
+}
+
+/* ---- the server under hostile clients --------------------------------------- */
+
+static int connect_to(int port)
+{
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    struct sockaddr_in a = {.sin_family = AF_INET,
+                            .sin_port = htons((uint16_t)port),
+                            .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    cr_assert_eq(connect(fd, (struct sockaddr *)&a, sizeof a), 0);
+    return fd;
+}
+
+/* Runs the loop until `fd` has `want` bytes (or is closed); returns what came. */
+static ssize_t recv_some(mb_run_t *r, int fd, uint8_t *buf, size_t want)
+{
+    size_t got = 0;
+    uint64_t deadline = uv_hrtime() + (uint64_t)10e9;
+    while (got < want && uv_hrtime() < deadline) {
+        uv_run(&r->loop, UV_RUN_NOWAIT);
+        ssize_t n = recv(fd, buf + got, want - got, MSG_DONTWAIT);
+        if (n == 0)
+            return (ssize_t)got; /* closed */
+        if (n > 0)
+            got += (size_t)n;
+        else
+            usleep(1000);
+    }
+    return (ssize_t)got;
+}
+
+static uint64_t rnd(uint64_t *s)
+{
+    *s ^= *s << 13;
+    *s ^= *s >> 7;
+    *s ^= *s << 17;
+    return *s;
+}
+
+Test(modbus_peer, server_survives_hostile_clients)
+{
+    dp_log_set_level(DP_LOG_OFF);
+    mb_run_t r;
+    mb_open(&r, "device 'hmi' { driver = 'modbus_server', listen = '127.0.0.1:0',\n"
+                "               max_clients = 4, map = {\n"
+                "  { tag = 'm.a', address = 0 }, { tag = 'm.s', address = 1, type = 'string',\n"
+                "    count = 4 }, { tag = 'm.w', address = 10 } } }\n"
+                "twin 'm' { script = 't.lua', tags = { a = {}, s = {},\n"
+                "           w = { writable = true, max = 10 } } }\n");
+    dp_device_t *srv = dp_plant_device_at(r.plant, 0);
+    int port = dp__mb_server_port(srv);
+    cr_assert_gt(port, 0);
+    dp_value_t v = dp_num(4242);
+    dp_store_write(dp_plant_store(r.plant), dp_store_find(dp_plant_store(r.plant), "m.a"), &v, 0,
+                   DP_Q_GOOD);
+
+    uint64_t seed = 0x9e3779b97f4a7c15ULL;
+    uint8_t buf[600];
+    for (int round = 0; round < 200; round++) {
+        int fd = connect_to(port);
+        size_t len = 1 + rnd(&seed) % sizeof buf;
+        for (size_t i = 0; i < len; i++)
+            buf[i] = (uint8_t)rnd(&seed);
+        if (round % 2 == 0 && len >= 8) {
+            /* A valid header with a random PDU reaches the request decoder. */
+            buf[2] = buf[3] = 0;
+            buf[4] = 0;
+            buf[5] = (uint8_t)(len - 6 > 250 ? 250 : len - 6);
+            len = 6 + buf[5];
+        }
+        ssize_t sent = send(fd, buf, len, MSG_NOSIGNAL);
+        (void)sent;
+        uv_run(&r.loop, UV_RUN_NOWAIT);
+        uint8_t in[300];
+        recv_some(&r, fd, in, 9); /* an exception, a response or a close */
+        close(fd);
+        uv_run(&r.loop, UV_RUN_NOWAIT);
+    }
+    /* More clients than max_clients: the extra ones are closed. */
+    int fds[6];
+    for (int i = 0; i < 6; i++)
+        fds[i] = connect_to(port);
+    mb_run_for(&r, 0.2);
+    for (int i = 0; i < 6; i++)
+        close(fds[i]);
+
+    /* Pipelined requests, one cut in the middle and completed later. */
+    int fd = connect_to(port);
+    const uint8_t two[] = {0, 1, 0, 0, 0, 6, 1, 3, 0, 0, 0, 1, 0, 2, 0, 0, 0, 6, 1, 3, 0, 0};
+    cr_assert_eq(send(fd, two, sizeof two, 0), (ssize_t)sizeof two);
+    mb_run_for(&r, 0.1);
+    const uint8_t rest[] = {0, 1};
+    cr_assert_eq(send(fd, rest, sizeof rest, 0), 2);
+    uint8_t in[64];
+    cr_assert_eq(recv_some(&r, fd, in, 22), 22);
+    cr_assert_eq(in[1], 1);
+    cr_assert_eq(in[9] << 8 | in[10], 4242);
+    cr_assert_eq(in[12], 2);
+    cr_assert_eq(in[20] << 8 | in[21], 4242);
+    /* A write above the tag's max: exception 3, nothing written. */
+    const uint8_t wr[] = {0, 3, 0, 0, 0, 6, 1, 6, 0, 10, 0, 99};
+    cr_assert_eq(send(fd, wr, sizeof wr, 0), (ssize_t)sizeof wr);
+    cr_assert_eq(recv_some(&r, fd, in, 9), 9);
+    cr_assert_eq(in[7], 0x86);
+    cr_assert_eq(in[8], 3);
+    close(fd);
+    cr_assert_gt(stat_of(&r, 0, "closed_bad"), 10);
+    cr_assert_gt(stat_of(&r, 0, "exceptions"), 10);
+    mb_close(&r);
 }

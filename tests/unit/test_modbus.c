@@ -6,6 +6,7 @@
 
 #include "drivers/driver.h"
 #include "drivers/modbus/modbus.h"
+#include "runtime/command.h"
 
 static char *fails(const char *plant)
 {
@@ -211,6 +212,89 @@ Test(modbus, virtual_time_reads_the_plant_server_in_process)
     th_set(p, "field.u16", 70000, T0 + 3 * DP_US_PER_SEC);
     dp_plant_run_until(p, T0 + 5 * DP_US_PER_SEC);
     cr_assert_eq(th_num(p, "scada.u16"), 0);
+    dp_plant_free(p);
+    th_rmdir(dir);
+}
+
+typedef struct {
+    int n;
+    dp_cmd_outcome_t outcome;
+    char reason[300];
+} outcome_t;
+
+static void on_cmd(const dp_cmd_t *cmd, void *ud)
+{
+    outcome_t *o = ud;
+    if (cmd->outcome == DP_CMD_PENDING)
+        return;
+    o->n++;
+    o->outcome = cmd->outcome;
+    snprintf(o->reason, sizeof o->reason, "%s", cmd->reason);
+}
+
+static outcome_t submit(dp_plant_t *p, const char *tag, dp_value_t v)
+{
+    outcome_t o = {0};
+    dp_guard_submit(dp_plant_guard(p), "test", tag, &v, on_cmd, &o);
+    dp_plant_run_until(p, dp_clock_now(dp_plant_clock(p)) + DP_US_PER_SEC);
+    cr_assert_eq(o.n, 1, "%s: %d outcomes", tag, o.n);
+    return o;
+}
+
+Test(modbus, virtual_time_writes_go_through_the_plant_server)
+{
+    char *dir = th_tmpdir();
+    th_write(
+        dir, "plant.lua",
+        "device 'hmi' { driver = 'modbus_server', listen = '127.0.0.1:0', map = {\n"
+        "  { tag = 'field.sp', address = 0 },\n"
+        "  { tag = 'field.f', address = 1, type = 'f32', order = 'CDAB' },\n"
+        "  { tag = 'field.b2', address = 3, type = 'bit', bit = 2 },\n"
+        "  { tag = 'field.b4', address = 3, type = 'bit', bit = 4 },\n"
+        "  { tag = 'field.run', area = 'coil', address = 0 },\n"
+        "  { tag = 'field.ro', address = 4 },\n"
+        "} }\n"
+        "device 'plc' { driver = 'modbus', server = 'hmi' }\n"
+        "twin 'field' { script = 't.lua', tags = {\n"
+        "  sp = { writable = true, min = 0, max = 100 }, f = { writable = true },\n"
+        "  b2 = { writable = true }, b4 = { writable = true }, run = { writable = true },\n"
+        "  ro = {} } }\n"
+        "twin 'scada' { script = 't.lua', tags = {\n"
+        "  sp = { device = 'plc', address = 0, writable = true },\n"
+        "  f = { device = 'plc', address = 1, type = 'f32', order = 'CDAB', writable = true },\n"
+        "  b2 = { device = 'plc', address = 3, type = 'bit', bit = 2, writable = true },\n"
+        "  run = { device = 'plc', area = 'coil', address = 0, writable = true },\n"
+        "  ro = { device = 'plc', address = 4, writable = true } } }\n");
+    th_write(dir, "t.lua", "");
+    dp_plant_t *p = th_open(dir);
+    dp_store_t *s = dp_plant_store(p);
+    dp_value_t t = dp_bool(true);
+    dp_store_write(s, dp_store_find(s, "field.b4"), &t, T0, DP_Q_GOOD);
+
+    outcome_t o = submit(p, "scada.sp", dp_num(42));
+    cr_assert_eq(o.outcome, DP_CMD_DONE, "%s", o.reason);
+    cr_assert_eq(th_num(p, "field.sp"), 42);
+    o = submit(p, "scada.f", dp_num(-1.25));
+    cr_assert_eq(o.outcome, DP_CMD_DONE, "%s", o.reason);
+    cr_assert_eq(th_num(p, "field.f"), -1.25);
+    o = submit(p, "scada.b2", dp_bool(true));
+    cr_assert_eq(o.outcome, DP_CMD_DONE, "%s", o.reason);
+    cr_assert(dp_store_get(s, dp_store_find(s, "field.b2"))->v.u.b);
+    /* The mask write changed only bit 2: bit 4 kept its value, no command. */
+    cr_assert(dp_store_get(s, dp_store_find(s, "field.b4"))->v.u.b);
+    o = submit(p, "scada.run", dp_bool(true));
+    cr_assert_eq(o.outcome, DP_CMD_DONE, "%s", o.reason);
+    cr_assert(dp_store_get(s, dp_store_find(s, "field.run"))->v.u.b);
+
+    /* The server's guard refuses: the client's command fails with why. */
+    o = submit(p, "scada.sp", dp_num(500));
+    cr_assert_eq(o.outcome, DP_CMD_FAILED);
+    cr_assert_not_null(strstr(o.reason, "exception 3: illegal data value (field.sp: max"), "%s",
+                       o.reason);
+    cr_assert_eq(th_num(p, "field.sp"), 42);
+    o = submit(p, "scada.ro", dp_num(1));
+    cr_assert_eq(o.outcome, DP_CMD_FAILED);
+    cr_assert_not_null(strstr(o.reason, "field.ro"), "%s", o.reason);
     dp_plant_free(p);
     th_rmdir(dir);
 }
