@@ -6,8 +6,8 @@
  * fire on the way), the sample is written to the store, and the samples of
  * one timestamp are delivered to the twins together, as one loop turn would
  * deliver them live. What the twins produce is written as it happens: every
- * change of a derived tag, every alarm and other event, every command (in
- * shadow: nothing reaches a device). Nothing in the output depends on the
+ * change of a derived tag, every alarm and other event, every command (a
+ * dry run: nothing reaches a device). Nothing in the output depends on the
  * wall clock, so the same plant and input give byte-identical output. */
 #include "cmd_replay.h"
 
@@ -26,6 +26,7 @@
 
 #include "clock.h"
 #include "journal.h"
+#include "lmsgpack.h"
 #include "log.h"
 #include "plant.h"
 #include "recording.h"
@@ -133,37 +134,6 @@ static void csv_value(FILE *f, const dp_value_t *v)
     }
 }
 
-static void mp_str(msgpack_packer *pk, const char *s)
-{
-    if (s == NULL) {
-        msgpack_pack_nil(pk);
-        return;
-    }
-    size_t n = strlen(s);
-    msgpack_pack_str(pk, n);
-    msgpack_pack_str_body(pk, s, n);
-}
-
-static void mp_value(msgpack_packer *pk, const dp_value_t *v)
-{
-    switch (v->type) {
-    case DP_NUM:
-        msgpack_pack_double(pk, v->u.n);
-        break;
-    case DP_BOOL:
-        if (v->u.b)
-            msgpack_pack_true(pk);
-        else
-            msgpack_pack_false(pk);
-        break;
-    case DP_STR:
-        mp_str(pk, v->u.s);
-        break;
-    default:
-        msgpack_pack_nil(pk);
-    }
-}
-
 /* One output record. `value` may be NULL (no value); `data` is a msgpack
  * map (an event's payload) or NULL. */
 static void emit(replay_t *r, dp_time_t ts, const char *type, const char *twin, const char *name,
@@ -189,23 +159,23 @@ static void emit(replay_t *r, dp_time_t ts, const char *type, const char *twin, 
     }
     msgpack_packer *pk = &r->pk;
     msgpack_pack_map(pk, data != NULL ? 7 : 6);
-    mp_str(pk, "ts");
+    dp_mp_pack_str(pk, "ts");
     msgpack_pack_int64(pk, ts);
-    mp_str(pk, "type");
-    mp_str(pk, type);
-    mp_str(pk, "twin");
-    mp_str(pk, twin);
-    mp_str(pk, "name");
-    mp_str(pk, name);
-    mp_str(pk, "value");
+    dp_mp_pack_str(pk, "type");
+    dp_mp_pack_str(pk, type);
+    dp_mp_pack_str(pk, "twin");
+    dp_mp_pack_str(pk, twin);
+    dp_mp_pack_str(pk, "name");
+    dp_mp_pack_str(pk, name);
+    dp_mp_pack_str(pk, "value");
     if (value != NULL)
-        mp_value(pk, value);
+        dp_mp_pack_value(pk, value);
     else
         msgpack_pack_nil(pk);
-    mp_str(pk, "detail");
-    mp_str(pk, detail);
+    dp_mp_pack_str(pk, "detail");
+    dp_mp_pack_str(pk, detail);
     if (data != NULL) {
-        mp_str(pk, "data");
+        dp_mp_pack_str(pk, "data");
         /* The payload is already one msgpack map: copied as is. */
         msgpack_sbuffer_write(&r->sbuf, data, data_len);
     }
@@ -578,8 +548,8 @@ int dp_replay_run(const dp_replay_opts_t *o, dp_replay_stats_t *st, char **err)
     msgpack_packer_init(&r.pk, &r.sbuf, msgpack_sbuffer_write);
     if (o->format == DP_REPLAY_CSV)
         fputs("timestamp,type,twin,name,value,detail\n", r.out);
-    /* Shadow mode: commands are judged by the guard and written out, never
-     * sent to a device. */
+    /* A dry run: commands are judged by the guard and written out; none is
+     * sent to a device (device-less setpoints are written to the store). */
     dp_plant_opts_t po = {.path = o->plant,
                           .start = start,
                           .dry_run = true,

@@ -8,9 +8,9 @@
 
 /* Runs the test files found under `paths` (files or directories; none: the
  * current directory). Prints one line per case and "N passed, N failed".
- * Returns the exit status: 0 all passed, 1 some failed, 2 usage error or
- * unreadable path. `quiet_logs` raises the log level to warn (the default
- * unless --log-level was given). */
+ * Returns the exit status: 0 all passed, 1 some failed, 2 a PATH that does
+ * not exist or a test file that cannot be read. `quiet_logs` raises the log level to warn (the
+ * default unless --log-level was given). */
 int dp_cmd_test(int npaths, char **paths, bool quiet_logs);
 
 #endif

@@ -27,6 +27,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "lmsgpack.h"
 #include "log.h"
 
 #define MAGIC           "DPJRNL1\n"
@@ -241,38 +242,6 @@ static int bytes_write(void *data, const char *buf, size_t len)
     return 0;
 }
 
-static void pack_str(msgpack_packer *pk, const char *s)
-{
-    if (s == NULL) {
-        msgpack_pack_nil(pk);
-        return;
-    }
-    size_t n = strlen(s);
-    msgpack_pack_str(pk, n);
-    msgpack_pack_str_body(pk, s, n);
-}
-
-static void pack_value(msgpack_packer *pk, const dp_value_t *v)
-{
-    switch (v->type) {
-    case DP_NUM:
-        msgpack_pack_double(pk, v->u.n);
-        break;
-    case DP_BOOL:
-        if (v->u.b)
-            msgpack_pack_true(pk);
-        else
-            msgpack_pack_false(pk);
-        break;
-    case DP_STR:
-        pack_str(pk, v->u.s);
-        break;
-    default:
-        msgpack_pack_nil(pk);
-        break;
-    }
-}
-
 /* Appends the frame of one record to b: header, then the payload array
  *   SAMPLE:  [seq, 1, ts, tag, value, quality, flags]
  *   EVENT:   [seq, 2, ts, twin, kind, text, payload]
@@ -291,8 +260,8 @@ static size_t encode_record(bytes_t *b, const dp_jrec_t *rec, uint64_t seq)
         msgpack_pack_uint64(&pk, seq);
         msgpack_pack_int(&pk, DP_JREC_SAMPLE);
         msgpack_pack_int64(&pk, rec->ts);
-        pack_str(&pk, rec->tag);
-        pack_value(&pk, &rec->value);
+        dp_mp_pack_str(&pk, rec->tag);
+        dp_mp_pack_value(&pk, &rec->value);
         msgpack_pack_uint8(&pk, rec->quality);
         msgpack_pack_uint32(&pk, rec->flags);
         break;
@@ -301,9 +270,9 @@ static size_t encode_record(bytes_t *b, const dp_jrec_t *rec, uint64_t seq)
         msgpack_pack_uint64(&pk, seq);
         msgpack_pack_int(&pk, DP_JREC_EVENT);
         msgpack_pack_int64(&pk, rec->ts);
-        pack_str(&pk, rec->twin);
-        pack_str(&pk, rec->kind);
-        pack_str(&pk, rec->text);
+        dp_mp_pack_str(&pk, rec->twin);
+        dp_mp_pack_str(&pk, rec->kind);
+        dp_mp_pack_str(&pk, rec->text);
         if (rec->payload != NULL) {
             msgpack_pack_bin(&pk, rec->payload_len);
             msgpack_pack_bin_body(&pk, rec->payload, rec->payload_len);
@@ -316,11 +285,11 @@ static size_t encode_record(bytes_t *b, const dp_jrec_t *rec, uint64_t seq)
         msgpack_pack_uint64(&pk, seq);
         msgpack_pack_int(&pk, DP_JREC_COMMAND);
         msgpack_pack_int64(&pk, rec->ts);
-        pack_str(&pk, rec->twin);
-        pack_str(&pk, rec->tag);
-        pack_value(&pk, &rec->value);
-        pack_str(&pk, rec->kind);
-        pack_str(&pk, rec->text);
+        dp_mp_pack_str(&pk, rec->twin);
+        dp_mp_pack_str(&pk, rec->tag);
+        dp_mp_pack_value(&pk, &rec->value);
+        dp_mp_pack_str(&pk, rec->kind);
+        dp_mp_pack_str(&pk, rec->text);
         break;
     }
     size_t plen = b->len - start - FRAME_HDR;

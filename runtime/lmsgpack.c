@@ -834,3 +834,34 @@ int dp_lmp_decode(lua_State *L, const char *buf, size_t len, char **err)
     msgpack_zone_destroy(&zone);
     return rc;
 }
+
+void dp_mp_pack_str(msgpack_packer *pk, const char *s)
+{
+    if (s == NULL) {
+        msgpack_pack_nil(pk);
+        return;
+    }
+    size_t n = strlen(s);
+    msgpack_pack_str(pk, n);
+    msgpack_pack_str_body(pk, s, n);
+}
+
+void dp_mp_pack_value(msgpack_packer *pk, const dp_value_t *v)
+{
+    switch (v->type) {
+    case DP_NUM:
+        msgpack_pack_double(pk, v->u.n);
+        break;
+    case DP_BOOL:
+        if (v->u.b)
+            msgpack_pack_true(pk);
+        else
+            msgpack_pack_false(pk);
+        break;
+    case DP_STR:
+        dp_mp_pack_str(pk, v->u.s);
+        break;
+    default:
+        msgpack_pack_nil(pk);
+    }
+}

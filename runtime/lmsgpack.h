@@ -12,6 +12,7 @@
 #include <msgpack.h>
 
 #include "common.h"
+#include "store.h"
 
 /* Maximum table nesting accepted in either direction. */
 #define DP_LMP_MAX_DEPTH 64
@@ -33,5 +34,10 @@ int dp_lmp_encode(lua_State *L, int idx, const char *root, char **out, size_t *l
 /* Convenience: decode exactly one object from buf and push it. Trailing
  * bytes or truncated input are DP_EINVAL with a message saying which. */
 int dp_lmp_decode(lua_State *L, const char *buf, size_t len, char **err);
+
+/* Packs a C string (NULL: nil). */
+void dp_mp_pack_str(msgpack_packer *pk, const char *s);
+/* Packs a store value: number as float 64, bool, string, or nil. */
+void dp_mp_pack_value(msgpack_packer *pk, const dp_value_t *v);
 
 #endif

@@ -91,7 +91,8 @@ static const command_t commands[] = {
      "Finds *_test.lua files under each PATH (files or directories, searched\n"
      "recursively; none: the current directory) and runs every case in a fresh\n"
      "plant in virtual time. Prints one line per case and \"N passed, N failed\";\n"
-     "the exit status is 0 if all passed, 1 if any failed, 2 for a bad PATH.\n"
+     "the exit status is 0 if all passed, 1 if any failed, 2 for a bad PATH or\n"
+     "an unreadable test file.\n"
      "Twin log lines below warn are hidden unless --log-level is given.\n"
      "See docs/testing.md for the test API.\n",
      cmd_test},

@@ -19,6 +19,7 @@
 #include <unistd.h>
 
 #include "journal.h"
+#include "lmsgpack.h"
 #include "log.h"
 #include "plant.h"
 #include "twin.h"
@@ -141,38 +142,11 @@ static int buf_write(void *data, const char *p, size_t n)
     return 0;
 }
 
-static void pack_str(msgpack_packer *pk, const char *s)
-{
-    size_t n = strlen(s);
-    msgpack_pack_str(pk, n);
-    msgpack_pack_str_body(pk, s, n);
-}
-
-static void pack_value(msgpack_packer *pk, const dp_value_t *v)
-{
-    switch (v->type) {
-    case DP_NUM:
-        msgpack_pack_double(pk, v->u.n);
-        break;
-    case DP_BOOL:
-        if (v->u.b)
-            msgpack_pack_true(pk);
-        else
-            msgpack_pack_false(pk);
-        break;
-    case DP_STR:
-        pack_str(pk, v->u.s);
-        break;
-    default:
-        msgpack_pack_nil(pk);
-    }
-}
-
 static void pack_sample(msgpack_packer *pk, const dp_sample_t *s)
 {
     msgpack_pack_array(pk, 3);
     msgpack_pack_int64(pk, s->ts);
-    pack_value(pk, &s->v);
+    dp_mp_pack_value(pk, &s->v);
     msgpack_pack_uint8(pk, s->quality);
 }
 
@@ -187,16 +161,16 @@ void dp_snapshot_encode(const dp_snapshot_t *s, char **out, size_t *len)
     msgpack_pack_int(&pk, 1);
     msgpack_pack_uint64(&pk, s->seq);
     msgpack_pack_int64(&pk, s->ts);
-    pack_str(&pk, s->plant != NULL ? s->plant : "");
+    dp_mp_pack_str(&pk, s->plant != NULL ? s->plant : "");
     msgpack_pack_array(&pk, s->ntags);
     for (size_t i = 0; i < s->ntags; i++) {
         const dp_snap_tag_t *t = &s->tags[i];
         msgpack_pack_array(&pk, 7);
-        pack_str(&pk, t->name);
+        dp_mp_pack_str(&pk, t->name);
         msgpack_pack_uint32(&pk, t->flags);
         msgpack_pack_uint32(&pk, t->history);
         msgpack_pack_int64(&pk, t->cur.ts);
-        pack_value(&pk, &t->cur.v);
+        dp_mp_pack_value(&pk, &t->cur.v);
         msgpack_pack_uint8(&pk, t->cur.quality);
         msgpack_pack_array(&pk, t->nhist);
         for (size_t k = 0; k < t->nhist; k++)
@@ -205,7 +179,7 @@ void dp_snapshot_encode(const dp_snapshot_t *s, char **out, size_t *len)
     msgpack_pack_array(&pk, s->ntwins);
     for (size_t i = 0; i < s->ntwins; i++) {
         msgpack_pack_array(&pk, 2);
-        pack_str(&pk, s->twins[i].name);
+        dp_mp_pack_str(&pk, s->twins[i].name);
         msgpack_pack_bin(&pk, s->twins[i].len);
         msgpack_pack_bin_body(&pk, s->twins[i].state, s->twins[i].len);
     }

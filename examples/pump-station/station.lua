@@ -18,12 +18,19 @@ local tariff = params.tariff and energy.tariff(params.tariff)
 -- The meter's totals live in `state`, so they survive reloads.
 local meter = energy.meter_from(state.meter, { tariff = tariff, max_gap = "5min" })
 
+-- Tag objects read the live value on every access: look them up once.
+local inputs = {}
+for i, p in ipairs(pumps) do
+   inputs[i] = { running = tags[p .. ".running"], flow = tags[p .. ".flow"],
+                 power = tags[p .. ".power"] }
+end
+
 local function update()
    local flow, power = 0, 0
-   for _, p in ipairs(pumps) do
-      if tags[p .. ".running"].value then
-         flow = flow + (tags[p .. ".flow"].value or 0)
-         power = power + (tags[p .. ".power"].value or 0)
+   for _, t in ipairs(inputs) do
+      if t.running.value then
+         flow = flow + (t.flow.value or 0)
+         power = power + (t.power.value or 0)
       end
    end
    tags.total_flow = flow

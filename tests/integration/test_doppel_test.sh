@@ -60,6 +60,12 @@ expect 1 "FAIL suite/nested/fail_test.lua: fails" "suite/nested/fail_test.lua:4:
 # No PATH: the current directory, recursively; helper.lua is not a test.
 (cd suite && expect 1 "nested/fail_test.lua: fails" "3 passed, 2 failed" -- "$DOPPEL" test)
 expect 2 "no-such-dir" -- "$DOPPEL" test no-such-dir
+# A test file that cannot be read (a dangling link) fails with status 2.
+mkdir -p unreadable
+ln -s nowhere.lua unreadable/gone_test.lua
+expect 2 "FAIL unreadable/gone_test.lua: cannot read the file" "No such file" -- \
+    "$DOPPEL" test unreadable
+rm -r unreadable
 expect 0 "no *_test.lua files found" "0 passed, 0 failed" -- "$DOPPEL" test other
 expect 0 "Usage: doppel test" -- "$DOPPEL" test --help
 

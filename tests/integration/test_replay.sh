@@ -69,6 +69,17 @@ cmp -s a.msgpack b.msgpack && echo "ok: msgpack output is byte-identical" || fai
 R --input wide.csv > e.csv 2>/dev/null
 cmp -s a.csv e.csv && echo "ok: standard output is the same CSV" || failed "stdout differs"
 
+# On a terminal, a progress bar with rate and ETA (script(1) gives a tty).
+if command -v script >/dev/null; then
+    tty_out=$(script -qec "'$DOPPEL' --log-level warn replay '$PLANT' --input wide.csv --out t.csv" /dev/null)
+    if grep -qF "[##############################] 100%" <<<"$tty_out" && grep -qF "samples/s  ETA" <<<"$tty_out"; then
+        echo "ok: progress bar on a terminal"
+    else
+        failed "no progress bar on a terminal: $tty_out"
+    fi
+    cmp -s a.csv t.csv || failed "output on a terminal run differs"
+fi
+
 # --from / --to keep only that window.
 expect 0 "replayed 3610 samples (30min of plant time)" -- \
     R --input wide.csv --from 2026-01-01T14:00:00Z --to 2026-01-01T14:30:00Z --out w.csv
@@ -104,6 +115,20 @@ expect 1 "no-such.csv: No such file or directory" -- R --input no-such.csv
 # Derived tags in a recording (a journal of a live run) are recomputed, not fed.
 printf 'timestamp,P101.flow,P101.efficiency\n1767225600,100,99\n' > derived.csv
 expect 0 "skipped 1 samples of derived tags (first: P101.efficiency)" -- R --input derived.csv --out /dev/null
+
+# A live run's journal replays: 3 s of the demo in real time, then its data dir.
+timeout 30 "$DOPPEL" --log-level warn run "$PLANT" --for 3s --no-watch --data-dir live >/dev/null 2>&1
+if ls live/journal/*.seg >/dev/null 2>&1; then
+    expect 0 "replayed" "skipped" "samples of derived tags" -- R --input live --out j.csv
+    grep -q ',tag,P101,efficiency,' j.csv || failed "journal replay: no P101 efficiency"
+    R --input live/journal --out j2.csv 2>/dev/null
+    cmp -s j.csv j2.csv && echo "ok: data dir and journal/ give the same output" ||
+        failed "data dir and journal/ differ"
+else
+    failed "doppel run wrote no journal in live/journal"
+fi
+mkdir -p empty
+expect 1 "no journal segments (*.seg)" -- R --input empty
 
 # Usage errors.
 expect 2 "--input RECORDING is required" -- "$DOPPEL" replay "$PLANT"
