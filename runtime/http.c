@@ -439,17 +439,11 @@ static bool serve_asset(dp__http_call_t *c, const char *name)
 
 /* ---- live streams (Server-Sent Events) ---------------------------------- */
 
+/* Sends what is pending, one buffer in flight at a time; a finishing
+ * stream sends its last bytes (e.g. the overflow notice) with the end. */
 static void stream_flush(struct stream *s)
 {
-    if (s->inflight || s->stopped)
-        return;
-    if (s->finish) {
-        s->inflight = true;
-        s->stopped = true;
-        h2o_send(s->req, NULL, 0, H2O_SEND_STATE_FINAL);
-        return;
-    }
-    if (s->pending.len == 0)
+    if (s->inflight || s->stopped || (s->pending.len == 0 && !s->finish))
         return;
     dp_jbuf_t t = s->sending;
     s->sending = s->pending;
@@ -457,7 +451,10 @@ static void stream_flush(struct stream *s)
     s->pending.len = 0;
     h2o_iovec_t buf = h2o_iovec_init(s->sending.p, s->sending.len);
     s->inflight = true;
-    h2o_send(s->req, &buf, 1, H2O_SEND_STATE_IN_PROGRESS);
+    if (s->finish)
+        s->stopped = true;
+    h2o_send(s->req, &buf, buf.len > 0 ? 1 : 0,
+             s->finish ? H2O_SEND_STATE_FINAL : H2O_SEND_STATE_IN_PROGRESS);
 }
 
 static void stream_proceed(h2o_generator_t *gen, h2o_req_t *req)
@@ -579,13 +576,16 @@ static void on_changes(dp_sub_t *sub, const dp_change_t *ch, size_t n, void *ud)
         }
     }
     dp_jb_free(&line);
-    for (struct stream *s = h->streams; s != NULL; s = s->next)
+    for (struct stream *s = h->streams, *next; s != NULL; s = next) {
+        next = s->next;
         stream_flush(s);
+    }
 }
 
 static void broadcast(dp_http_t *h, const char *twin, const char *event, const char *json)
 {
-    for (struct stream *s = h->streams; s != NULL; s = s->next) {
+    for (struct stream *s = h->streams, *next; s != NULL; s = next) {
+        next = s->next;
         if (!s->want_events)
             continue;
         if (s->twin != NULL && (twin == NULL || strcmp(twin, s->twin) != 0))
@@ -645,12 +645,23 @@ static void open_stream(dp__http_call_t *c)
     stream_flush(s);
 }
 
+void dp__jb_time(dp_jbuf_t *b, int64_t ts)
+{
+    if (ts == 0) {
+        dp_jb_puts(b, "null");
+        return;
+    }
+    char t[40];
+    dp_time_format(ts, t, sizeof t);
+    dp_jb_str(b, t);
+}
+
 /* ---- rings -------------------------------------------------------------- */
 
 void dp__http_event_json(dp_jbuf_t *b, const dp__http_event_t *e)
 {
     dp_jb_puts(b, "{\"ts\":");
-    dp_jb_time(b, e->ts);
+    dp__jb_time(b, e->ts);
     dp_jb_puts(b, ",\"twin\":");
     dp_jb_str(b, e->twin);
     dp_jb_puts(b, ",\"kind\":");
@@ -681,9 +692,9 @@ void dp__http_record_event(dp_http_t *h, const dp_event_t *ev)
 void dp__http_cmd_json(dp_jbuf_t *b, const dp__http_cmd_t *c)
 {
     dp_jb_printf(b, "{\"id\":%llu,\"ts\":", (unsigned long long)c->id);
-    dp_jb_time(b, c->ts);
+    dp__jb_time(b, c->ts);
     dp_jb_puts(b, ",\"done_ts\":");
-    dp_jb_time(b, c->done_ts);
+    dp__jb_time(b, c->done_ts);
     dp_jb_puts(b, ",\"origin\":");
     dp_jb_str(b, c->origin);
     dp_jb_puts(b, ",\"tag\":");
@@ -979,7 +990,8 @@ static void on_tick(uv_timer_t *t)
     /* A comment line every 15 s keeps quiet streams alive through proxies
      * and lets a dead peer show up as a write error. */
     if (++h->ticks % (15000 / TICK_MS) == 0) {
-        for (struct stream *s = h->streams; s != NULL; s = s->next) {
+        for (struct stream *s = h->streams, *next; s != NULL; s = next) {
+            next = s->next;
             stream_append(s, ": ping\n\n", 8);
             stream_flush(s);
         }
@@ -1209,7 +1221,8 @@ void dp_http_stop(dp_http_t *h)
         ticket_forget_req(t);
         ticket_unlink(t);
     }
-    for (struct stream *s = h->streams; s != NULL; s = s->next) {
+    for (struct stream *s = h->streams, *next; s != NULL; s = next) {
+        next = s->next;
         s->finish = true;
         stream_flush(s);
     }

@@ -6,7 +6,9 @@
 
 #include "../drivers/driver.h"
 #include "http_int.h"
+#include "journal.h"
 #include "log.h"
+#include "persist.h"
 
 static bool is(const char *a, const char *b)
 {
@@ -48,7 +50,7 @@ static void tag_json(dp_jbuf_t *b, dp_store_t *store, int id, dp_guard_t *g)
     dp_jb_puts(b, ",\"value\":");
     dp_jb_value(b, &t->v);
     dp_jb_printf(b, ",\"quality\":\"%s\",\"ts\":", dp_quality_name(t->quality));
-    dp_jb_time(b, t->ts);
+    dp__jb_time(b, t->ts);
     dp_jb_puts(b, ",\"unit\":");
     dp_jb_str(b, t->unit);
     dp_jb_printf(b, ",\"derived\":%s,\"writable\":%s,\"writes\":%llu,\"history\":%zu",
@@ -127,7 +129,7 @@ static void get_plant(dp__http_call_t *c)
     dp_jb_puts(&b, ",\"version\":");
     dp_jb_str(&b, DP_VERSION);
     dp_jb_puts(&b, ",\"time\":");
-    dp_jb_time(&b, dp_clock_now(dp_plant_clock(p)));
+    dp__jb_time(&b, dp_clock_now(dp_plant_clock(p)));
     dp_jb_printf(&b, ",\"twins\":%d,\"tags\":%d,\"devices\":%d", dp_plant_twin_count(p),
                  dp_store_count(dp_plant_store(p)), dp_plant_device_count(p));
     dp_guard_t *g = dp__http_guard(p);
@@ -280,9 +282,9 @@ static void alarm_json(dp_jbuf_t *b, const dp_alarm_info_t *a)
                  a->state == DP_ALARM_ACKED || a->state == DP_ALARM_NORMAL ? "true" : "false",
                  a->shelved ? "true" : "false", a->suppressed ? "true" : "false",
                  a->first_out ? "true" : "false");
-    dp_jb_time(b, a->since);
+    dp__jb_time(b, a->since);
     dp_jb_puts(b, ",\"shelved_until\":");
-    dp_jb_time(b, a->shelved ? a->shelved_until : 0);
+    dp__jb_time(b, a->shelved ? a->shelved_until : 0);
     dp_jb_puts(b, ",\"value\":");
     dp_jb_num(b, a->value);
     dp_jb_puts(b, ",\"limit\":");
@@ -773,6 +775,24 @@ void dp__http_metrics(dp__http_call_t *c)
         dp_jb_printf(&b, "doppel_alarms_active %d\n", active);
         metric_head(&b, "doppel_alarms_unacked", "gauge", "Alarms waiting for acknowledgement.");
         dp_jb_printf(&b, "doppel_alarms_unacked %d\n", unacked);
+    }
+
+    dp_persist_t *ps = dp_plant_persist(p);
+    dp_journal_t *j = ps != NULL ? dp_persist_journal(ps) : NULL;
+    if (j != NULL) {
+        dp_journal_stats_t js;
+        dp_journal_get_stats(j, &js);
+        uint64_t last = dp_journal_last_seq(j), durable = dp_journal_durable(j);
+        metric_head(&b, "doppel_journal_records_total", "counter", "Records appended.");
+        dp_jb_printf(&b, "doppel_journal_records_total %llu\n", (unsigned long long)js.records);
+        metric_head(&b, "doppel_journal_bytes_total", "counter", "Bytes written.");
+        dp_jb_printf(&b, "doppel_journal_bytes_total %llu\n", (unsigned long long)js.bytes);
+        metric_head(&b, "doppel_journal_fsyncs_total", "counter", "fsync calls.");
+        dp_jb_printf(&b, "doppel_journal_fsyncs_total %llu\n", (unsigned long long)js.fsyncs);
+        metric_head(&b, "doppel_journal_backlog_records", "gauge",
+                    "Records appended but not yet durable.");
+        dp_jb_printf(&b, "doppel_journal_backlog_records %llu\n",
+                     (unsigned long long)(last > durable ? last - durable : 0));
     }
 
     metric_head(&b, "doppel_http_requests_total", "counter", "HTTP responses by status class.");

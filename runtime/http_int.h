@@ -75,6 +75,9 @@ struct dp_http {
     uint64_t ticks;
 };
 
+/* An ISO 8601 time string, or null for 0. */
+void dp__jb_time(dp_jbuf_t *b, int64_t ts);
+
 /* Answers with `status` and the JSON in b (consumed). */
 void dp__http_json(dp__http_call_t *c, int status, dp_jbuf_t *b);
 /* Answers {"error": msg} with a 4xx/5xx status. */

@@ -6,8 +6,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "clock.h"
-
 static void reserve(dp_jbuf_t *b, size_t extra)
 {
     if (b->len + extra + 1 <= b->cap)
@@ -131,17 +129,6 @@ void dp_jb_value(dp_jbuf_t *b, const dp_value_t *v)
     default:
         dp_jb_puts(b, "null");
     }
-}
-
-void dp_jb_time(dp_jbuf_t *b, int64_t ts)
-{
-    if (ts == 0) {
-        dp_jb_puts(b, "null");
-        return;
-    }
-    char t[40];
-    dp_time_format(ts, t, sizeof t);
-    dp_jb_str(b, t);
 }
 
 /* ---- parser ------------------------------------------------------------ */

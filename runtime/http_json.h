@@ -25,8 +25,6 @@ void dp_jb_num(dp_jbuf_t *b, double v);
 void dp_jb_key(dp_jbuf_t *b, const char *key, bool first);
 /* A store value as JSON (null, number, true/false, string). */
 void dp_jb_value(dp_jbuf_t *b, const dp_value_t *v);
-/* An ISO 8601 time string, or null for 0. */
-void dp_jb_time(dp_jbuf_t *b, int64_t ts);
 
 /* One field of a parsed body. Strings are NUL-terminated copies. */
 typedef struct {

@@ -5,9 +5,8 @@
  * object, written back with the JSON writer, must parse again to the same
  * fields (same keys, types and values, in order).
  *
- *   clang -g -fsanitize=fuzzer,address,undefined -Iruntime -I. \
- *       tests/fuzz/fuzz_http_json.c runtime/http_json.c runtime/common.c \
- *       runtime/clock.c -luv -lm -o fuzz_http_json && ./fuzz_http_json */
+ * Built by `make build-fuzz` (DP_FUZZ=ON) with runtime/http_json.c and
+ * runtime/common.c; run by `make test-fuzz` from tests/fuzz/corpus/fuzz_http_json. */
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>

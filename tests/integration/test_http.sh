@@ -166,6 +166,7 @@ check 200 '"name":"vibration_high"' GET /api/v1/alarms "$VIEW"
 check 200 'doppel_samples_total' GET /metrics "$VIEW"
 check 200 'doppel_twin_cpu_seconds_total{twin="P1"}' GET /metrics "$VIEW"
 check 200 'doppel_loop_lag_seconds' GET /metrics "$VIEW"
+check 200 'doppel_journal_backlog_records' GET /metrics "$VIEW"
 check 404 'no such resource' GET /api/v1/nothing "$VIEW"
 check 404 'no such resource' GET /api/v2/plant "$VIEW"
 check 405 'use GET' DELETE /api/v1/tags "$VIEW"
@@ -357,8 +358,21 @@ curl -sN --max-time 20 "$URL_secure/api/v1/stream?token=$VIEW" >/dev/null &
 sleep 0.3
 for name in secure open tls; do
     pid_var=PID_$name
-    kill -TERM "${!pid_var}"
-    wait "${!pid_var}"
+    pid=${!pid_var}
+    kill -TERM "$pid"
+    # Bounded: a server that does not stop within 30 s is a failure, with
+    # its log and the connections it still holds.
+    for _ in $(seq 1 300); do
+        kill -0 "$pid" 2>/dev/null || break
+        sleep 0.1
+    done
+    if kill -0 "$pid" 2>/dev/null; then
+        fail "$name did not stop within 30 s of SIGTERM"
+        tail -20 "$name.log"
+        ss -tnp 2>/dev/null | grep "pid=$pid," | head
+        kill -KILL "$pid"
+    fi
+    wait "$pid"
     st=$?
     [ $st -eq 0 ] && grep -q 'SIGTERM: stopping' "$name.log" && pass "$name stopped cleanly" ||
         { fail "$name exit $st"; tail -5 "$name.log"; }
