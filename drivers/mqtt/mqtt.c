@@ -1314,7 +1314,9 @@ static void mqtt_stop(dp_device_t *dev)
                 pump(m);
             publish_status(m, false);
         }
-        dp_mqtt_client_free(m->client, 1000);
+        /* Up to 3 s for what a clean stop queued (the backlog, then the
+         * status messages): a loaded gateway may need more than one. */
+        dp_mqtt_client_free(m->client, 3000);
         m->client = NULL;
     }
     if (m->journal != NULL && m->jdir != NULL) {
