@@ -219,40 +219,6 @@ static int find_tag(lua_State *L, tcase_t *c, const char *name, int *id)
                 n ? ")" : "");
 }
 
-static int read_value(lua_State *L, int idx, dp_value_t *v)
-{
-    switch (lua_type(L, idx)) {
-    case LUA_TNUMBER:
-        *v = dp_num(lua_tonumber(L, idx));
-        return 0;
-    case LUA_TBOOLEAN:
-        *v = dp_bool(lua_toboolean(L, idx));
-        return 0;
-    case LUA_TSTRING:
-        *v = dp_str(lua_tostring(L, idx));
-        return 0;
-    default:
-        return DP_EINVAL;
-    }
-}
-
-static void push_value(lua_State *L, const dp_value_t *v)
-{
-    switch (v->type) {
-    case DP_NUM:
-        lua_pushnumber(L, v->u.n);
-        break;
-    case DP_BOOL:
-        lua_pushboolean(L, v->u.b);
-        break;
-    case DP_STR:
-        lua_pushstring(L, v->u.s);
-        break;
-    default:
-        lua_pushnil(L);
-    }
-}
-
 /* A time argument: ISO 8601 UTC string or epoch seconds. */
 static int get_time(lua_State *L, int idx, dp_time_t *out, char **err)
 {
@@ -354,7 +320,7 @@ static int h_set(lua_State *L)
     if (find_tag(L, c, name, &id))
         return 2;
     dp_value_t v;
-    if (read_value(L, 3, &v) < 0)
+    if (dp_lua_to_value(L, 3, &v) < 0)
         return fail(L, "t:set(\"%s\", value): a tag holds a number, boolean or string, not %s",
                     name, luaL_typename(L, 3));
     int q = DP_Q_GOOD;
@@ -430,7 +396,7 @@ static int h_get(lua_State *L)
     if (find_tag(L, c, luaL_checkstring(L, 2), &id))
         return 2;
     lua_pushboolean(L, 1);
-    push_value(L, &dp_store_get(dp_plant_store(c->plant), id)->v);
+    dp_lua_push_value(L, &dp_store_get(dp_plant_store(c->plant), id)->v);
     return 2;
 }
 
@@ -445,7 +411,7 @@ static int h_tag(lua_State *L)
     const dp_tag_t *t = dp_store_get(dp_plant_store(c->plant), id);
     lua_pushboolean(L, 1);
     lua_createtable(L, 0, 5);
-    push_value(L, &t->v);
+    dp_lua_push_value(L, &t->v);
     lua_setfield(L, -2, "value");
     lua_pushstring(L, dp_quality_name(t->quality));
     lua_setfield(L, -2, "quality");
@@ -503,7 +469,7 @@ static int h_commands(lua_State *L)
         lua_createtable(L, 0, 7);
         lua_pushstring(L, k->tag);
         lua_setfield(L, -2, "tag");
-        push_value(L, &k->value);
+        dp_lua_push_value(L, &k->value);
         lua_setfield(L, -2, "value");
         lua_pushstring(L, k->origin);
         lua_setfield(L, -2, "origin");

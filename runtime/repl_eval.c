@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include "log.h"
+#include "twin.h"
 
 #define REPL_TAG_MT   "doppel.repl.tag"
 #define TWIN_TAG_MT   "doppel.tag" /* twin.c's tag objects */
@@ -123,23 +124,6 @@ static void push_rtag(lua_State *L, int id)
     luaL_setmetatable(L, REPL_TAG_MT);
 }
 
-static void push_value(lua_State *L, const dp_value_t *v)
-{
-    switch (v->type) {
-    case DP_NUM:
-        lua_pushnumber(L, v->u.n);
-        break;
-    case DP_BOOL:
-        lua_pushboolean(L, v->u.b);
-        break;
-    case DP_STR:
-        lua_pushstring(L, v->u.s);
-        break;
-    default:
-        lua_pushnil(L);
-    }
-}
-
 static const char *const tag_fields[] = {"value", "ts",      "quality", "good",   "unit",   "name",
                                          "age",   "derived", "history", "values", "source", NULL};
 
@@ -159,14 +143,14 @@ static int rtag_history_impl(lua_State *L, bool full)
         const dp_sample_t *s = dp_store_history_at(store, t->id, (size_t)(n - 1 - i));
         if (full) {
             lua_createtable(L, 0, 3);
-            push_value(L, &s->v);
+            dp_lua_push_value(L, &s->v);
             lua_setfield(L, -2, "value");
             lua_pushnumber(L, (double)s->ts / 1e6);
             lua_setfield(L, -2, "ts");
             lua_pushstring(L, dp_quality_name(s->quality));
             lua_setfield(L, -2, "quality");
         } else {
-            push_value(L, &s->v);
+            dp_lua_push_value(L, &s->v);
         }
         lua_rawseti(L, -2, i + 1);
     }
@@ -191,7 +175,7 @@ static int rtag_index(lua_State *L)
     const dp_tag_t *tag = dp_store_get(dp_plant_store(p), t->id);
     bool has = tag->v.type != DP_NIL;
     if (strcmp(k, "value") == 0)
-        push_value(L, &tag->v);
+        dp_lua_push_value(L, &tag->v);
     else if (strcmp(k, "ts") == 0)
         has ? lua_pushnumber(L, (double)tag->ts / 1e6) : lua_pushnil(L);
     else if (strcmp(k, "quality") == 0)

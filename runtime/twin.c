@@ -126,7 +126,7 @@ static int check_tag_name(lua_State *L, version_t *ver, int idx)
     return id;
 }
 
-static void push_value(lua_State *L, const dp_value_t *v)
+void dp_lua_push_value(lua_State *L, const dp_value_t *v)
 {
     switch (v->type) {
     case DP_NUM:
@@ -140,6 +140,23 @@ static void push_value(lua_State *L, const dp_value_t *v)
         break;
     default:
         lua_pushnil(L);
+    }
+}
+
+int dp_lua_to_value(lua_State *L, int idx, dp_value_t *v)
+{
+    switch (lua_type(L, idx)) {
+    case LUA_TNUMBER:
+        *v = dp_num(lua_tonumber(L, idx));
+        return 0;
+    case LUA_TBOOLEAN:
+        *v = dp_bool(lua_toboolean(L, idx));
+        return 0;
+    case LUA_TSTRING:
+        *v = dp_str(lua_tostring(L, idx));
+        return 0;
+    default:
+        return DP_EINVAL;
     }
 }
 
@@ -186,7 +203,7 @@ static int tag_history(lua_State *L)
     for (lua_Integer i = 0; i < n; i++) {
         const dp_sample_t *s = dp_store_history_at(t->store, t->id, (size_t)(n - 1 - i));
         lua_createtable(L, 0, 3);
-        push_value(L, &s->v);
+        dp_lua_push_value(L, &s->v);
         lua_setfield(L, -2, "value");
         lua_pushnumber(L, (double)s->ts / 1e6);
         lua_setfield(L, -2, "ts");
@@ -211,7 +228,7 @@ static int tag_values(lua_State *L)
     lua_createtable(L, (int)n, 0);
     for (lua_Integer i = 0; i < n; i++) {
         const dp_sample_t *s = dp_store_history_at(t->store, t->id, (size_t)(n - 1 - i));
-        push_value(L, &s->v);
+        dp_lua_push_value(L, &s->v);
         lua_rawseti(L, -2, i + 1);
     }
     return 1;
@@ -223,7 +240,7 @@ static int tag_index(lua_State *L)
     const char *k = luaL_checkstring(L, 2);
     const dp_tag_t *tag = dp_store_get(t->store, t->id);
     if (strcmp(k, "value") == 0) {
-        push_value(L, &tag->v);
+        dp_lua_push_value(L, &tag->v);
     } else if (strcmp(k, "ts") == 0) {
         if (tag->v.type == DP_NIL)
             lua_pushnil(L);
@@ -271,7 +288,7 @@ static int tag_tostring(lua_State *L)
     luaL_buffinit(L, &b);
     lua_pushfstring(L, "%s = ", tag->name);
     luaL_addvalue(&b);
-    push_value(L, &tag->v);
+    dp_lua_push_value(L, &tag->v);
     luaL_tolstring(L, -1, NULL);
     lua_remove(L, -2);
     luaL_addvalue(&b);
@@ -545,7 +562,7 @@ static void write_outcome(const dp_cmd_t *cmd, void *ud)
     lua_setfield(L, -2, "id");
     lua_pushstring(L, cmd->tag);
     lua_setfield(L, -2, "tag");
-    push_value(L, &cmd->value);
+    dp_lua_push_value(L, &cmd->value);
     lua_setfield(L, -2, "value");
     lua_pushstring(L, dp_cmd_outcome_name(cmd->outcome));
     lua_setfield(L, -2, "outcome");
@@ -567,19 +584,8 @@ static int api_write(lua_State *L)
         lua_remove(L, 1);
     int id = check_tag_name(L, ver, 1);
     dp_value_t v;
-    switch (lua_type(L, 2)) {
-    case LUA_TNUMBER:
-        v = dp_num(lua_tonumber(L, 2));
-        break;
-    case LUA_TBOOLEAN:
-        v = dp_bool(lua_toboolean(L, 2));
-        break;
-    case LUA_TSTRING:
-        v = dp_str(lua_tostring(L, 2));
-        break;
-    default:
+    if (dp_lua_to_value(L, 2, &v) < 0)
         return luaL_argerror(L, 2, "value must be a number, boolean or string");
-    }
     if (!lua_isnoneornil(L, 3))
         luaL_checktype(L, 3, LUA_TFUNCTION);
     dp_twin_t *tw = ver->twin;
@@ -713,20 +719,9 @@ static int set_derived(lua_State *L, version_t *ver, int name_idx, int value_idx
             return luaL_argerror(L, q_idx, "quality must be \"good\", \"uncertain\" or \"bad\"");
     }
     dp_value_t v;
-    switch (lua_type(L, value_idx)) {
-    case LUA_TNUMBER:
-        v = dp_num(lua_tonumber(L, value_idx));
-        break;
-    case LUA_TBOOLEAN:
-        v = dp_bool(lua_toboolean(L, value_idx));
-        break;
-    case LUA_TSTRING:
-        v = dp_str(lua_tostring(L, value_idx));
-        break;
-    default:
+    if (dp_lua_to_value(L, value_idx, &v) < 0)
         return luaL_error(L, "%s: a tag holds a number, boolean or string, not %s", t->name,
                           luaL_typename(L, value_idx));
-    }
     dp_store_write(store, id, &v, dp_clock_now(ver->twin->host->clock), quality);
     return 0;
 }
@@ -740,7 +735,7 @@ static int api_get(lua_State *L)
 {
     version_t *ver = upver(L);
     int id = check_tag_name(L, ver, 1);
-    push_value(L, &dp_store_get(ver->twin->host->store, id)->v);
+    dp_lua_push_value(L, &dp_store_get(ver->twin->host->store, id)->v);
     return 1;
 }
 
@@ -1158,7 +1153,7 @@ static void dispatch(version_t *ver, const dp_change_t *c, int handler, int cach
     lua_State *L = ver->L;
     char *msg = NULL, *trace = NULL;
     if (lua_rawgeti(L, LUA_REGISTRYINDEX, ver->handlers[c->tag]) == LUA_TFUNCTION) {
-        push_value(L, &c->v);
+        dp_lua_push_value(L, &c->v);
         push_cached_tag(L, ver, cache, c->tag);
         ver->twin->stats.calls++;
         dp_sb_status_t st = dp_sandbox_call_h(ver->sb, handler, 2, 0, &msg, &trace);
@@ -1169,7 +1164,7 @@ static void dispatch(version_t *ver, const dp_change_t *c, int handler, int cach
         lua_Integer n = (lua_Integer)lua_rawlen(L, list);
         for (lua_Integer i = 1; i <= n && !ver->twin->stats.suspended; i++) {
             lua_rawgeti(L, list, i);
-            push_value(L, &c->v);
+            dp_lua_push_value(L, &c->v);
             push_cached_tag(L, ver, cache, c->tag);
             ver->twin->stats.calls++;
             dp_sb_status_t st = dp_sandbox_call_h(ver->sb, handler, 2, 0, &msg, &trace);

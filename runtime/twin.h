@@ -63,6 +63,11 @@ typedef struct {
     uint64_t generation; /* increases with every successful load */
 } dp_twin_stats_t;
 
+/* Store values to and from Lua: a number, boolean, string or nil. Reading
+ * returns DP_EINVAL for any other Lua type; a string is borrowed from L. */
+void dp_lua_push_value(lua_State *L, const dp_value_t *v);
+int dp_lua_to_value(lua_State *L, int idx, dp_value_t *v);
+
 /* Creates a twin with no version yet. The host must outlive the twin. */
 dp_twin_t *dp_twin_new(dp_twin_host_t *host, const dp_twin_opts_t *opts);
 /* Stops timers, unsubscribes, frees. Accepts NULL. */
