@@ -264,7 +264,8 @@ int dp_alarms_suppress(dp_alarms_t *a, int id, bool suppressed)
 static alarm_t *lookup(dp_alarms_t *a, const char *twin, const char *name, char **err)
 {
     int id = dp_alarms_find(a, twin, name);
-    if (id < 0) {
+    if (id < 0 || a->v[id]->info.retired) {
+        /* A retired alarm is no longer declared: operators cannot act on it. */
         dp_fail(err, DP_ENOENT, "no alarm \"%s\" in twin %s", name, twin);
         return NULL;
     }

@@ -143,7 +143,7 @@ static void get_plant(dp__http_call_t *c)
     int active = 0, unacked = 0;
     for (int i = 0, n = a != NULL ? dp_alarms_count(a) : 0; i < n; i++) {
         dp_alarm_info_t info;
-        if (dp_alarms_get(a, i, &info) < 0)
+        if (dp_alarms_get(a, i, &info) < 0 || info.retired)
             continue;
         active += info.active && !info.shelved && !info.suppressed;
         unacked += info.state == DP_ALARM_UNACKED || info.state == DP_ALARM_RTN_UNACKED;
@@ -302,7 +302,7 @@ static void get_alarms(dp__http_call_t *c, dp_alarms_t *a)
     bool first = true;
     for (int i = 0, n = dp_alarms_count(a); i < n; i++) {
         dp_alarm_info_t info;
-        if (dp_alarms_get(a, i, &info) < 0)
+        if (dp_alarms_get(a, i, &info) < 0 || info.retired)
             continue;
         if (twin != NULL && strcmp(info.twin, twin) != 0)
             continue;
@@ -766,7 +766,7 @@ void dp__http_metrics(dp__http_call_t *c)
         int active = 0, unacked = 0;
         for (int i = 0, n = dp_alarms_count(a); i < n; i++) {
             dp_alarm_info_t info;
-            if (dp_alarms_get(a, i, &info) < 0)
+            if (dp_alarms_get(a, i, &info) < 0 || info.retired)
                 continue;
             active += info.active;
             unacked += info.state == DP_ALARM_UNACKED || info.state == DP_ALARM_RTN_UNACKED;

@@ -841,7 +841,7 @@ static void cmd_alarms(conn_t *c, uint64_t id, char *args)
     int shown = 0;
     for (int i = 0; i < n; i++) {
         dp_alarm_info_t in;
-        if (dp_alarms_get(a, i, &in) < 0 || (!all && in.state == DP_ALARM_NORMAL))
+        if (dp_alarms_get(a, i, &in) < 0 || in.retired || (!all && in.state == DP_ALARM_NORMAL))
             continue;
         char when[96] = "never active";
         if (in.since > 0) {
@@ -1052,7 +1052,7 @@ static void handle_complete(conn_t *c, uint64_t id, const char *line)
                 dp_alarms_t *a = dp_plant_alarms(c->s->plant);
                 for (int i = 0, na = a ? dp_alarms_count(a) : 0; i < na; i++) {
                     dp_alarm_info_t in;
-                    if (dp_alarms_get(a, i, &in) < 0)
+                    if (dp_alarms_get(a, i, &in) < 0 || in.retired)
                         continue;
                     char full[256];
                     snprintf(full, sizeof full, "%s.%s", in.twin, in.name);

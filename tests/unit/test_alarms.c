@@ -324,6 +324,11 @@ Test(alarms, a_reload_retires_what_it_no_longer_declares)
     cr_assert_not(info(d).retired);
     cr_assert_not(info(c).retired, "another twin's alarm is untouched");
     cr_assert(info(c).active);
+    /* Operators cannot act on a retired alarm. */
+    char *err = NULL;
+    cr_assert_eq(dp_alarms_shelve(al, "P1", "vib", 60000000, "op", &err), DP_ENOENT);
+    cr_assert_str_eq(err, "no alarm \"vib\" in twin P1");
+    free(err);
     /* A failed reload retires only what it first declared. */
     dp_alarms_begin(al, "P1");
     int e = dp_alarms_declare(al, "P1", "level", "", "", DP_SEV_LOW, 4, 1);
