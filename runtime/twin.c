@@ -54,6 +54,7 @@ struct version {
     int nwatches;
     ltimer_t *timers;
     int tagcache_ref;
+    int namecache_ref; /* name as the script wrote it -> tag object (tags.x) */
     bool live;
 };
 
@@ -317,8 +318,18 @@ static int tag_eq(lua_State *L)
 static int tags_index(lua_State *L)
 {
     version_t *ver = upver(L);
+    /* A name resolved before is one table lookup (tags are never removed
+     * while a version lives); otherwise resolve it and remember it. */
+    lua_rawgeti(L, LUA_REGISTRYINDEX, ver->namecache_ref);
+    lua_pushvalue(L, 2);
+    if (lua_rawget(L, -2) != LUA_TNIL)
+        return 1;
+    lua_pop(L, 1);
     int id = check_tag_name(L, ver, 2);
     push_tag(L, ver, id);
+    lua_pushvalue(L, 2);
+    lua_pushvalue(L, -2);
+    lua_rawset(L, -4);
     return 1;
 }
 
@@ -894,6 +905,8 @@ static int open_api(lua_State *L)
 
     lua_newtable(L);
     ver->tagcache_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+    lua_newtable(L);
+    ver->namecache_ref = luaL_ref(L, LUA_REGISTRYINDEX);
 
     /* tags: a proxy; tags.flow is a tag object, tags.eff = x sets a derived tag. */
     lua_newtable(L);
