@@ -815,20 +815,26 @@ static int parse_obj(reader *r, msgpack_object *o, int depth)
     }
 }
 
-int dp_lmp_decode(lua_State *L, const char *buf, size_t len, char **err)
+int dp_mp_parse(const char *buf, size_t len, msgpack_zone *zone, msgpack_object *out, char **err)
 {
     if (len == 0)
         return dp_fail(err, DP_EINVAL, "empty msgpack data");
-    msgpack_zone zone;
-    if (!msgpack_zone_init(&zone, MSGPACK_ZONE_CHUNK_SIZE))
-        return dp_fail(err, DP_ENOMEM, "out of memory decoding msgpack");
-    reader r = {(const unsigned char *)buf, len, 0, &zone, err};
-    msgpack_object obj;
-    int rc = parse_obj(&r, &obj, 0);
+    reader r = {(const unsigned char *)buf, len, 0, zone, err};
+    int rc = parse_obj(&r, out, 0);
     if (rc == DP_OK && r.off < len)
         rc = dp_fail(err, DP_EINVAL,
                      "%zu trailing bytes after the msgpack value (which ends at byte %zu)",
                      len - r.off, r.off);
+    return rc;
+}
+
+int dp_lmp_decode(lua_State *L, const char *buf, size_t len, char **err)
+{
+    msgpack_zone zone;
+    if (!msgpack_zone_init(&zone, MSGPACK_ZONE_CHUNK_SIZE))
+        return dp_fail(err, DP_ENOMEM, "out of memory decoding msgpack");
+    msgpack_object obj;
+    int rc = dp_mp_parse(buf, len, &zone, &obj, err);
     if (rc == DP_OK)
         rc = dp_lmp_push(L, &obj, err);
     msgpack_zone_destroy(&zone);

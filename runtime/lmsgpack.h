@@ -35,6 +35,12 @@ int dp_lmp_encode(lua_State *L, int idx, const char *root, char **out, size_t *l
  * bytes or truncated input are DP_EINVAL with a message saying which. */
 int dp_lmp_decode(lua_State *L, const char *buf, size_t len, char **err);
 
+/* Parses exactly one object filling buf[0..len) into `out`, allocating in
+ * `zone`. Safe on hostile input: a container's declared count must fit in
+ * the bytes left before anything is allocated, nesting is bounded by
+ * DP_LMP_MAX_DEPTH. DP_EINVAL with *err naming the byte at fault. */
+int dp_mp_parse(const char *buf, size_t len, msgpack_zone *zone, msgpack_object *out, char **err);
+
 /* Packs a C string (NULL: nil). */
 void dp_mp_pack_str(msgpack_packer *pk, const char *s);
 /* Packs a store value: number as float 64, bool, string, or nil. */

@@ -511,20 +511,13 @@ static void ltimer_cb(dp_timer_t *t)
     call_handler(ver, what, nargs);
 }
 
-static int start_timer(lua_State *L, bool repeat)
+/* A timer of `ver` that will call the function at `fn` (not started). */
+static ltimer_t *ltimer_new(lua_State *L, version_t *ver, int fn)
 {
-    version_t *ver = upver(L);
-    dp_time_t d = check_duration(L, 1);
-    luaL_checktype(L, 2, LUA_TFUNCTION);
-    if (repeat && d <= 0)
-        return luaL_argerror(L, 1, "a repeating timer needs a period > 0");
     ltimer_t *lt = dp_xcalloc(1, sizeof *lt);
     lt->ver = ver;
     lt->arg_ref = LUA_NOREF;
-    char dur[24];
-    dp_duration_format(d, dur, sizeof dur);
-    snprintf(lt->what, sizeof lt->what, "%s(%s)", repeat ? "every" : "after", dur);
-    lua_pushvalue(L, 2);
+    lua_pushvalue(L, fn);
     lt->fn_ref = luaL_ref(L, LUA_REGISTRYINDEX);
     lt->next = ver->timers;
     if (ver->timers != NULL)
@@ -532,6 +525,20 @@ static int start_timer(lua_State *L, bool repeat)
     ver->timers = lt;
     dp_timer_init(ver->twin->host->clock, &lt->t);
     lt->t.data = lt;
+    return lt;
+}
+
+static int start_timer(lua_State *L, bool repeat)
+{
+    version_t *ver = upver(L);
+    dp_time_t d = check_duration(L, 1);
+    luaL_checktype(L, 2, LUA_TFUNCTION);
+    if (repeat && d <= 0)
+        return luaL_argerror(L, 1, "a repeating timer needs a period > 0");
+    ltimer_t *lt = ltimer_new(L, ver, 2);
+    char dur[24];
+    dp_duration_format(d, dur, sizeof dur);
+    snprintf(lt->what, sizeof lt->what, "%s(%s)", repeat ? "every" : "after", dur);
     ltimer_t **box = lua_newuserdatauv(L, sizeof *box, 0);
     *box = lt;
     lt->box = box;
@@ -607,18 +614,8 @@ static int api_write(lua_State *L)
     const char *name = dp_store_get(tw->host->store, id)->name;
     wticket_t *tk = NULL;
     if (lua_isfunction(L, 3)) {
-        ltimer_t *lt = dp_xcalloc(1, sizeof *lt);
-        lt->ver = ver;
-        lt->arg_ref = LUA_NOREF;
+        ltimer_t *lt = ltimer_new(L, ver, 3);
         snprintf(lt->what, sizeof lt->what, "write(%.30s)", name);
-        lua_pushvalue(L, 3);
-        lt->fn_ref = luaL_ref(L, LUA_REGISTRYINDEX);
-        lt->next = ver->timers;
-        if (ver->timers != NULL)
-            ver->timers->prev = lt;
-        ver->timers = lt;
-        dp_timer_init(tw->host->clock, &lt->t);
-        lt->t.data = lt;
         tk = dp_xcalloc(1, sizeof *tk);
         tk->lt = lt;
         lt->ticket = tk;

@@ -11,6 +11,7 @@
 
 #include "../../runtime/clock.h"
 #include "../../runtime/common.h"
+#include "../../runtime/lmsgpack.h"
 
 /* Quality names as in the store, kept here so that the codec stands alone. */
 static const char *const quality_names[] = {"good", "uncertain", "bad"};
@@ -375,102 +376,14 @@ void dp_mqtt_encode_message(dp_mqtt_buf_t *b, dp_mqtt_format_t f, bool batched, 
 
 /* ---- Decoding ---------------------------------------------------------- */
 
-/* msgpack-c's unpacker allocates what a container declares before reading
- * it, so a few hostile bytes could ask for gigabytes. Payloads from the
- * network are first walked here: every declared count must fit in the bytes
- * left (each element takes at least one), nesting is bounded, and the
- * object must fill the payload exactly. Returns the bytes of one object, or
- * -1. */
-static long mp_walk(const unsigned char *p, size_t len, int depth)
-{
-    if (len == 0 || depth > 64)
-        return -1;
-    unsigned c = p[0];
-    size_t off = 1;
-    uint64_t n = 0;
-    enum { FIXED, BYTES, ARRAY, MAP } kind = FIXED;
-    static const unsigned char fixed_size[] = {
-        /* 0xc0 .. 0xdf: total size of fixed-size encodings, 0 for the others */
-        1, 0, 1, 1, 0, 0, 0, 0,  0,  0, 5, 9, 2, 3, 5, 9,
-        2, 3, 5, 9, 3, 4, 6, 10, 18, 0, 0, 0, 0, 0, 0, 0};
-    int lenbytes = 0;
-    if (c <= 0x7f || c >= 0xe0)
-        return 1;
-    if ((c & 0xf0) == 0x80) {
-        kind = MAP, n = c & 0x0f;
-    } else if ((c & 0xf0) == 0x90) {
-        kind = ARRAY, n = c & 0x0f;
-    } else if ((c & 0xe0) == 0xa0) {
-        kind = BYTES, n = c & 0x1f;
-    } else if (fixed_size[c - 0xc0] != 0) {
-        return fixed_size[c - 0xc0] <= len ? (long)fixed_size[c - 0xc0] : -1;
-    } else {
-        switch (c) {
-        case 0xc4:
-        case 0xd9:
-            kind = BYTES, lenbytes = 1;
-            break;
-        case 0xc5:
-        case 0xda:
-            kind = BYTES, lenbytes = 2;
-            break;
-        case 0xc6:
-        case 0xdb:
-            kind = BYTES, lenbytes = 4;
-            break;
-        case 0xc7:
-            kind = BYTES, lenbytes = 1;
-            break;
-        case 0xc8:
-            kind = BYTES, lenbytes = 2;
-            break;
-        case 0xc9:
-            kind = BYTES, lenbytes = 4;
-            break;
-        case 0xdc:
-            kind = ARRAY, lenbytes = 2;
-            break;
-        case 0xdd:
-            kind = ARRAY, lenbytes = 4;
-            break;
-        case 0xde:
-            kind = MAP, lenbytes = 2;
-            break;
-        case 0xdf:
-            kind = MAP, lenbytes = 4;
-            break;
-        default:
-            return -1;
-        }
-        if (len < 1 + (size_t)lenbytes)
-            return -1;
-        for (int i = 0; i < lenbytes; i++)
-            n = (n << 8) | p[1 + i];
-        off += (size_t)lenbytes;
-        if (c >= 0xc7 && c <= 0xc9)
-            n++; /* ext: the type byte */
-    }
-    if (kind == BYTES)
-        return n <= len - off ? (long)(off + n) : -1;
-    uint64_t count = kind == MAP ? 2 * n : n;
-    if (count > len - off)
-        return -1;
-    for (uint64_t i = 0; i < count; i++) {
-        long k = mp_walk(p + off, len - off, depth + 1);
-        if (k < 0)
-            return -1;
-        off += (size_t)k;
-    }
-    return (long)off;
-}
-
-/* One msgpack object filling the payload, unpacked safely. */
+/* One msgpack object filling the payload, parsed by the project's bounded
+ * parser (msgpack-c's unpacker allocates what a container declares before
+ * reading it, so a few hostile bytes could ask for gigabytes). The zone
+ * belongs to `u` and goes with msgpack_unpacked_destroy(). */
 static bool mp_unpack(msgpack_unpacked *u, const char *p, size_t len)
 {
-    if (mp_walk((const unsigned char *)p, len, 0) != (long)len)
-        return false;
-    size_t off = 0;
-    return msgpack_unpack_next(u, p, len, &off) == MSGPACK_UNPACK_SUCCESS && off == len;
+    u->zone = msgpack_zone_new(MSGPACK_ZONE_CHUNK_SIZE);
+    return u->zone != NULL && dp_mp_parse(p, len, u->zone, &u->data, NULL) == DP_OK;
 }
 
 /* One step of a field path: a key or an index. Returns the rest of the path
