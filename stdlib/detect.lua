@@ -33,6 +33,7 @@
 --- end)
 --- ```
 local stats = require "doppel.stats"
+local linalg = require "doppel._linalg"
 
 local M = {}
 
@@ -692,17 +693,7 @@ function Hotelling:fit()
          L[i][j] = c
       end
    end
-   for j = 1, k do
-      local s = L[j][j]
-      for p = 1, j - 1 do s = s - L[j][p] * L[j][p] end
-      if s <= 0 then s = 1e-12 end
-      L[j][j] = sqrt(s)
-      for i = j + 1, k do
-         local v = L[i][j]
-         for p = 1, j - 1 do v = v - L[i][p] * L[j][p] end
-         L[i][j] = v / L[j][j]
-      end
-   end
+   linalg.cholesky(L, k)
    self.chol = L
    self.learned = true
 end

@@ -27,6 +27,7 @@
 --- end)
 --- ```
 local stats = require "doppel.stats"
+local linalg = require "doppel._linalg"
 
 local M = {}
 
@@ -326,17 +327,7 @@ Linear.__index = Linear
 
 -- Solves A x = b (A symmetric positive definite, k x k) by Cholesky, in place.
 local function solve_spd(A, b, k)
-   for j = 1, k do
-      local s = A[j][j]
-      for p = 1, j - 1 do s = s - A[j][p] * A[j][p] end
-      if s <= 0 then s = 1e-12 end
-      A[j][j] = sqrt(s)
-      for i = j + 1, k do
-         local v = A[i][j]
-         for p = 1, j - 1 do v = v - A[i][p] * A[j][p] end
-         A[i][j] = v / A[j][j]
-      end
-   end
+   linalg.cholesky(A, k)
    local y = {}
    for i = 1, k do
       local s = b[i]
