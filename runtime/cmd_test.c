@@ -310,30 +310,79 @@ static int h_exists(lua_State *L)
     return 1;
 }
 
+/* Writes one sample of the tag named at `name_idx` with the value at `v_idx`
+ * (no flush). Returns 0, or pushes the failure and returns 2. */
+static int set_one(lua_State *L, tcase_t *c, int name_idx, int v_idx, int q)
+{
+    const char *name = lua_tostring(L, name_idx);
+    int id;
+    if (find_tag(L, c, name, &id))
+        return 2;
+    dp_value_t v;
+    if (dp_lua_to_value(L, v_idx, &v) < 0)
+        return fail(L, "t:set(\"%s\", value): a tag holds a number, boolean or string, not %s",
+                    name, luaL_typename(L, v_idx));
+    dp_plant_t *p = c->plant;
+    int rc = dp_store_write(dp_plant_store(p), id, &v, dp_clock_now(dp_plant_clock(p)), q);
+    if (rc < 0)
+        return fail(L, "cannot write %s: %s", name, dp_strerror(rc));
+    return 0;
+}
+
+static int cmp_names(const void *a, const void *b)
+{
+    return strcmp(*(const char *const *)a, *(const char *const *)b);
+}
+
+/* set(name, value [, quality]) or set({name = value, ...} [, quality]): the
+ * table form writes every sample at the same instant, in name order, and
+ * delivers them as one batch (what one device response does). */
 static int h_set(lua_State *L)
 {
     tcase_t *c = check_case(L);
     if (need_plant(L, c))
         return 2;
-    const char *name = luaL_checkstring(L, 2);
-    int id;
-    if (find_tag(L, c, name, &id))
-        return 2;
-    dp_value_t v;
-    if (dp_lua_to_value(L, 3, &v) < 0)
-        return fail(L, "t:set(\"%s\", value): a tag holds a number, boolean or string, not %s",
-                    name, luaL_typename(L, 3));
+    bool many = lua_istable(L, 2);
+    if (!many)
+        luaL_checkstring(L, 2);
+    int qidx = many ? 3 : 4;
     int q = DP_Q_GOOD;
-    if (!lua_isnoneornil(L, 4)) {
-        q = dp_quality_parse(luaL_checkstring(L, 4));
+    if (!lua_isnoneornil(L, qidx)) {
+        q = dp_quality_parse(luaL_checkstring(L, qidx));
         if (q < 0)
-            return fail(L, "bad quality \"%s\" (good, uncertain or bad)", lua_tostring(L, 4));
+            return fail(L, "bad quality \"%s\" (good, uncertain or bad)", lua_tostring(L, qidx));
     }
-    dp_plant_t *p = c->plant;
-    int rc = dp_store_write(dp_plant_store(p), id, &v, dp_clock_now(dp_plant_clock(p)), q);
-    if (rc < 0)
-        return fail(L, "cannot write %s: %s", name, dp_strerror(rc));
-    dp_plant_flush(p);
+    if (!many) {
+        if (set_one(L, c, 2, 3, q))
+            return 2;
+    } else {
+        size_t n = 0, cap = 8;
+        const char **names = dp_xmalloc(sizeof *names * cap);
+        lua_pushnil(L);
+        while (lua_next(L, 2) != 0) {
+            lua_pop(L, 1);
+            if (lua_type(L, -1) != LUA_TSTRING) {
+                free(names);
+                return fail(L, "t:set{...}: keys are tag names, got a %s", luaL_typename(L, -1));
+            }
+            if (n == cap)
+                names = dp_xrealloc(names, sizeof *names * (cap *= 2));
+            names[n++] = lua_tostring(L, -1); /* kept alive by the table */
+        }
+        qsort(names, n, sizeof *names, cmp_names);
+        for (size_t i = 0; i < n; i++) {
+            lua_pushstring(L, names[i]);
+            lua_getfield(L, 2, names[i]);
+            int r = set_one(L, c, -2, -1, q);
+            if (r) {
+                free(names);
+                return r;
+            }
+            lua_pop(L, 2);
+        }
+        free(names);
+    }
+    dp_plant_flush(c->plant);
     lua_pushboolean(L, 1);
     return 1;
 }

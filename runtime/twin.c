@@ -43,6 +43,23 @@ typedef struct {
     double deadband;
 } watch_t;
 
+/* A twin.on_update handler: called once per delivered batch in which any of
+ * its tags changed, with the changed tags (each once, in order of change). */
+typedef struct {
+    int ref;
+    int first_tag; /* named in error reports */
+    int *changed;  /* this batch's changed tag handles */
+    int nchanged, cap;
+    uint32_t *mark; /* by tag handle: the batch that last added it */
+    int nmark;
+} update_t;
+
+/* The on_update handlers that watch one tag (indices into version.updates). */
+typedef struct {
+    int *h;
+    int n;
+} uwatch_t;
+
 struct version {
     dp_twin_t *twin;
     dp_sandbox_t *sb;
@@ -52,6 +69,11 @@ struct version {
     int nhandlers;
     watch_t *watches;
     int nwatches;
+    update_t *updates;
+    int nupdates;
+    uwatch_t *uwatch; /* by tag handle */
+    int nuwatch;
+    uint32_t batch; /* deliveries so far: marks on_update's changed lists */
     ltimer_t *timers;
     int tagcache_ref;
     int namecache_ref; /* name as the script wrote it -> tag object (tags.x) */
@@ -420,21 +442,29 @@ static void add_handler(lua_State *L, version_t *ver, int id, int fn_idx)
     lua_pop(L, 1);
 }
 
+/* The options of on_change and on_update at `idx`: {deadband = x}. Returns
+ * -1 for each tag's declared default. */
+static double check_deadband(lua_State *L, int idx)
+{
+    double deadband = -1;
+    if (lua_isnoneornil(L, idx))
+        return deadband;
+    luaL_checktype(L, idx, LUA_TTABLE);
+    lua_getfield(L, idx, "deadband");
+    if (!lua_isnil(L, -1))
+        deadband = luaL_checknumber(L, -1);
+    lua_pop(L, 1);
+    if (!(deadband >= 0) && deadband != -1)
+        luaL_argerror(L, idx, "deadband must be >= 0");
+    return deadband;
+}
+
 /* twin.on_change(name | {names}, fn [, {deadband = x}]) */
 static int api_on_change(lua_State *L)
 {
     version_t *ver = upver(L);
     luaL_checktype(L, 2, LUA_TFUNCTION);
-    double deadband = -1; /* -1: each tag's declared default */
-    if (!lua_isnoneornil(L, 3)) {
-        luaL_checktype(L, 3, LUA_TTABLE);
-        lua_getfield(L, 3, "deadband");
-        if (!lua_isnil(L, -1))
-            deadband = luaL_checknumber(L, -1);
-        lua_pop(L, 1);
-        if (!(deadband >= 0) && deadband != -1)
-            return luaL_argerror(L, 3, "deadband must be >= 0");
-    }
+    double deadband = check_deadband(L, 3);
     if (lua_istable(L, 1)) {
         lua_Integer n = (lua_Integer)lua_rawlen(L, 1);
         if (n == 0)
@@ -450,6 +480,62 @@ static int api_on_change(lua_State *L)
         int id = check_tag_name(L, ver, 1);
         add_handler(L, ver, id, 2);
         add_watch(ver, id, deadband);
+    }
+    return 0;
+}
+
+/* Adds handler `h` to the on_update handlers of tag `id`. */
+static void add_update_watch(version_t *ver, int h, int id)
+{
+    if (id >= ver->nuwatch) {
+        int n = id + 1;
+        ver->uwatch = dp_xrealloc(ver->uwatch, sizeof *ver->uwatch * (size_t)n);
+        memset(ver->uwatch + ver->nuwatch, 0, sizeof *ver->uwatch * (size_t)(n - ver->nuwatch));
+        ver->nuwatch = n;
+    }
+    uwatch_t *w = &ver->uwatch[id];
+    for (int i = 0; i < w->n; i++) {
+        if (w->h[i] == h)
+            return;
+    }
+    w->h = dp_xrealloc(w->h, sizeof *w->h * (size_t)(w->n + 1));
+    w->h[w->n++] = h;
+    update_t *u = &ver->updates[h];
+    if (id >= u->nmark) {
+        u->mark = dp_xrealloc(u->mark, sizeof *u->mark * (size_t)(id + 1));
+        memset(u->mark + u->nmark, 0, sizeof *u->mark * (size_t)(id + 1 - u->nmark));
+        u->nmark = id + 1;
+    }
+}
+
+/* twin.on_update(name | {names}, fn [, {deadband = x}]) */
+static int api_on_update(lua_State *L)
+{
+    version_t *ver = upver(L);
+    luaL_checktype(L, 2, LUA_TFUNCTION);
+    double deadband = check_deadband(L, 3);
+    bool list = lua_istable(L, 1);
+    lua_Integer n = list ? (lua_Integer)lua_rawlen(L, 1) : 1;
+    if (n == 0)
+        return luaL_argerror(L, 1, "empty list of tags");
+    /* Resolve every name before registering anything: a bad name leaves no
+     * half-registered handler behind. */
+    int *ids = lua_newuserdatauv(L, sizeof *ids * (size_t)n, 0);
+    for (lua_Integer i = 1; i <= n; i++) {
+        if (list)
+            lua_rawgeti(L, 1, i);
+        ids[i - 1] = check_tag_name(L, ver, list ? -1 : 1);
+        if (list)
+            lua_pop(L, 1);
+    }
+    int h = ver->nupdates;
+    ver->updates = dp_xrealloc(ver->updates, sizeof *ver->updates * (size_t)(h + 1));
+    ver->nupdates++;
+    lua_pushvalue(L, 2);
+    ver->updates[h] = (update_t){.ref = luaL_ref(L, LUA_REGISTRYINDEX), .first_tag = ids[0]};
+    for (lua_Integer i = 0; i < n; i++) {
+        add_update_watch(ver, h, ids[i]);
+        add_watch(ver, ids[i], deadband);
     }
     return 0;
 }
@@ -922,6 +1008,7 @@ static int open_api(lua_State *L)
     lua_newtable(L);
     static const luaL_Reg twin_fns[] = {{"on_start", api_on_start},
                                         {"on_change", api_on_change},
+                                        {"on_update", api_on_update},
                                         {"every", api_every},
                                         {"after", api_after},
                                         {"tag", api_tag},
@@ -1000,6 +1087,14 @@ static void version_free(version_t *ver)
     dp_sandbox_free(ver->sb);
     free(ver->handlers);
     free(ver->watches);
+    for (int i = 0; i < ver->nupdates; i++) {
+        free(ver->updates[i].changed);
+        free(ver->updates[i].mark);
+    }
+    free(ver->updates);
+    for (int i = 0; i < ver->nuwatch; i++)
+        free(ver->uwatch[i].h);
+    free(ver->uwatch);
     free(ver);
 }
 
@@ -1187,6 +1282,39 @@ static void dispatch(version_t *ver, const dp_change_t *c, int handler, int cach
     free(trace);
 }
 
+/* Calls each on_update handler with changes in this batch, in registration
+ * order: fn(changed), the changed tag objects in order of their first change. */
+static void dispatch_updates(version_t *ver, int handler, int cache)
+{
+    lua_State *L = ver->L;
+    char *msg = NULL, *trace = NULL;
+    for (int h = 0; h < ver->nupdates; h++) {
+        update_t *u = &ver->updates[h];
+        if (u->nchanged == 0)
+            continue;
+        int n = u->nchanged;
+        u->nchanged = 0;
+        if (ver->twin->stats.suspended)
+            continue;
+        lua_rawgeti(L, LUA_REGISTRYINDEX, u->ref);
+        lua_createtable(L, n, 0);
+        for (int i = 0; i < n; i++) {
+            push_cached_tag(L, ver, cache, u->changed[i]);
+            lua_rawseti(L, -2, i + 1);
+        }
+        ver->twin->stats.calls++;
+        dp_sb_status_t st = dp_sandbox_call_h(ver->sb, handler, 1, 0, &msg, &trace);
+        if (st != DP_SB_OK) {
+            char what[160];
+            snprintf(what, sizeof what, "on_update(%s)",
+                     dp_store_get(ver->twin->host->store, u->first_tag)->name);
+            report(ver, what, st, msg, trace);
+        }
+    }
+    free(msg);
+    free(trace);
+}
+
 static void on_batch(dp_sub_t *sub, const dp_change_t *changes, size_t n, void *ud)
 {
     (void)sub;
@@ -1200,11 +1328,30 @@ static void on_batch(dp_sub_t *sub, const dp_change_t *changes, size_t n, void *
     int handler = dp_sandbox_push_handler(ver->sb);
     lua_rawgeti(L, LUA_REGISTRYINDEX, ver->tagcache_ref);
     int cache = lua_gettop(L);
+    uint32_t batch = ++ver->batch;
+    bool updated = false;
     for (size_t i = 0; i < n && !tw->stats.suspended; i++) {
         const dp_change_t *c = &changes[i];
         if (c->tag < ver->nhandlers && ver->handlers[c->tag] != LUA_NOREF)
             dispatch(ver, c, handler, cache);
+        if (c->tag < ver->nuwatch) {
+            const uwatch_t *w = &ver->uwatch[c->tag];
+            for (int k = 0; k < w->n; k++) {
+                update_t *u = &ver->updates[w->h[k]];
+                if (u->mark[c->tag] == batch)
+                    continue;
+                u->mark[c->tag] = batch;
+                if (u->nchanged == u->cap) {
+                    u->cap = u->cap ? 2 * u->cap : 8;
+                    u->changed = dp_xrealloc(u->changed, sizeof *u->changed * (size_t)u->cap);
+                }
+                u->changed[u->nchanged++] = c->tag;
+                updated = true;
+            }
+        }
     }
+    if (updated)
+        dispatch_updates(ver, handler, cache);
     lua_settop(L, top);
     tw->stats.cpu_us += (uv_hrtime() - t0) / 1000;
 }

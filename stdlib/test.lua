@@ -209,7 +209,8 @@ function T:twin(spec)
    return spec
 end
 
---- Writes a sample now (quality "good" unless given) and delivers it.
+--- Writes a sample now (quality "good" unless given) and delivers it;
+--- t:set({name = value, ...} [, quality]) writes several as one batch.
 function T:set(name, value, quality)
    self:_ensure()
    local v = call(self, "set", name, value, quality)

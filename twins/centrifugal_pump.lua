@@ -126,7 +126,7 @@ local function efficiency(flow, head, power)
    return 100 * water_kw / power
 end
 
-twin.on_change({ "flow", "head", "power" }, function()
+twin.on_update({ "flow", "head", "power" }, function()
    local f, h, p = tags.flow, tags.head, tags.power
    if not (f.good and h.good and p.good) or not tags.running.value then return end
    local n = speed()
@@ -164,7 +164,7 @@ if curve and has("suction_pressure") then
       end
       return 2.34
    end
-   twin.on_change({ "suction_pressure", "flow" }, function()
+   twin.on_update({ "suction_pressure", "flow" }, function()
       local ps, f = tags.suction_pressure, tags.flow
       if not (ps.good and f.good) then return end
       local npsha = (ps.value - vapour_kpa()) * 1000 / (density * G)

@@ -84,7 +84,7 @@ local function compute()
    fouled:update(100 * ua / ua_clean)
 end
 
-twin.on_change({ "hot_in", "hot_out", "cold_in", "cold_out", flow_tag }, compute)
+twin.on_update({ "hot_in", "hot_out", "cold_in", "cold_out", flow_tag }, compute)
 
 -- Hourly: one trend point, a least-squares slope over the window, and the
 -- time left before cleaning.

@@ -89,7 +89,7 @@ local function update_load()
 end
 
 if three then
-   twin.on_change({ "current_a", "current_b", "current_c" }, function()
+   twin.on_update({ "current_a", "current_b", "current_c" }, function()
       local a, b, c = tags.current_a, tags.current_b, tags.current_c
       if not (a.good and b.good and c.good) then return end
       local mean = (a.value + b.value + c.value) / 3

@@ -37,9 +37,14 @@ local function update()
    if flow > 1 then tags.specific_energy = power / flow end
 end
 
+-- Once per batch of new readings (one poll, one replay instant), whichever
+-- of the pumps' flows and powers changed in it.
+local watched = {}
 for _, p in ipairs(pumps) do
-   twin.on_change({ p .. ".flow", p .. ".power" }, update)
+   watched[#watched + 1] = p .. ".flow"
+   watched[#watched + 1] = p .. ".power"
 end
+twin.on_update(watched, update)
 
 -- Energy and volume every 10 s: total power into the meter, volume pumped as
 -- the production it is divided by.

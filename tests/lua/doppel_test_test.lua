@@ -68,6 +68,21 @@ test.case("the plant is built from t:twin declarations", function(t)
    t:eq(t:events("tick")[1].data, { n = 5 })
 end)
 
+test.case("t:set{...} delivers one batch: on_update runs once", function(t)
+   t:twin { name = "U", script = "update_twin.lua", tags = { a = {}, b = {}, c = {} } }
+   t:set { ["U.b"] = 2, ["U.a"] = 1, ["U.c"] = 7 }
+   t:eq(t:get("U.sum"), 3)
+   t:eq(t:state("U").calls, 1)
+   t:eq(t:state("U").last, "U.a,U.b")
+   t:set("U.a", 5)
+   t:set("U.c", 8)
+   t:eq(t:get("U.sum"), 7)
+   t:eq(t:state("U").calls, 2)
+   t:eq(t:state("U").last, "U.a")
+   t:raises(function() t:set { ["U.a"] = 1, ["U.zz"] = 2 } end, 'no tag "U.zz"')
+   t:raises(function() t:set { 1, 2 } end, "keys are tag names")
+end)
+
 test.case("commands are judged and recorded; device-less setpoints are written", function(t)
    t:twin { name = "W", script = "writer_twin.lua",
             tags = { x = {}, sp = { writable = true, min = 0, max = 50 } } }

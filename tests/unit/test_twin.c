@@ -48,6 +48,66 @@ Test(twin, on_change_receives_every_sample_in_order)
     dp_plant_free(p);
 }
 
+/* on_update: one call per delivered batch with the changed tags, each once,
+ * in order of first change; after the batch is in the store. */
+Test(twin, on_update_runs_once_per_batch_with_the_changed_tags)
+{
+    th_write(dir, "plant.lua",
+             "twin 'A' { script = 'a.lua', tags = { x = {}, y = {}, z = {} } }\n");
+    th_write(dir, "a.lua",
+             "state.calls, state.seen, state.sum = 0, '', 0\n"
+             "twin.on_update({ 'x', 'y' }, function(changed)\n"
+             "  state.calls = state.calls + 1\n"
+             "  local names = {}\n"
+             "  for i, t in ipairs(changed) do names[i] = t.name end\n"
+             "  state.seen = state.seen .. table.concat(names, '+') .. ';'\n"
+             "  state.sum = tags.x.value + tags.y.value\n"
+             "end)\n");
+    dp_plant_t *p = th_open(dir);
+    /* One batch: y, x, y again (seen once), z (not watched). */
+    th_set(p, "A.y", 1, T0 + 1);
+    th_set(p, "A.x", 10, T0 + 1);
+    th_set(p, "A.y", 2, T0 + 1);
+    th_set(p, "A.z", 5, T0 + 1);
+    dp_plant_flush(p);
+    cr_assert_eq(th_eval(p, "A", "state.calls"), 1);
+    cr_assert_eq(th_eval(p, "A", "state.sum"), 12, "the handler saw the whole batch");
+    cr_assert_eq(th_eval(p, "A", "state.seen == 'A.y+A.x;' and 1 or 0"), 1);
+    /* A batch of only an unwatched tag: no call. */
+    th_set(p, "A.z", 6, T0 + 2);
+    dp_plant_flush(p);
+    cr_assert_eq(th_eval(p, "A", "state.calls"), 1);
+    /* Next batch: x only. */
+    th_set(p, "A.x", 20, T0 + 3);
+    dp_plant_flush(p);
+    cr_assert_eq(th_eval(p, "A", "state.calls"), 2);
+    cr_assert_eq(th_eval(p, "A", "state.seen == 'A.y+A.x;A.x;' and 1 or 0"), 1);
+    cr_assert_eq(th_eval(p, "A", "state.sum"), 22);
+    dp_plant_free(p);
+}
+
+Test(twin, on_update_errors_name_the_handler_and_bad_names_are_refused)
+{
+    th_write(dir, "plant.lua", counter_plant);
+    th_write(dir, "a.lua",
+             "state.n = 0\n"
+             "twin.on_update('x', function(changed) state.n = state.n + #changed; "
+             "error('boom') end)\n"
+             "twin.on_change('x', function() state.m = 1 end)\n");
+    dp_plant_t *p = th_open(dir);
+    th_set(p, "A.x", 1, T0 + 1);
+    dp_plant_flush(p);
+    cr_assert_eq(th_eval(p, "A", "state.n"), 1);
+    cr_assert_eq(th_eval(p, "A", "state.m"), 1, "on_change handlers still ran");
+    cr_assert(th_logged(&logs, "on_update(A.x)"), "the error names on_update and its tag");
+    cr_assert(th_logged(&logs, "boom"));
+    dp_plant_free(p);
+    th_write(dir, "a.lua", "twin.on_update({ 'x', 'nope' }, function() end)\n");
+    char *err = th_open_fails(dir);
+    cr_assert(strstr(err, "nope") != NULL, "%s", err);
+    free(err);
+}
+
 Test(twin, deadband_filters_small_changes)
 {
     th_write(dir, "plant.lua", counter_plant);
