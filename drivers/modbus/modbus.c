@@ -24,6 +24,7 @@
 #include <errno.h>
 #include <math.h>
 #include <modbus.h>
+#include <pthread.h>
 #include <stdatomic.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -663,6 +664,10 @@ static void worker(void *arg)
     mb_dev_t *md = arg;
     const dp_mb_client_cfg_t *c = md->cfg;
     modbus_t *ctx = NULL;
+    /* "mb:NAME" in top, perf and /proc/PID/task/TID/comm (15 bytes at most). */
+    char tname[16];
+    snprintf(tname, sizeof tname, "mb:%s", md->dev->name);
+    pthread_setname_np(pthread_self(), tname);
     uint64_t backoff = (uint64_t)c->reconnect_min * 1000;
     bool was_connected = false, warned = false;
     uint16_t regs[DP_MB_MAX_READ_BITS];
