@@ -188,6 +188,16 @@ typedef struct {
     int tag;
 } point_t;
 
+/* A point as a response decodes it: a copy of its settings, in request
+ * order, so that decoding a response walks one contiguous array instead of
+ * chasing a pointer per point into settings scattered over the heap (a cache
+ * miss per register with many devices). */
+typedef struct {
+    dp_mb_point_t cfg;
+    int tag;
+    int off; /* first register (or bit) within its request's response */
+} seq_t;
+
 typedef struct {
     dp_mb_req_t r;
     uint64_t due_ns;  /* worker: next poll (uv_hrtime) */
@@ -214,6 +224,7 @@ typedef struct mb_dev {
     req_t *reqs;
     size_t nreq;
     size_t *order;
+    seq_t *seq; /* npoints entries: points[order[i]] for every i */
     bool rtu, started, loopback;
     dp_time_t min_every;
     dp_timer_t stale_timer;
@@ -326,11 +337,18 @@ static void plan(mb_dev_t *md)
                           (int)md->cfg->max_bits, md->order, r);
     md->reqs = dp_xcalloc(md->nreq + 1, sizeof *md->reqs);
     md->min_every = -1;
+    free(md->seq);
+    md->seq = dp_xcalloc(md->npoints + 1, sizeof *md->seq);
     for (size_t i = 0; i < md->nreq; i++) {
         md->reqs[i].r = r[i];
         md->reqs[i].md = md;
         if (md->min_every < 0 || r[i].every < md->min_every)
             md->min_every = r[i].every;
+        for (size_t k = 0; k < r[i].n; k++) {
+            const point_t *pt = &md->points[md->order[r[i].first + k]];
+            md->seq[r[i].first + k] =
+                (seq_t){.cfg = *pt->cfg, .tag = pt->tag, .off = (int)pt->cfg->address - r[i].start};
+        }
     }
     free(r);
     free(pts);
@@ -346,9 +364,9 @@ static void decode_req(mb_dev_t *md, const req_t *q, const uint16_t *regs, sampl
 {
     char sbuf[2 * DP_MB_MAX_READ_REGS + 1];
     for (size_t k = 0; k < q->r.n; k++) {
-        const point_t *pt = &md->points[md->order[q->r.first + k]];
+        const seq_t *pt = &md->seq[q->r.first + k];
         dp_value_t v;
-        dp_mb_decode(pt->cfg, regs + (pt->cfg->address - q->r.start), &v, sbuf);
+        dp_mb_decode(&pt->cfg, regs + pt->off, &v, sbuf);
         out(md, pt->tag, &v);
     }
 }
@@ -416,13 +434,13 @@ static void push_response(mb_dev_t *md, const req_t *q, const uint16_t *regs)
 {
     wait_for_loop(md);
     dp_time_t now = dp_wall_now();
+    const seq_t *seq = &md->seq[q->r.first];
     for (size_t k = 0; k < q->r.n; k++) {
-        const point_t *pt = &md->points[md->order[q->r.first + k]];
-        int off = (int)pt->cfg->address - q->r.start;
+        const seq_t *pt = &seq[k];
         dp_ingest_sample_t *s = &md->batch[k];
         /* Points never share registers but bits, so each string point has
          * its own slice of the scratch buffer. */
-        dp_mb_decode(pt->cfg, regs + off, &s->v, md->sbatch + 3 * off);
+        dp_mb_decode(&pt->cfg, regs + pt->off, &s->v, md->sbatch + 3 * pt->off);
         s->tag = pt->tag;
         s->quality = DP_Q_GOOD;
         s->ts = now;
@@ -435,7 +453,7 @@ static void push_response(mb_dev_t *md, const req_t *q, const uint16_t *regs)
 static void mark_bad(mb_dev_t *md, req_t *q, const char *reason)
 {
     for (size_t k = 0; k < q->r.n; k++) {
-        const point_t *pt = &md->points[md->order[q->r.first + k]];
+        const seq_t *pt = &md->seq[q->r.first + k];
         md->batch[k] = (dp_ingest_sample_t){
             .tag = pt->tag, .quality = DP_Q_BAD, .v = {.type = DP_NIL}, .reason = reason};
     }
@@ -856,7 +874,7 @@ static void on_loopback_poll(dp_timer_t *t)
         md->st.exceptions++;
     snprintf(md->st.last_error, sizeof md->st.last_error, "%s", reason);
     for (size_t k = 0; k < q->r.n; k++) {
-        int tag = md->points[md->order[q->r.first + k]].tag;
+        int tag = md->seq[q->r.first + k].tag;
         dp_store_set_quality(md->dev->host->store, tag, DP_Q_BAD);
         dp_store_set_reason(md->dev->host->store, tag, reason);
     }
@@ -1006,6 +1024,7 @@ static void mb_close(dp_device_t *dev)
     free(md->points);
     free(md->reqs);
     free(md->order);
+    free(md->seq);
     free(md);
     dev->impl = NULL;
 }
