@@ -425,9 +425,11 @@ static bool stopping(mb_dev_t *md);
 
 static void wait_for_loop(mb_dev_t *md)
 {
+    /* Woken by the drain that brings the backlog down (and by every drain
+     * mb_stop() runs while it waits for this worker to leave). */
     dp_ingest_t *in = md->dev->host->ingest;
     while (dp_ingest_pushed(in) - dp_ingest_drained(in) > BACKLOG_MAX && !stopping(md))
-        uv_sleep(1);
+        dp_ingest_wait_backlog(in, BACKLOG_MAX);
 }
 
 static void push_response(mb_dev_t *md, const req_t *q, const uint16_t *regs)
