@@ -36,8 +36,12 @@ typedef struct {
     dp_sample_t *ring;  /* history; string values are owned copies */
     uint32_t ring_head; /* next slot to write */
     uint32_t ring_len;
-    watch_t *watches;
+    watch_t *watches; /* `first` while there is room in it, else allocated */
     uint32_t watches_cap;
+    /* The first watch is kept in the tag, next to the value a write updates:
+     * most tags have one watcher (their twin), and notifying it then touches
+     * no other allocation. */
+    watch_t first;
 } tag_t;
 
 /* Tags are allocated in blocks of this many, in handle order: tags added
@@ -281,7 +285,8 @@ static void tag_free(tag_t *t)
     free(t->ring);
     for (uint32_t i = 0; i < t->nwatches; i++)
         value_free(&t->watches[i].last);
-    free(t->watches);
+    if (t->watches != &t->first)
+        free(t->watches);
 }
 
 static void sub_release(dp_sub_t *sub)
@@ -677,9 +682,17 @@ int dp_store_watch(dp_store_t *store, dp_sub_t *sub, int tag, double deadband)
             return DP_OK;
         }
     }
-    if (t->nwatches == t->watches_cap) {
-        t->watches_cap = t->watches_cap ? t->watches_cap * 2 : 2;
-        t->watches = dp_xrealloc(t->watches, t->watches_cap * sizeof(watch_t));
+    if (t->watches_cap == 0) {
+        t->watches = &t->first;
+        t->watches_cap = 1;
+    } else if (t->nwatches == t->watches_cap) {
+        t->watches_cap *= 2;
+        if (t->watches == &t->first) {
+            t->watches = dp_xmalloc(t->watches_cap * sizeof(watch_t));
+            t->watches[0] = t->first;
+        } else {
+            t->watches = dp_xrealloc(t->watches, t->watches_cap * sizeof(watch_t));
+        }
     }
     /* A new watcher starts from the tag's current value, as if it had been
      * told it: the next write notifies only if it is a change from that.
