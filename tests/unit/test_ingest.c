@@ -195,7 +195,7 @@ static void backlog_waiter(void *arg)
     atomic_store(&w->done, 1);
 }
 
-Test(ingest, wait_backlog_returns_after_the_drain_that_brings_it_down, .timeout = 30)
+Test(ingest, wait_backlog_returns_after_the_drain_that_brings_it_down)
 {
     dp_store_t *store = dp_store_new();
     int a = add(store, "t.a");
@@ -213,7 +213,7 @@ Test(ingest, wait_backlog_returns_after_the_drain_that_brings_it_down, .timeout 
     uv_sleep(50);
     cr_assert_eq(atomic_load(&w.done), 0, "returned with 3 samples pending and max 2");
     cr_assert_eq(dp_ingest_drain(in), 3);
-    uv_thread_join(&th); /* hangs (test timeout) if the drain did not wake it */
+    uv_thread_join(&th); /* hangs (ctest timeout) if the drain did not wake it */
     cr_assert_eq(w.rc, DP_OK);
     cr_assert_eq(dp_ingest_drained(in), 3);
     cr_assert_eq(dp_store_get(store, a)->writes, 3);
