@@ -188,12 +188,13 @@ typedef struct {
     int tag;
 } point_t;
 
-/* A point as a response decodes it: a copy of its settings, in request
- * order, so that decoding a response walks one contiguous array instead of
- * chasing a pointer per point into settings scattered over the heap (a cache
- * miss per register with many devices). */
+/* A point as a response decodes it: what decoding reads of its settings,
+ * packed, in request order, so that decoding a response walks one small
+ * contiguous array (32 bytes a point) instead of chasing a pointer per point
+ * into settings scattered over the heap (a cache miss per register with many
+ * devices). */
 typedef struct {
-    dp_mb_point_t cfg;
+    dp_mb_dec_t dec;
     int tag;
     int off; /* first register (or bit) within its request's response */
 } seq_t;
@@ -346,8 +347,10 @@ static void plan(mb_dev_t *md)
             md->min_every = r[i].every;
         for (size_t k = 0; k < r[i].n; k++) {
             const point_t *pt = &md->points[md->order[r[i].first + k]];
-            md->seq[r[i].first + k] =
-                (seq_t){.cfg = *pt->cfg, .tag = pt->tag, .off = (int)pt->cfg->address - r[i].start};
+            seq_t *e = &md->seq[r[i].first + k];
+            dp_mb_dec_init(&e->dec, pt->cfg);
+            e->tag = pt->tag;
+            e->off = (int)pt->cfg->address - r[i].start;
         }
     }
     free(r);
@@ -366,7 +369,7 @@ static void decode_req(mb_dev_t *md, const req_t *q, const uint16_t *regs, sampl
     for (size_t k = 0; k < q->r.n; k++) {
         const seq_t *pt = &md->seq[q->r.first + k];
         dp_value_t v;
-        dp_mb_decode(&pt->cfg, regs + pt->off, &v, sbuf);
+        dp_mb_decode_packed(&pt->dec, regs + pt->off, &v, sbuf);
         out(md, pt->tag, &v);
     }
 }
@@ -442,7 +445,7 @@ static void push_response(mb_dev_t *md, const req_t *q, const uint16_t *regs)
         dp_ingest_sample_t *s = &md->batch[k];
         /* Points never share registers but bits, so each string point has
          * its own slice of the scratch buffer. */
-        dp_mb_decode(&pt->cfg, regs + pt->off, &s->v, md->sbatch + 3 * pt->off);
+        dp_mb_decode_packed(&pt->dec, regs + pt->off, &s->v, md->sbatch + 3 * pt->off);
         s->tag = pt->tag;
         s->quality = DP_Q_GOOD;
         s->ts = now;
