@@ -26,6 +26,7 @@ struct dp_ingest {
     uv_mutex_t mu;
     uv_cond_t space; /* signalled when the queue has been drained */
     size_t capacity;
+    unsigned waiters; /* guarded by mu: threads in dp_ingest_wait_backlog() */
 
     /* Guarded by mu. */
     rec_t *queue;
@@ -243,8 +244,32 @@ size_t dp_ingest_drain(dp_ingest_t *in)
     }
     in->spare = recs;
     in->spare_cap = cap;
-    atomic_fetch_add_explicit(&in->drained, n, memory_order_relaxed);
+    if (n > 0) {
+        uv_mutex_lock(&in->mu);
+        atomic_fetch_add_explicit(&in->drained, n, memory_order_relaxed);
+        if (in->waiters > 0)
+            uv_cond_broadcast(&in->space);
+        uv_mutex_unlock(&in->mu);
+    }
     return n;
+}
+
+int dp_ingest_wait_backlog(dp_ingest_t *in, size_t max)
+{
+    if (in == NULL)
+        return DP_EINVAL;
+    uv_mutex_lock(&in->mu);
+    in->waiters++;
+    /* Both counters change under mu (drained at the end of each drain), so
+     * the drain that brings the backlog down cannot be missed. */
+    while (!in->closing && atomic_load_explicit(&in->pushed, memory_order_relaxed) -
+                                   atomic_load_explicit(&in->drained, memory_order_relaxed) >
+                               max)
+        uv_cond_wait(&in->space, &in->mu);
+    in->waiters--;
+    bool closing = in->closing;
+    uv_mutex_unlock(&in->mu);
+    return closing ? DP_ESTATE : DP_OK;
 }
 
 uint64_t dp_ingest_pushed(const dp_ingest_t *in)

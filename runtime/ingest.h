@@ -44,6 +44,14 @@ typedef struct {
  * DP_ESTATE. */
 int dp_ingest_push_many(dp_ingest_t *in, const dp_ingest_sample_t *s, size_t n);
 
+/* Any thread: waits while more than `max` samples are pushed but not yet in
+ * the store (queued, or being written by a drain), and returns as soon as a
+ * drain brings that down to `max` or less. A producer calls it before
+ * pushing to bound the loop's backlog (and so the age of what the store
+ * holds) without polling. Returns 0, or DP_ESTATE once the ingest is
+ * closing. */
+int dp_ingest_wait_backlog(dp_ingest_t *in, size_t max);
+
 /* Loop thread: writes every queued sample into the store; returns how many.
  * Runs by itself from the async callback when a loop was given. */
 size_t dp_ingest_drain(dp_ingest_t *in);

@@ -24,19 +24,30 @@ typedef struct {
     bool has_last;
 } watch_t;
 
+/* The fields a write reads come first (the counts before `pub`), so that a
+ * write touches as few cache lines as possible. */
 typedef struct {
+    uint32_t ring_cap;
+    uint32_t nwatches;
     dp_tag_t pub; /* what dp_store_get() hands out; points into the fields below */
     char *name;
     char *unit; /* NULL: none (pub.unit is then "") */
     char *source;
-    dp_sample_t *ring; /* history; string values are owned copies */
-    uint32_t ring_cap;
+    dp_sample_t *ring;  /* history; string values are owned copies */
     uint32_t ring_head; /* next slot to write */
     uint32_t ring_len;
-    watch_t *watches;
-    uint32_t nwatches;
+    watch_t *watches; /* `first` while there is room in it, else allocated */
     uint32_t watches_cap;
+    /* The first watch is kept in the tag, next to the value a write updates:
+     * most tags have one watcher (their twin), and notifying it then touches
+     * no other allocation. */
+    watch_t first;
 } tag_t;
+
+/* Tags are allocated in blocks of this many, in handle order: tags added
+ * together (one device's) sit side by side, so draining a response into the
+ * store walks memory in order instead of one scattered allocation per tag. */
+#define TAG_BLOCK 256
 
 /* A growable vector of change records. */
 typedef struct {
@@ -80,6 +91,8 @@ struct dp_store {
     tag_t **tags; /* pointers, so dp_tag_t views stay put when the array grows */
     int ntags;
     size_t tags_cap;
+    tag_t **blocks; /* TAG_BLOCK tags each; the last one is filled up to ntags */
+    size_t nblocks;
     slot_t *index;
     size_t index_cap; /* power of two */
     dp_sub_t *subs;   /* live subscribers */
@@ -272,8 +285,8 @@ static void tag_free(tag_t *t)
     free(t->ring);
     for (uint32_t i = 0; i < t->nwatches; i++)
         value_free(&t->watches[i].last);
-    free(t->watches);
-    free(t);
+    if (t->watches != &t->first)
+        free(t->watches);
 }
 
 static void sub_release(dp_sub_t *sub)
@@ -300,6 +313,9 @@ void dp_store_free(dp_store_t *store)
     }
     for (int i = 0; i < store->ntags; i++)
         tag_free(store->tags[i]);
+    for (size_t i = 0; i < store->nblocks; i++)
+        free(store->blocks[i]);
+    free(store->blocks);
     free(store->tags);
     free(store->index);
     free(store->dirty.v);
@@ -331,7 +347,11 @@ int dp_store_add(dp_store_t *store, const char *name, const dp_tag_opts_t *opts)
         store->tags = dp_xrealloc(store->tags, store->tags_cap * sizeof(tag_t *));
     }
 
-    tag_t *t = dp_xcalloc(1, sizeof(*t));
+    if ((size_t)store->ntags == store->nblocks * TAG_BLOCK) {
+        store->blocks = dp_xrealloc(store->blocks, (store->nblocks + 1) * sizeof(tag_t *));
+        store->blocks[store->nblocks++] = dp_xcalloc(TAG_BLOCK, sizeof(tag_t));
+    }
+    tag_t *t = &store->blocks[store->nblocks - 1][store->ntags % TAG_BLOCK];
     t->name = dp_xstrdup(name);
     if (opts != NULL) {
         if (opts->unit != NULL && opts->unit[0] != '\0')
@@ -662,9 +682,17 @@ int dp_store_watch(dp_store_t *store, dp_sub_t *sub, int tag, double deadband)
             return DP_OK;
         }
     }
-    if (t->nwatches == t->watches_cap) {
-        t->watches_cap = t->watches_cap ? t->watches_cap * 2 : 2;
-        t->watches = dp_xrealloc(t->watches, t->watches_cap * sizeof(watch_t));
+    if (t->watches_cap == 0) {
+        t->watches = &t->first;
+        t->watches_cap = 1;
+    } else if (t->nwatches == t->watches_cap) {
+        t->watches_cap *= 2;
+        if (t->watches == &t->first) {
+            t->watches = dp_xmalloc(t->watches_cap * sizeof(watch_t));
+            t->watches[0] = t->first;
+        } else {
+            t->watches = dp_xrealloc(t->watches, t->watches_cap * sizeof(watch_t));
+        }
     }
     /* A new watcher starts from the tag's current value, as if it had been
      * told it: the next write notifies only if it is a change from that.

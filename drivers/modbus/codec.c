@@ -169,11 +169,11 @@ bool dp_mb_overlap(const dp_mb_point_t *a, const dp_mb_point_t *b)
 /* ---- values ------------------------------------------------------------ */
 
 /* Registers to a big-endian 64-bit word, undoing the point's order. */
-static uint64_t gather(const dp_mb_point_t *p, const uint16_t *regs, int n)
+static uint64_t gather(int order, const uint16_t *regs, int n)
 {
     uint64_t x = 0;
-    bool swap_words = p->order == DP_MB_CDAB || p->order == DP_MB_DCBA;
-    bool swap_bytes = p->order == DP_MB_BADC || p->order == DP_MB_DCBA;
+    bool swap_words = order == DP_MB_CDAB || order == DP_MB_DCBA;
+    bool swap_bytes = order == DP_MB_BADC || order == DP_MB_DCBA;
     for (int i = 0; i < n; i++) {
         uint16_t r = regs[swap_words ? n - 1 - i : i];
         if (swap_bytes)
@@ -196,12 +196,34 @@ static void scatter(const dp_mb_point_t *p, uint64_t x, uint16_t *regs, int n)
     }
 }
 
+static bool low_byte_first_order(int order)
+{
+    return order == DP_MB_BADC || order == DP_MB_DCBA;
+}
+
 static bool low_byte_first(const dp_mb_point_t *p)
 {
-    return p->order == DP_MB_BADC || p->order == DP_MB_DCBA;
+    return low_byte_first_order(p->order);
+}
+
+void dp_mb_dec_init(dp_mb_dec_t *d, const dp_mb_point_t *p)
+{
+    *d = (dp_mb_dec_t){.scale = p->scale,
+                       .offset = p->offset,
+                       .type = (uint8_t)p->type,
+                       .order = (uint8_t)p->order,
+                       .bit = (uint8_t)p->bit,
+                       .count = (uint8_t)p->count};
 }
 
 void dp_mb_decode(const dp_mb_point_t *p, const uint16_t *regs, dp_value_t *out, char *sbuf)
+{
+    dp_mb_dec_t d;
+    dp_mb_dec_init(&d, p);
+    dp_mb_decode_packed(&d, regs, out, sbuf);
+}
+
+void dp_mb_decode_packed(const dp_mb_dec_t *p, const uint16_t *regs, dp_value_t *out, char *sbuf)
 {
     double raw;
     switch (p->type) {
@@ -215,8 +237,8 @@ void dp_mb_decode(const dp_mb_point_t *p, const uint16_t *regs, dp_value_t *out,
         size_t k = 0;
         for (int i = 0; i < p->count; i++) {
             uint8_t hi = (uint8_t)(regs[i] >> 8), lo = (uint8_t)regs[i];
-            sbuf[k++] = (char)(low_byte_first(p) ? lo : hi);
-            sbuf[k++] = (char)(low_byte_first(p) ? hi : lo);
+            sbuf[k++] = (char)(low_byte_first_order(p->order) ? lo : hi);
+            sbuf[k++] = (char)(low_byte_first_order(p->order) ? hi : lo);
         }
         sbuf[k] = '\0';
         /* A NUL ends the text; padding NULs and spaces are dropped. */
@@ -227,32 +249,32 @@ void dp_mb_decode(const dp_mb_point_t *p, const uint16_t *regs, dp_value_t *out,
         return;
     }
     case DP_MB_U16:
-        raw = (double)(uint16_t)gather(p, regs, 1);
+        raw = (double)(uint16_t)gather(p->order, regs, 1);
         break;
     case DP_MB_I16:
-        raw = (double)(int16_t)(uint16_t)gather(p, regs, 1);
+        raw = (double)(int16_t)(uint16_t)gather(p->order, regs, 1);
         break;
     case DP_MB_U32:
-        raw = (double)(uint32_t)gather(p, regs, 2);
+        raw = (double)(uint32_t)gather(p->order, regs, 2);
         break;
     case DP_MB_I32:
-        raw = (double)(int32_t)(uint32_t)gather(p, regs, 2);
+        raw = (double)(int32_t)(uint32_t)gather(p->order, regs, 2);
         break;
     case DP_MB_U64:
-        raw = (double)gather(p, regs, 4);
+        raw = (double)gather(p->order, regs, 4);
         break;
     case DP_MB_I64:
-        raw = (double)(int64_t)gather(p, regs, 4);
+        raw = (double)(int64_t)gather(p->order, regs, 4);
         break;
     case DP_MB_F32: {
-        uint32_t u = (uint32_t)gather(p, regs, 2);
+        uint32_t u = (uint32_t)gather(p->order, regs, 2);
         float f;
         memcpy(&f, &u, sizeof f);
         raw = f;
         break;
     }
     default: {
-        uint64_t u = gather(p, regs, 4);
+        uint64_t u = gather(p->order, regs, 4);
         double d;
         memcpy(&d, &u, sizeof d);
         raw = d;

@@ -95,6 +95,15 @@ bool dp_mb_overlap(const dp_mb_point_t *a, const dp_mb_point_t *b);
  * register; for bit areas one 0/1 per element). Strings are written into
  * `sbuf` (at least 2 * count + 1 bytes) and `out->u.s` points into it. */
 void dp_mb_decode(const dp_mb_point_t *p, const uint16_t *regs, dp_value_t *out, char *sbuf);
+/* What decoding reads of a point, packed in 24 bytes (a worker decoding a
+ * response walks one of these per point). */
+typedef struct {
+    double scale, offset;
+    uint8_t type, order, bit, count; /* count: string registers (at most 125) */
+} dp_mb_dec_t;
+void dp_mb_dec_init(dp_mb_dec_t *d, const dp_mb_point_t *p);
+/* dp_mb_decode() from the packed fields. */
+void dp_mb_decode_packed(const dp_mb_dec_t *d, const uint16_t *regs, dp_value_t *out, char *sbuf);
 /* Encodes a value for writing: fills dp_mb_width(p) registers (0/1 for bit
  * areas and for type "bit"). Refuses values of the wrong type, NaN, and
  * values outside the raw type's range after scale and offset, with *err

@@ -8,11 +8,17 @@
  * simulated device is one connection serving 125 holding registers.
  *
  * - bare: one thread per device, modbus_read_registers(125) back to back.
- * - doppel: a plant with one modbus device per connection, 125 u16 tags each
- *   polled with every = 0 (back to back), and one twin whose on_change rule
- *   watches every tag. Counted: samples accepted by the store.
+ * - doppel, no rule: a plant with one modbus device per connection, 125 u16
+ *   tags each polled with every = 0 (back to back), and one twin that
+ *   declares no handler (nobody watches the tags). Counted: samples accepted
+ *   by the store. This is the cost of the driver, ingest and store alone.
+ * - doppel, with rule: the same plant, whose twin's on_change rule watches
+ *   every tag.
  *
- * Both run for the same time, for 1 device and for 50. Then the write round
+ * All run for the same time, for 1 device and for 50. Each figure also says
+ * where the CPU went, in nanoseconds of CPU per register polled: the loop
+ * thread (ingest drain, store, rule), the client side (bare threads or
+ * doppel's device workers) and the in-process device. Then the write round
  * trip: a command submitted to the guard until the driver confirms it was
  * written (FC06 to the same server), one after another, p50 and p99, on a
  * device whose 125 registers are polled every 100 ms (back-to-back polling
@@ -23,11 +29,13 @@
  * write, a plant that cannot open or close). */
 #include <errno.h>
 #include <modbus.h>
+#include <pthread.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/select.h>
+#include <time.h>
 #include <unistd.h>
 #include <uv.h>
 
@@ -51,6 +59,7 @@ static uv_thread_t server_thread;
 static void server_main(void *arg)
 {
     modbus_t *ctx = arg;
+    pthread_setname_np(pthread_self(), "device");
     int listener = modbus_tcp_listen(ctx, 64);
     struct sockaddr_in a;
     socklen_t len = sizeof a;
@@ -105,6 +114,48 @@ static void server_start(void)
         usleep(1000);
 }
 
+/* ---- CPU accounting ------------------------------------------------------ */
+
+/* CPU time (ns) of the process, of this (the loop) thread and of the device
+ * thread; the rest of the process is the client side (bare threads or
+ * doppel's workers). */
+typedef struct {
+    uint64_t wall, process, loop, server;
+} cpu_t;
+
+static uint64_t clock_ns(clockid_t id)
+{
+    struct timespec ts;
+    if (clock_gettime(id, &ts) != 0)
+        return 0;
+    return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
+static cpu_t cpu_now(void)
+{
+    clockid_t srv;
+    cpu_t c = {.wall = uv_hrtime(),
+               .process = clock_ns(CLOCK_PROCESS_CPUTIME_ID),
+               .loop = clock_ns(CLOCK_THREAD_CPUTIME_ID)};
+    if (pthread_getcpuclockid(server_thread, &srv) == 0)
+        c.server = clock_ns(srv);
+    return c;
+}
+
+/* "cores: 1.93 (loop 0.00, clients 1.20, device 0.73); ns/register: ..." */
+static void cpu_print(const char *what, const cpu_t *a, const cpu_t *b, double regs)
+{
+    double wall = (double)(b->wall - a->wall);
+    double loop = (double)(b->loop - a->loop), srv = (double)(b->server - a->server);
+    double all = (double)(b->process - a->process), cli = all - loop - srv;
+    if (regs <= 0 || wall <= 0)
+        return;
+    printf("  %-17s cores %.2f (loop %.2f, clients %.2f, device %.2f); "
+           "CPU ns/register: loop %.1f, clients %.1f, device %.1f, all %.1f\n",
+           what, all / wall, loop / wall, cli / wall, srv / wall, loop / regs, cli / regs,
+           srv / regs, all / regs);
+}
+
 /* ---- bare libmodbus clients --------------------------------------------- */
 
 typedef struct {
@@ -117,6 +168,7 @@ typedef struct {
 static void bare_main(void *arg)
 {
     bare_t *b = arg;
+    pthread_setname_np(pthread_self(), "bare");
     modbus_t *ctx = modbus_new_tcp("127.0.0.1", server_port);
     if (modbus_connect(ctx) < 0) {
         b->errors++;
@@ -134,9 +186,10 @@ static void bare_main(void *arg)
     modbus_free(ctx);
 }
 
-static double bare_rate(int ndev, int *errors)
+static double bare_rate(int ndev, int *errors, cpu_t *c0, cpu_t *c1)
 {
     bare_t *b = calloc((size_t)ndev, sizeof *b);
+    *c0 = cpu_now();
     uint64_t t0 = uv_hrtime(), deadline = t0 + (uint64_t)(SECONDS * 1e9);
     for (int i = 0; i < ndev; i++) {
         b[i].deadline = deadline;
@@ -148,6 +201,7 @@ static double bare_rate(int ndev, int *errors)
         total += b[i].regs;
         *errors += b[i].errors;
     }
+    *c1 = cpu_now();
     double secs = (double)(uv_hrtime() - t0) / 1e9;
     free(b);
     return (double)total / secs;
@@ -161,8 +215,9 @@ typedef struct {
     char dir[64];
 } run_t;
 
-/* `every`: the poll interval of the register tags ("0": back to back). */
-static int open_plant(run_t *r, int ndev, const char *every)
+/* `every`: the poll interval of the register tags ("0": back to back);
+ * `rule`: whether the twin watches every tag with its on_change rule. */
+static int open_plant(run_t *r, int ndev, const char *every, bool rule)
 {
     snprintf(r->dir, sizeof r->dir, "/tmp/doppel-bench-XXXXXX");
     if (mkdtemp(r->dir) == NULL)
@@ -187,13 +242,16 @@ static int open_plant(run_t *r, int ndev, const char *every)
     fclose(f);
     snprintf(path, sizeof path, "%s/rule.lua", r->dir);
     f = fopen(path, "w");
-    fprintf(f, "-- The rule: a running maximum over every register.\n"
-               "state.max = 0\n"
-               "local names = {}\n"
-               "for name in pairs(tags) do names[#names + 1] = name end\n"
-               "twin.on_change(names, function(v)\n"
-               "  if v > state.max then state.max = v end\n"
-               "end)\n");
+    if (!rule)
+        fprintf(f, "-- No rule: nothing watches the tags.\n");
+    else
+        fprintf(f, "-- The rule: a running maximum over every register.\n"
+                   "state.max = 0\n"
+                   "local names = {}\n"
+                   "for name in pairs(tags) do names[#names + 1] = name end\n"
+                   "twin.on_change(names, function(v)\n"
+                   "  if v > state.max then state.max = v end\n"
+                   "end)\n");
     fclose(f);
     uv_loop_init(&r->loop);
     char *err = NULL;
@@ -248,11 +306,13 @@ static void run_for(run_t *r, double secs)
     uv_run(&r->loop, UV_RUN_NOWAIT);
 }
 
-static double doppel_rate(run_t *r)
+static double doppel_rate(run_t *r, cpu_t *c0, cpu_t *c1)
 {
     run_for(r, 0.5); /* connect and warm up */
     uint64_t s0 = samples(r), t0 = uv_hrtime();
+    *c0 = cpu_now();
     run_for(r, SECONDS);
+    *c1 = cpu_now();
     uint64_t s1 = samples(r);
     return (double)(s1 - s0) / ((double)(uv_hrtime() - t0) / 1e9);
 }
@@ -323,48 +383,105 @@ static int write_round_trip(run_t *r, double *p50, double *p99)
     return 0;
 }
 
-int main(void)
+/* One doppel figure: regs/s, with the CPU split printed under the table row
+ * by the caller. Returns -1 when the plant cannot open. */
+typedef struct {
+    double rate;
+    cpu_t c0, c1;
+    dp_twin_stats_t ts;
+    bool closed;
+} dop_t;
+
+static int doppel_run(int ndev, bool rule, dop_t *d)
+{
+    run_t r;
+    if (open_plant(&r, ndev, "0", rule) < 0)
+        return -1;
+    d->rate = doppel_rate(&r, &d->c0, &d->c1);
+    dp_twin_get_stats(dp_plant_twin(r.plant, "rule"), &d->ts);
+    d->closed = close_plant(&r) == 0;
+    if (!d->closed)
+        fprintf(stderr, "bench_modbus: the plant did not close cleanly\n");
+    return 0;
+}
+
+/* `bench_modbus DEVICES bare|none|rule`: that one figure only, for a
+ * profiler (perf record -g build/bench_modbus 50 none). */
+static int one_figure(int ndev, const char *mode)
+{
+    int errors = 0;
+    if (strcmp(mode, "bare") == 0) {
+        cpu_t b0, b1;
+        double bare = bare_rate(ndev, &errors, &b0, &b1);
+        printf("%d devices, bare: %.0f regs/s\n", ndev, bare);
+        cpu_print("bare:", &b0, &b1, bare * (double)(b1.wall - b0.wall) / 1e9);
+        return errors > 0 || bare <= 0;
+    }
+    dop_t d = {0};
+    bool rule = strcmp(mode, "rule") == 0;
+    if ((!rule && strcmp(mode, "none") != 0) || doppel_run(ndev, rule, &d) < 0) {
+        fprintf(stderr, "usage: bench_modbus [DEVICES bare|none|rule]\n");
+        return 1;
+    }
+    printf("%d devices, doppel %s: %.0f regs/s\n", ndev, rule ? "with rule" : "without rule",
+           d.rate);
+    cpu_print(rule ? "doppel, rule:" : "doppel, no rule:", &d.c0, &d.c1, d.rate * SECONDS);
+    return !d.closed || d.rate <= 0 || d.ts.errors > 0;
+}
+
+int main(int argc, char **argv)
 {
     dp_log_set_level(DP_LOG_WARN);
     server_start();
+    if (argc == 3) {
+        int rc = one_figure(atoi(argv[1]) > 0 ? atoi(argv[1]) : 1, argv[2]);
+        atomic_store(&server_stop, true);
+        uv_thread_join(&server_thread);
+        modbus_mapping_free(mapping);
+        return rc;
+    }
     int status = 0;
     printf("bench_modbus: %d u16 registers per device, read 125 at a time from a libmodbus\n"
-           "server on 127.0.0.1; doppel polls with every = 0 into the store, one on_change\n"
-           "rule on every tag; %.0f s per figure\n\n",
+           "server on 127.0.0.1; doppel polls with every = 0 into the store, without a rule\n"
+           "and with one on_change rule on every tag; %.0f s per figure\n\n",
            REGS, SECONDS);
-    printf("%8s %16s %16s %8s\n", "devices", "bare regs/s", "doppel regs/s", "ratio");
+    printf("%8s %14s %16s %6s %16s %6s\n", "devices", "bare regs/s", "no-rule regs/s", "ratio",
+           "rule regs/s", "ratio");
     static const int ndevs[] = {1, 50};
     for (size_t k = 0; k < 2; k++) {
         int ndev = ndevs[k], errors = 0;
-        double bare = bare_rate(ndev, &errors);
-        run_t r;
-        if (open_plant(&r, ndev, "0") < 0)
+        cpu_t b0, b1;
+        double bare = bare_rate(ndev, &errors, &b0, &b1);
+        dop_t none = {0}, rule = {0};
+        if (doppel_run(ndev, false, &none) < 0 || doppel_run(ndev, true, &rule) < 0)
             return 1;
-        double dop = doppel_rate(&r);
-        dp_twin_stats_t ts;
-        dp_twin_get_stats(dp_plant_twin(r.plant, "rule"), &ts);
-        if (close_plant(&r) < 0) {
-            fprintf(stderr, "bench_modbus: the plant did not close cleanly\n");
+        if (!none.closed || !rule.closed)
             status = 1;
-        }
         /* The write round trip is measured with the registers polled every
          * 100 ms: polling back to back keeps the ingest queue full, and a
          * command's outcome would wait behind that backlog. */
         double p50 = 0, p99 = 0;
         int wrc = 0;
         if (k == 0) {
-            if (open_plant(&r, 1, "100ms") < 0)
+            run_t r;
+            if (open_plant(&r, 1, "100ms", true) < 0)
                 return 1;
             run_for(&r, 0.3);
             wrc = write_round_trip(&r, &p50, &p99);
             if (close_plant(&r) < 0)
                 status = 1;
         }
-        printf("%8d %16.0f %16.0f %8.2f%s\n", ndev, bare, dop, bare > 0 ? dop / bare : 0,
-               bare > 0 && dop / bare >= AIM ? "" : "  (aim >= 0.9)");
-        if (errors > 0 || bare <= 0 || dop <= 0 || ts.errors > 0 || ts.calls == 0) {
+        double rn = bare > 0 ? none.rate / bare : 0, rr = bare > 0 ? rule.rate / bare : 0;
+        printf("%8d %14.0f %16.0f %6.2f %16.0f %6.2f%s\n", ndev, bare, none.rate, rn, rule.rate, rr,
+               rr >= AIM ? "" : "  (aim >= 0.9)");
+        double secs = SECONDS;
+        cpu_print("bare:", &b0, &b1, bare * (double)(b1.wall - b0.wall) / 1e9);
+        cpu_print("doppel, no rule:", &none.c0, &none.c1, none.rate * secs);
+        cpu_print("doppel, rule:", &rule.c0, &rule.c1, rule.rate * secs);
+        if (errors > 0 || bare <= 0 || none.rate <= 0 || rule.rate <= 0 || rule.ts.errors > 0 ||
+            rule.ts.calls == 0 || none.ts.errors > 0) {
             fprintf(stderr, "bench_modbus: %d bare errors, %llu rule errors, %llu rule calls\n",
-                    errors, (unsigned long long)ts.errors, (unsigned long long)ts.calls);
+                    errors, (unsigned long long)rule.ts.errors, (unsigned long long)rule.ts.calls);
             status = 1;
         }
         if (k == 0) {

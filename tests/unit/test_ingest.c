@@ -181,6 +181,48 @@ Test(ingest, full_queue_blocks_producer_until_drained)
     assert_no_leaks();
 }
 
+typedef struct {
+    dp_ingest_t *in;
+    size_t max;
+    atomic_int done;
+    int rc;
+} waiter_t;
+
+static void backlog_waiter(void *arg)
+{
+    waiter_t *w = arg;
+    w->rc = dp_ingest_wait_backlog(w->in, w->max);
+    atomic_store(&w->done, 1);
+}
+
+Test(ingest, wait_backlog_returns_after_the_drain_that_brings_it_down)
+{
+    dp_store_t *store = dp_store_new();
+    int a = add(store, "t.a");
+    dp_ingest_t *in = dp_ingest_new(NULL, store, 0);
+    dp_ingest_sample_t s[3] = {{.tag = a, .quality = DP_Q_GOOD, .v = dp_num(1)},
+                               {.tag = a, .quality = DP_Q_GOOD, .v = dp_num(2)},
+                               {.tag = a, .quality = DP_Q_GOOD, .v = dp_num(3)}};
+    cr_assert_eq(dp_ingest_push_many(in, s, 3), DP_OK);
+    /* At or below the limit: returns at once. */
+    cr_assert_eq(dp_ingest_wait_backlog(in, 3), DP_OK);
+
+    waiter_t w = {.in = in, .max = 2};
+    uv_thread_t th;
+    cr_assert_eq(uv_thread_create(&th, backlog_waiter, &w), 0);
+    uv_sleep(50);
+    cr_assert_eq(atomic_load(&w.done), 0, "returned with 3 samples pending and max 2");
+    cr_assert_eq(dp_ingest_drain(in), 3);
+    uv_thread_join(&th); /* hangs (ctest timeout) if the drain did not wake it */
+    cr_assert_eq(w.rc, DP_OK);
+    cr_assert_eq(dp_ingest_drained(in), 3);
+    cr_assert_eq(dp_store_get(store, a)->writes, 3);
+    cr_assert_eq(dp_ingest_wait_backlog(NULL, 0), DP_EINVAL);
+    dp_ingest_free(in);
+    dp_store_free(store);
+    assert_no_leaks();
+}
+
 Test(ingest, push_after_free_is_refused)
 {
     uv_loop_t loop;
