@@ -8,7 +8,7 @@
  * interval reads back as d; the shortest is the one with the most trailing
  * zeros.
  *
- * For 1e-15 < d < 1e17 everything is computed exactly in 128-bit integers:
+ * For 1e-15 <= d < 1e17 everything is computed exactly in 128-bit integers:
  * the interval, scaled by 10^t so that d * 10^t lies in [1e16, 1e17), is
  * [L * P / 2^x, H * P / 2^x] with small integers L, H (multiples of ulp/4),
  * P = 5^t * 2^max(a, 0) < 2^72 and x = max(-a, 0) where a = e - 2 + t. Its
