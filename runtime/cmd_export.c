@@ -3,6 +3,7 @@
 
 #include <fnmatch.h>
 #include <inttypes.h>
+#include <math.h>
 #include <msgpack.h>
 #include <stdbool.h>
 #include <stdio.h>
@@ -11,6 +12,7 @@
 #include <time.h>
 
 #include "clock.h"
+#include "fmtnum.h"
 #include "journal.h"
 #include "log.h"
 #include "snapshot.h"
@@ -42,11 +44,22 @@ static void print_time(FILE *out, dp_time_t t)
             tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec, us);
 }
 
+/* The shortest text that reads back as the same double; in JSON, null for
+ * NaN and infinities (JSON has no text for them). */
+static void print_number(FILE *out, double d, bool json)
+{
+    char num[DP_FMTNUM_SIZE];
+    if (json && !isfinite(d))
+        fputs("null", out);
+    else
+        fwrite(num, 1, dp_fmtnum(d, num), out);
+}
+
 static void print_value(FILE *out, const dp_value_t *v)
 {
     switch (v->type) {
     case DP_NUM:
-        fprintf(out, "%.17g", v->u.n);
+        print_number(out, v->u.n, false);
         break;
     case DP_BOOL:
         fputs(v->u.b ? "true" : "false", out);
@@ -116,7 +129,7 @@ static void json_obj(FILE *out, const msgpack_object *o, int depth)
         break;
     case MSGPACK_OBJECT_FLOAT32:
     case MSGPACK_OBJECT_FLOAT64:
-        fprintf(out, "%.17g", o->via.f64);
+        print_number(out, o->via.f64, true);
         break;
     case MSGPACK_OBJECT_STR:
     case MSGPACK_OBJECT_BIN:
@@ -198,7 +211,7 @@ static int export_state(const char *data_dir)
         printf(": {\"value\": ");
         switch (t->cur.v.type) {
         case DP_NUM:
-            printf("%.17g", t->cur.v.u.n);
+            print_number(stdout, t->cur.v.u.n, true);
             break;
         case DP_BOOL:
             printf(t->cur.v.u.b ? "true" : "false");

@@ -25,6 +25,7 @@
 #include <uv.h>
 
 #include "clock.h"
+#include "fmtnum.h"
 #include "journal.h"
 #include "lmsgpack.h"
 #include "log.h"
@@ -52,22 +53,6 @@ typedef struct {
 } replay_t;
 
 /* ---- output ----------------------------------------------------------- */
-
-/* %.15g when that reads back as the same double (most values), else %.17g,
- * which always does: exact, and the same text on every run. */
-static void format_number(double d, char *buf, size_t size)
-{
-    if (d == floor(d) && fabs(d) < 1e15) {
-        snprintf(buf, size, "%lld", (long long)d);
-        return;
-    }
-    snprintf(buf, size, "%.15g", d);
-    double back;
-    if (!dp__parse_decimal(buf, &back))
-        back = strtod(buf, NULL);
-    if (back != d)
-        snprintf(buf, size, "%.17g", d);
-}
 
 /* ISO 8601 UTC with milliseconds, or microseconds when the time has them;
  * the date and time of day are formatted once per second. */
@@ -109,11 +94,11 @@ static void csv_field(FILE *f, const char *s)
 
 static void csv_value(FILE *f, const dp_value_t *v)
 {
-    char num[40];
+    char num[DP_FMTNUM_SIZE];
     switch (v->type) {
     case DP_NUM:
-        format_number(v->u.n, num, sizeof num);
-        fputs(num, f);
+        /* The shortest text that reads back exactly: the same on every run. */
+        fwrite(num, 1, dp_fmtnum(v->u.n, num), f);
         break;
     case DP_BOOL:
         fputs(v->u.b ? "true" : "false", f);

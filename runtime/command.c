@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include "common.h"
+#include "fmtnum.h"
 #include "log.h"
 
 typedef struct {
@@ -195,7 +196,10 @@ static void format_value(const dp_value_t *v, char *buf, size_t size)
 {
     switch (v->type) {
     case DP_NUM:
-        snprintf(buf, size, "%.17g", v->u.n);
+        if (size >= DP_FMTNUM_SIZE)
+            dp_fmtnum(v->u.n, buf);
+        else
+            snprintf(buf, size, "%.17g", v->u.n);
         break;
     case DP_BOOL:
         snprintf(buf, size, "%s", v->u.b ? "true" : "false");

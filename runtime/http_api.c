@@ -721,7 +721,9 @@ void dp__http_metrics(dp__http_call_t *c)
                           (double)st.faults, (double)st.reloads, st.suspended ? 1.0 : 0.0};
             dp_jb_printf(&b, "%s{twin=\"", twin_metrics[m][0]);
             label(&b, dp_twin_name(tw));
-            dp_jb_printf(&b, "\"} %.17g\n", v[m]);
+            dp_jb_puts(&b, "\"} ");
+            dp_jb_num(&b, v[m]);
+            dp_jb_raw(&b, "\n", 1);
         }
     }
 
@@ -744,7 +746,9 @@ void dp__http_metrics(dp__http_call_t *c)
             label(&b, d->driver->name);
             dp_jb_puts(&b, "\",stat=\"");
             label(&b, st[k].name);
-            dp_jb_printf(&b, "\"} %.17g\n", st[k].value);
+            dp_jb_puts(&b, "\"} ");
+            dp_jb_num(&b, st[k].value);
+            dp_jb_raw(&b, "\n", 1);
         }
     }
 

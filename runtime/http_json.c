@@ -6,6 +6,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "fmtnum.h"
+
 static void reserve(dp_jbuf_t *b, size_t extra)
 {
     if (b->len + extra + 1 <= b->cap)
@@ -98,12 +100,12 @@ void dp_jb_str(dp_jbuf_t *b, const char *s)
 
 void dp_jb_num(dp_jbuf_t *b, double v)
 {
-    if (!isfinite(v))
+    if (!isfinite(v)) {
         dp_jb_puts(b, "null");
-    else if (v == (double)(int64_t)v && fabs(v) < 1e15)
-        dp_jb_printf(b, "%lld", (long long)v);
-    else
-        dp_jb_printf(b, "%.17g", v);
+        return;
+    }
+    char num[DP_FMTNUM_SIZE];
+    dp_jb_raw(b, num, dp_fmtnum(v, num));
 }
 
 void dp_jb_key(dp_jbuf_t *b, const char *key, bool first)

@@ -11,6 +11,7 @@
 
 #include "../../runtime/clock.h"
 #include "../../runtime/common.h"
+#include "../../runtime/fmtnum.h"
 #include "../../runtime/lmsgpack.h"
 
 /* Quality names as in the store, kept here so that the codec stands alone. */
@@ -103,13 +104,11 @@ void dp_mqtt_json_string(dp_mqtt_buf_t *b, const char *s)
 
 static void json_number(dp_mqtt_buf_t *b, double n)
 {
-    char tmp[32];
+    char tmp[DP_FMTNUM_SIZE];
     if (!isfinite(n))
         add_str(b, "null");
-    else if (n == floor(n) && fabs(n) < 1e15)
-        snprintf(tmp, sizeof tmp, "%.0f", n), add_str(b, tmp);
     else
-        snprintf(tmp, sizeof tmp, "%.17g", n), add_str(b, tmp);
+        dp_mqtt_buf_add(b, tmp, dp_fmtnum(n, tmp));
 }
 
 static void json_u64(dp_mqtt_buf_t *b, uint64_t n)
@@ -790,8 +789,11 @@ int dp_mqtt_decode_command(const void *payload, size_t len, char **tag, dp_value
                 v->u.s = dp_xstrdup(v->u.s);
             if (cJSON_IsString(i))
                 *id = dp_xstrdup(i->valuestring);
-            else if (cJSON_IsNumber(i))
-                *id = dp_xasprintf("%.17g", i->valuedouble);
+            else if (cJSON_IsNumber(i)) {
+                char num[DP_FMTNUM_SIZE];
+                dp_fmtnum(i->valuedouble, num);
+                *id = dp_xstrdup(num);
+            }
         }
         cJSON_Delete(j);
         return rc;

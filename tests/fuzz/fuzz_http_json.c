@@ -26,7 +26,7 @@ static bool same(const dp_value_t *a, const dp_value_t *b)
         return false;
     switch (a->type) {
     case DP_NUM:
-        /* Written with %.17g, so a finite double comes back exactly. */
+        /* Written by dp_fmtnum, so a finite double comes back exactly. */
         return a->u.n == b->u.n || (a->u.n != a->u.n && b->type == DP_NIL);
     case DP_BOOL:
         return a->u.b == b->u.b;

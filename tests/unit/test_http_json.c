@@ -4,6 +4,7 @@
  * tests/integration/test_http.sh. */
 #include <arpa/inet.h>
 #include <criterion/criterion.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -224,4 +225,17 @@ Test(http_cfg, loopback_peers)
         cr_assert(loopback(yes[i]), "%s is loopback", yes[i]);
     for (size_t i = 0; i < sizeof no / sizeof no[0]; i++)
         cr_assert(!loopback(no[i]), "%s is not loopback", no[i]);
+}
+
+Test(http_json, numbers_are_shortest_round_trip)
+{
+    dp_jbuf_t b = {0};
+    const double v[] = {0.1, -0.0, 1.5e20, 2.5e-7, 1.0 / 3, 120.84341706508317, 1e15, INFINITY};
+    for (size_t i = 0; i < sizeof v / sizeof v[0]; i++) {
+        dp_jb_raw(&b, i ? " " : "", i ? 1 : 0);
+        dp_jb_num(&b, v[i]);
+    }
+    cr_assert_str_eq(
+        b.p, "0.1 -0 1.5e+20 2.5e-07 0.3333333333333333 120.84341706508317 1000000000000000 null");
+    dp_jb_free(&b);
 }
