@@ -170,25 +170,6 @@ function M.discrete(opts)
    return register("discrete", common("discrete", opts), nil)
 end
 
-function Alarm:_wanted(v)
-   if self.high == nil and self.low == nil then return v end
-   if self.active then
-      if self.high then return v >= self.high - self.hysteresis end
-      return v <= self.low + self.hysteresis
-   end
-   if self.high then return v > self.high end
-   return v < self.low
-end
-
-function Alarm:_suppression()
-   if not self.suppress_when then return end
-   local s = self.suppress_when() and true or false
-   if s ~= self.suppressed then
-      self.suppressed = s
-      self._list.suppress(self._id, s)
-   end
-end
-
 function Alarm:_transition(active, v, t)
    self.active = active
    self.since = t
@@ -206,7 +187,8 @@ end
 ---@param t? number clock time in seconds (default clock.now())
 ---@return boolean changed
 function Alarm:update(v, t)
-   local discrete = self.high == nil and self.low == nil
+   local high, low = self.high, self.low
+   local discrete = high == nil and low == nil
    if discrete then
       if type(v) ~= "boolean" then
          error("alarm:update: v must be a boolean (discrete alarm)", 2)
@@ -218,9 +200,28 @@ function Alarm:update(v, t)
    local timed = t == nil
    t = t or clock.now()
    self.last = v
-   self:_suppression()
-   local wanted = self:_wanted(v)
-   if wanted == self.active then
+   -- Suppression by design, then the state the value asks for (written out
+   -- here rather than in helper methods: this runs on every sample).
+   local suppress_when = self.suppress_when
+   if suppress_when then
+      local s = suppress_when() and true or false
+      if s ~= self.suppressed then
+         self.suppressed = s
+         self._list.suppress(self._id, s)
+      end
+   end
+   local active = self.active
+   local wanted
+   if discrete then
+      wanted = v
+   elseif active then
+      if high then wanted = v >= high - self.hysteresis else wanted = v <= low + self.hysteresis end
+   elseif high then
+      wanted = v > high
+   else
+      wanted = v < low
+   end
+   if wanted == active then
       self.pending_since = nil
       return false
    end
