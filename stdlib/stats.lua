@@ -197,18 +197,37 @@ function Window:push(x, t)
       self:expire(t)
       self.last_t = t
    end
-   if self.last - self.first + 1 >= cap then drop_oldest(self) end
-   local i = self.last + 1
+   local first, i = self.first, self.last + 1
+   local v, mean, m2 = self.v, self.mean_, self.m2
+   if i - first >= cap then
+      if self.mm then
+         drop_oldest(self)
+         first, mean, m2 = self.first, self.mean_, self.m2
+      else
+         -- drop_oldest(self) written out for a full window (n >= 1 samples).
+         local old = v[(first - 1) % cap + 1]
+         local n = i - first
+         if n == 1 then
+            mean, m2 = 0, 0
+         else
+            local nm = (n * mean - old) / (n - 1)
+            m2 = m2 - (old - mean) * (old - nm)
+            if m2 < 0 then m2 = 0 end
+            mean = nm
+         end
+         first = first + 1
+         self.first = first
+      end
+   end
    self.last = i
    local slot = (i - 1) % cap + 1
-   self.v[slot] = x
+   v[slot] = x
    if span then self.ts[slot] = t end
-   local n = i - self.first + 1
-   local mean = self.mean_
+   local n = i - first + 1
    local d = x - mean
    mean = mean + d / n
    self.mean_ = mean
-   self.m2 = self.m2 + d * (x - mean)
+   self.m2 = m2 + d * (x - mean)
    if self.mm then deques_push(self, i, x) end
    return self
 end
