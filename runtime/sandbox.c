@@ -4,6 +4,9 @@
 #include <errno.h>
 #include <lauxlib.h>
 #include <lualib.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -13,9 +16,21 @@
 #include "stdlib/signal.h"
 
 /* Instructions between two runs of the count hook. Small enough that a
- * runaway loop is caught promptly, large enough that the hook costs nothing
- * measurable. */
+ * runaway loop is caught promptly, large enough that the hook itself costs
+ * little. */
 #define HOOK_STEP 1000
+
+/* The budget's count hook is armed only for calls that run long. Lua 5.4
+ * sends every VM instruction through luaG_traceexec while a count hook is
+ * set, whatever its count (about 13% of all instructions of the demo plant's
+ * replay), so a call starts without it. A watchdog thread looks at every
+ * sandbox each WATCH_TICK_MS; a call it sees running at two ticks in a row
+ * (so after 10 to 20 ms) gets the hook from a signal sent to the thread that
+ * runs it (lua_sethook is safe in a signal handler: Lua's own interpreter
+ * uses it that way for Ctrl-C). From then on its instructions are charged
+ * against the budget as before. Coroutines always carry the hook, since a
+ * signal cannot find the coroutine that is running. */
+#define WATCH_TICK_MS 10
 
 #define MAX_REQUIRED 64
 
@@ -30,11 +45,21 @@ struct dp_sandbox {
     size_t mem_limit;
     bool in_call;
     bool aborting;
+    bool armed;                       /* the count hook is set on L for this call */
+    atomic_bool busy;                 /* in an outer dp_sandbox_call (for the watchdog) */
+    atomic_uint_fast64_t seq;         /* outer calls so far */
+    pthread_t thread;                 /* the thread of the current call */
+    volatile sig_atomic_t arm;        /* the watchdog asks the signal handler to arm */
+    uint64_t seen_seq;                /* watchdog only: seq at its last tick */
+    bool signalled;                   /* watchdog only: signal sent for seen_seq */
+    struct dp_sandbox *wnext, *wprev; /* the watchdog's list */
     dp_sb_status_t abort_status;
     char abort_where[256];
     char *required[MAX_REQUIRED + 1];
     int nrequired;
 };
+
+static void sb_hook(lua_State *L, lua_Debug *ar);
 
 /* The allocator: refuses growth beyond the cap. Reaching the cap during a call
  * is a fault (like a runaway loop) so a script cannot loop on pcall around an
@@ -54,6 +79,11 @@ static void *sb_alloc(void *ud, void *ptr, size_t osize, size_t nsize)
             sb->abort_status = DP_SB_MEMORY;
             snprintf(sb->abort_where, sizeof sb->abort_where, "memory cap of %zu KiB reached",
                      sb->mem_limit >> 10);
+            /* The hook raises the fault again wherever the script goes on. */
+            if (sb->L != NULL) {
+                sb->armed = true;
+                lua_sethook(sb->L, sb_hook, LUA_MASKCOUNT, 1);
+            }
         }
         return NULL;
     }
@@ -100,8 +130,134 @@ static void sb_hook(lua_State *L, lua_Debug *ar)
     }
     if (step != 1)
         lua_sethook(L, sb_hook, LUA_MASKCOUNT, 1);
+    if (L != sb->L && lua_gethookcount(sb->L) != 1) {
+        sb->armed = true;
+        lua_sethook(sb->L, sb_hook, LUA_MASKCOUNT, 1);
+    }
     lua_pushstring(L, sb->abort_where);
     lua_error(L);
+}
+
+/* ---- the watchdog ---------------------------------------------------- */
+
+static pthread_mutex_t watch_mu = PTHREAD_MUTEX_INITIALIZER;
+static pthread_once_t watch_once = PTHREAD_ONCE_INIT;
+static dp_sandbox_t *watch_list;
+static int watch_signal;
+
+/* The sandboxes in a call on this thread, outermost first: what the signal
+ * handler may arm. Written only by this thread, read by its signal handler. */
+#define MAX_NESTED 16
+static _Thread_local dp_sandbox_t *calls[MAX_NESTED];
+static _Thread_local volatile sig_atomic_t ncalls;
+
+static void on_watch_signal(int sig)
+{
+    (void)sig;
+    int saved = errno;
+    for (int i = 0; i < ncalls && i < MAX_NESTED; i++) {
+        dp_sandbox_t *sb = calls[i];
+        if (sb->arm && !sb->armed) {
+            sb->arm = 0;
+            sb->armed = true;
+            lua_sethook(sb->L, sb_hook, LUA_MASKCOUNT, HOOK_STEP);
+        }
+    }
+    errno = saved;
+}
+
+static void *watch_main(void *arg)
+{
+    (void)arg;
+    sigset_t all;
+    sigfillset(&all);
+    pthread_sigmask(SIG_BLOCK, &all, NULL);
+    for (;;) {
+        struct timespec ts = {0, WATCH_TICK_MS * 1000000L};
+        nanosleep(&ts, NULL);
+        pthread_mutex_lock(&watch_mu);
+        for (dp_sandbox_t *sb = watch_list; sb != NULL; sb = sb->wnext) {
+            uint64_t seq = atomic_load_explicit(&sb->seq, memory_order_relaxed);
+            if (!atomic_load_explicit(&sb->busy, memory_order_acquire) || seq != sb->seen_seq) {
+                sb->seen_seq = seq;
+                sb->signalled = false;
+                continue;
+            }
+            if (!sb->signalled) {
+                sb->signalled = true;
+                sb->arm = 1;
+                pthread_kill(sb->thread, watch_signal);
+            }
+        }
+        pthread_mutex_unlock(&watch_mu);
+    }
+    return NULL;
+}
+
+/* After fork() the child has the sandboxes but not the watchdog thread: the
+ * next call starts one. */
+static volatile sig_atomic_t watch_restart;
+static void watch_child(void)
+{
+    pthread_mutex_init(&watch_mu, NULL);
+    watch_restart = 1;
+}
+
+static void watch_start(void)
+{
+    pthread_t t;
+    pthread_attr_t attr;
+    pthread_attr_init(&attr);
+    pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
+    if (pthread_create(&t, &attr, watch_main, NULL) != 0)
+        dp_log_error(NULL, "cannot start the script watchdog: budgets are not enforced");
+    pthread_attr_destroy(&attr);
+}
+
+static void watch_init(void)
+{
+    pthread_atfork(NULL, NULL, watch_child);
+    watch_signal = SIGRTMIN + 4;
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = on_watch_signal;
+    sa.sa_flags = SA_RESTART;
+    sigemptyset(&sa.sa_mask);
+    sigaction(watch_signal, &sa, NULL);
+    watch_start();
+}
+
+static void watch_add(dp_sandbox_t *sb)
+{
+    pthread_once(&watch_once, watch_init);
+    pthread_mutex_lock(&watch_mu);
+    sb->wnext = watch_list;
+    if (watch_list != NULL)
+        watch_list->wprev = sb;
+    watch_list = sb;
+    pthread_mutex_unlock(&watch_mu);
+}
+
+static void watch_remove(dp_sandbox_t *sb)
+{
+    pthread_mutex_lock(&watch_mu);
+    if (sb->wprev != NULL)
+        sb->wprev->wnext = sb->wnext;
+    else if (watch_list == sb)
+        watch_list = sb->wnext;
+    if (sb->wnext != NULL)
+        sb->wnext->wprev = sb->wprev;
+    pthread_mutex_unlock(&watch_mu);
+}
+
+/* Removes the count hook (a call that was armed, or a fault unwound). */
+static void disarm(dp_sandbox_t *sb)
+{
+    sb->arm = 0;
+    if (sb->armed || sb->aborting || lua_gethookmask(sb->L) != 0) {
+        sb->armed = false;
+        lua_sethook(sb->L, NULL, 0, 0);
+    }
 }
 
 /* pcall and xpcall that let ordinary errors be caught but re-raise faults. */
@@ -136,6 +292,62 @@ static int sb_xpcall(lua_State *L)
     lua_rotate(L, 3, 2);
     int status = lua_pcallk(L, n - 2, LUA_MULTRET, 2, 2, finish_pcall);
     return finish_pcall(L, status, 2);
+}
+
+/* coroutine.create and coroutine.wrap through the library's own (upvalue
+ * 1), then the count hook on the new coroutine's thread (a signal cannot find
+ * the coroutine that runs, so coroutines are always counted). */
+static int sb_cocreate(lua_State *L)
+{
+    int n = lua_gettop(L);
+    lua_pushvalue(L, lua_upvalueindex(1));
+    lua_insert(L, 1);
+    lua_call(L, n, 1);
+    lua_State *co = lua_tothread(L, -1);
+    if (co != NULL)
+        lua_sethook(co, sb_hook, LUA_MASKCOUNT, HOOK_STEP);
+    return 1;
+}
+
+/* A coroutine.wrap function: resumes its coroutine (upvalue 1) and returns
+ * what it yields or returns; an error is raised again here, with the position
+ * of the caller prepended to a string message. */
+static int sb_wrapped(lua_State *L)
+{
+    lua_State *co = lua_tothread(L, lua_upvalueindex(1));
+    int narg = lua_gettop(L);
+    if (lua_status(co) == LUA_OK && lua_gettop(co) == 0)
+        return luaL_error(L, "cannot resume dead coroutine");
+    if (!lua_checkstack(co, narg))
+        return luaL_error(L, "too many arguments to resume");
+    lua_xmove(L, co, narg);
+    int nres = 0;
+    int rc = lua_resume(co, L, narg, &nres);
+    if (rc == LUA_OK || rc == LUA_YIELD) {
+        if (!lua_checkstack(L, nres + 1))
+            return luaL_error(L, "too many results to resume");
+        lua_xmove(co, L, nres);
+        return nres;
+    }
+    lua_xmove(co, L, 1);
+    lua_resetthread(co);
+    if (lua_type(L, -1) == LUA_TSTRING && !dp_sandbox_of(L)->aborting) {
+        luaL_where(L, 1);
+        lua_insert(L, -2);
+        lua_concat(L, 2);
+    }
+    return lua_error(L);
+}
+
+static int sb_cowrap(lua_State *L)
+{
+    luaL_checktype(L, 1, LUA_TFUNCTION);
+    lua_State *co = lua_newthread(L);
+    lua_sethook(co, sb_hook, LUA_MASKCOUNT, HOOK_STEP);
+    lua_pushvalue(L, 1);
+    lua_xmove(L, co, 1);
+    lua_pushcclosure(L, sb_wrapped, 1);
+    return 1;
 }
 
 static int sb_resume(lua_State *L)
@@ -421,6 +633,9 @@ static int open_sandbox(lua_State *L)
 
     lua_getfield(L, g, LUA_COLIBNAME);
     wrap_upvalue(L, lua_gettop(L), "resume", sb_resume);
+    wrap_upvalue(L, lua_gettop(L), "create", sb_cocreate);
+    lua_pushcfunction(L, sb_cowrap);
+    lua_setfield(L, -2, "wrap");
     lua_pop(L, 1);
 
     /* os: only what cannot reach outside the sandbox; time from the clock. */
@@ -460,7 +675,7 @@ dp_sandbox_t *dp_sandbox_new(const dp_sandbox_opts_t *opts)
         dp_sandbox_free(sb);
         return NULL;
     }
-    lua_sethook(sb->L, sb_hook, LUA_MASKCOUNT, HOOK_STEP);
+    watch_add(sb);
     return sb;
 }
 
@@ -468,6 +683,8 @@ void dp_sandbox_free(dp_sandbox_t *sb)
 {
     if (sb == NULL)
         return;
+    if (sb->wnext != NULL || sb->wprev != NULL || watch_list == sb)
+        watch_remove(sb);
     if (sb->L != NULL)
         lua_close(sb->L);
     for (int i = 0; i < sb->nrequired; i++)
@@ -507,10 +724,28 @@ dp_sb_status_t dp_sandbox_call_h(dp_sandbox_t *sb, int handler, int nargs, int n
     lua_State *L = sb->L;
     /* Nested calls (a handler that triggers another entry) share the outer budget. */
     bool outer = !sb->in_call;
+    int depth = ncalls;
     if (outer) {
+        if (watch_restart) {
+            watch_restart = 0;
+            watch_start();
+        }
         sb->in_call = true;
         sb->used = 0;
         sb->aborting = false;
+        if (depth < MAX_NESTED) {
+            calls[depth] = sb;
+            atomic_signal_fence(memory_order_seq_cst);
+            ncalls = depth + 1;
+        }
+        sb->thread = pthread_self();
+        atomic_fetch_add_explicit(&sb->seq, 1, memory_order_relaxed);
+        atomic_store_explicit(&sb->busy, true, memory_order_release);
+        /* Deeper than the handler can see: counted from the start. */
+        if (depth >= MAX_NESTED) {
+            sb->armed = true;
+            lua_sethook(L, sb_hook, LUA_MASKCOUNT, HOOK_STEP);
+        }
     }
     int rc = lua_pcall(L, nargs, nresults, handler);
     dp_sb_status_t status = DP_SB_OK;
@@ -536,11 +771,14 @@ dp_sb_status_t dp_sandbox_call_h(dp_sandbox_t *sb, int handler, int nargs, int n
         lua_pop(L, 1);
     }
     if (outer) {
-        sb->in_call = false;
-        if (sb->aborting) {
-            sb->aborting = false;
-            lua_sethook(L, sb_hook, LUA_MASKCOUNT, HOOK_STEP);
+        atomic_store_explicit(&sb->busy, false, memory_order_release);
+        if (depth < MAX_NESTED) {
+            ncalls = depth;
+            atomic_signal_fence(memory_order_seq_cst);
         }
+        disarm(sb);
+        sb->in_call = false;
+        sb->aborting = false;
     }
     return status;
 }

@@ -259,7 +259,9 @@ static int tag_values(lua_State *L)
 
 static int tag_index(lua_State *L)
 {
-    ltag_t *t = check_tag(L, 1);
+    /* Only ever called on a tag object: the metatable is hidden from scripts
+     * (__metatable), so no script can call this with anything else. */
+    const ltag_t *t = lua_touserdata(L, 1);
     const char *k = luaL_checkstring(L, 2);
     const dp_tag_t *tag = dp_store_get(t->store, t->id);
     if (strcmp(k, "value") == 0) {
@@ -337,29 +339,43 @@ static int tag_eq(lua_State *L)
 
 /* ---- the tags proxy --------------------------------------------------- */
 
+/* Pushes the tag object for the name at `idx` as the script wrote it. A name
+ * resolved before is one table lookup (tags are never removed while a
+ * version lives); otherwise it is resolved and remembered. */
+static const ltag_t *push_named_tag(lua_State *L, version_t *ver, int idx)
+{
+    idx = lua_absindex(L, idx);
+    lua_rawgeti(L, LUA_REGISTRYINDEX, ver->namecache_ref);
+    lua_pushvalue(L, idx);
+    if (lua_rawget(L, -2) == LUA_TNIL) {
+        lua_pop(L, 1);
+        int id = check_tag_name(L, ver, idx);
+        push_tag(L, ver, id);
+        lua_pushvalue(L, idx);
+        lua_pushvalue(L, -2);
+        lua_rawset(L, -4);
+    }
+    lua_remove(L, -2);
+    return lua_touserdata(L, -1);
+}
+
 static int tags_index(lua_State *L)
 {
-    version_t *ver = upver(L);
-    /* A name resolved before is one table lookup (tags are never removed
-     * while a version lives); otherwise resolve it and remember it. */
-    lua_rawgeti(L, LUA_REGISTRYINDEX, ver->namecache_ref);
-    lua_pushvalue(L, 2);
-    if (lua_rawget(L, -2) != LUA_TNIL)
-        return 1;
-    lua_pop(L, 1);
-    int id = check_tag_name(L, ver, 2);
-    push_tag(L, ver, id);
-    lua_pushvalue(L, 2);
-    lua_pushvalue(L, -2);
-    lua_rawset(L, -4);
+    push_named_tag(L, upver(L), 2);
     return 1;
 }
 
 static int set_derived(lua_State *L, version_t *ver, int name_idx, int value_idx, int q_idx);
+static int write_derived(lua_State *L, version_t *ver, int id, int value_idx, int q_idx);
 
 static int tags_newindex(lua_State *L)
 {
-    return set_derived(L, upver(L), 2, 3, 0);
+    version_t *ver = upver(L);
+    if (lua_type(L, 2) != LUA_TSTRING)
+        return set_derived(L, ver, 2, 3, 0); /* (the error) */
+    int id = push_named_tag(L, ver, 2)->id;
+    lua_pop(L, 1);
+    return write_derived(L, ver, id, 3, 0);
 }
 
 /* pairs(tags): this twin's own tags, by short name. */
@@ -798,7 +814,11 @@ static int api_tag(lua_State *L)
 
 static int set_derived(lua_State *L, version_t *ver, int name_idx, int value_idx, int q_idx)
 {
-    int id = check_tag_name(L, ver, name_idx);
+    return write_derived(L, ver, check_tag_name(L, ver, name_idx), value_idx, q_idx);
+}
+
+static int write_derived(lua_State *L, version_t *ver, int id, int value_idx, int q_idx)
+{
     dp_store_t *store = ver->twin->host->store;
     const dp_tag_t *t = dp_store_get(store, id);
     if (!(t->flags & DP_TAG_DERIVED))
@@ -974,6 +994,8 @@ static int open_api(lua_State *L)
         static const luaL_Reg m[] = {
             {"__index", tag_index}, {"__tostring", tag_tostring}, {"__eq", tag_eq}, {NULL, NULL}};
         luaL_setfuncs(L, m, 0);
+        lua_pushliteral(L, TAG_MT);
+        lua_setfield(L, -2, "__metatable");
     }
     lua_pop(L, 1);
     if (luaL_newmetatable(L, TIMER_MT)) {

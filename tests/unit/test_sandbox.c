@@ -125,6 +125,31 @@ Test(sandbox, pcall_cannot_swallow_the_budget)
     run_ok("assert(pcall(error, 'fine') == false)");
 }
 
+Test(sandbox, coroutines_behave_as_in_lua)
+{
+    run_ok(
+        "local f = coroutine.wrap(function(a) local b = coroutine.yield(a + 1) return b * 2 end)\n"
+        "assert(f(1) == 2) assert(f(5) == 10)\n"
+        "local ok, e = pcall(f) assert(not ok and e:find('dead coroutine'), e)");
+    run_ok("local f = coroutine.wrap(function() error('inner') end)\n"
+           "local ok, e = pcall(f) assert(not ok and e:find('inner'), e)");
+    run_ok("local co = coroutine.create(function(x) return x * 3 end)\n"
+           "local ok, v = coroutine.resume(co, 4) assert(ok and v == 12)\n"
+           "assert(coroutine.status(co) == 'dead')");
+    /* A runaway started inside a coroutine, and one that starts after a
+     * coroutine was made, are both stopped. */
+    char *msg = NULL;
+    cr_assert_eq(run("local f = coroutine.wrap(function() while true do end end) f()", &msg),
+                 DP_SB_BUDGET, "%s", msg);
+    free(msg);
+    msg = NULL;
+    cr_assert_eq(run("local co = coroutine.create(function() coroutine.yield() end)\n"
+                     "coroutine.resume(co) local x = 0 while true do x = x + 1 end",
+                     &msg),
+                 DP_SB_BUDGET, "%s", msg);
+    free(msg);
+}
+
 Test(sandbox, ordinary_errors_are_still_catchable)
 {
     run_ok("local ok, err = pcall(error, 'boom'); assert(not ok and err:find('boom'))");

@@ -108,6 +108,21 @@ Test(twin, on_update_errors_name_the_handler_and_bad_names_are_refused)
     free(err);
 }
 
+/* The tag metatable is hidden: its C functions never see a foreign value. */
+Test(twin, tag_metatable_is_hidden_from_scripts)
+{
+    th_write(dir, "plant.lua", counter_plant);
+    th_write(dir, "a.lua",
+             "state.mt = getmetatable(tags.x)\n"
+             "state.ok = pcall(function() return getmetatable(tags.x).__index(1, "
+             "'value') end)\n");
+    dp_plant_t *p = th_open(dir);
+    cr_assert_eq(th_eval(p, "A", "state.mt == 'doppel.tag' and 1 or 0"), 1);
+    cr_assert_eq(th_eval(p, "A", "state.ok and 1 or 0"), 0);
+    cr_assert_eq(th_eval(p, "A", "pcall(setmetatable, tags.x, {}) and 1 or 0"), 0);
+    dp_plant_free(p);
+}
+
 Test(twin, deadband_filters_small_changes)
 {
     th_write(dir, "plant.lua", counter_plant);
