@@ -66,11 +66,11 @@ test.case("pump curve: rated point, shut-off, operating point", function(t)
    t:eq((c:operating_point(70, k, 1480)), 0, "cannot lift above shut-off")
    t:near(c:power(130), 998 * 9.81 * (130 / 3600) * 48 / 1000 / 0.78, 1e-9)
    t:ok(c:npshr(150) > c:npshr(130), "NPSHr grows with flow")
-   for _, q in ipairs({ 0, 20, 104, 130, 170, 400 }) do
+   for _, flow in ipairs({ 0, 20, 104, 130, 170, 400 }) do
       for _, n in ipairs({ 0, 900, 1184, 1480, 1600 }) do
-         local h, p = c:head_power(q, n)
-         t:eq(h, c:head(q, n), "head_power head at " .. q .. ", " .. n)
-         t:eq(p, c:power(q, n), "head_power power at " .. q .. ", " .. n)
+         local head, power = c:head_power(flow, n)
+         t:eq(head, c:head(flow, n), "head_power head at " .. flow .. ", " .. n)
+         t:eq(power, c:power(flow, n), "head_power power at " .. flow .. ", " .. n)
       end
    end
    t:eq(select(2, c:head_power(130)), c:power(130))
