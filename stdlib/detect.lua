@@ -154,20 +154,21 @@ function M.zscore(opts)
       w = stats.window { size = posint("zscore", "size", opts.size or 100) }
    end
    local warm = posint("zscore", "warmup", opts.warmup or math.min(w.size, 10))
-   return setmetatable({ score = 0, w = w, warmup = warm,
+   -- timed: a time window (a field that always exists, read on every sample)
+   return setmetatable({ score = 0, w = w, warmup = warm, timed = w.span ~= nil,
       min_std = num("zscore", "min_std", opts.min_std or 1e-9, 0) }, Zscore)
 end
 
 function Zscore.step(self, x, t)
-   local w = self.w
-   if w.span then w:expire(now_or(t)) end
+   local w, timed = self.w, self.timed
+   if timed then w:expire(now_or(t)) end
    local s = 0
    local n, mean, sd = w:moments()
    if n >= self.warmup then
       if sd < self.min_std then sd = self.min_std end
       s = z2s((x - mean) / sd)
    end
-   w:push(x, w.span and now_or(t) or nil)
+   w:push(x, timed and now_or(t) or nil)
    return s
 end
 

@@ -119,6 +119,7 @@ function M.window(opts)
       v = {}, ts = {},      -- ring of values and times, indexed by seq % cap
       first = 1, last = 0,  -- live sequence numbers [first, last]
       mean_ = 0, m2 = 0,    -- Welford sums over the live samples
+      timed = span ~= nil,  -- a time window (span may be nil: a field read per push)
       -- Monotonic deques for min and max, kept only once min() or max() has
       -- been asked for (built then from the live samples): most users never ask.
       mm = false,
@@ -186,8 +187,8 @@ function Window:push(x, t)
    if type(x) ~= "number" or x ~= x then
       fail("window.push", "value must be a number, got " .. show(x))
    end
-   local cap, span = self.size, self.span
-   if span then
+   local cap, timed = self.size, self.timed
+   if timed then
       t = now_or(t)
       check_num("window.push", "t", t)
       local lt = self.last_t
@@ -222,7 +223,7 @@ function Window:push(x, t)
    self.last = i
    local slot = (i - 1) % cap + 1
    v[slot] = x
-   if span then self.ts[slot] = t end
+   if timed then self.ts[slot] = t end
    local n = i - first + 1
    local d = x - mean
    mean = mean + d / n
