@@ -118,6 +118,13 @@ local function common(fn, opts)
       off_delay = seconds(fn, "off_delay", opts.off_delay),
       suppress_when = opts.suppress_when,
       activations = 0,
+      -- Per-sample state kept in fields that always exist (a missing field
+      -- costs a metatable lookup on every read): the condition's kind (0
+      -- discrete, 1 high limit, 2 low limit), the suppression function or
+      -- false, and the time a pending delay started or false.
+      _kind = 0,
+      _sw = opts.suppress_when or false,
+      pending_since = false,
    }
 end
 
@@ -159,6 +166,7 @@ function M.limit(opts)
       fail("limit", "hysteresis must be a number >= 0")
    end
    self.high, self.low, self.hysteresis = opts.high, opts.low, hyst
+   self._kind = opts.high ~= nil and 1 or 2
    return register("limit", self, lim)
 end
 
@@ -170,29 +178,10 @@ function M.discrete(opts)
    return register("discrete", common("discrete", opts), nil)
 end
 
-function Alarm:_wanted(v)
-   if self.high == nil and self.low == nil then return v end
-   if self.active then
-      if self.high then return v >= self.high - self.hysteresis end
-      return v <= self.low + self.hysteresis
-   end
-   if self.high then return v > self.high end
-   return v < self.low
-end
-
-function Alarm:_suppression()
-   if not self.suppress_when then return end
-   local s = self.suppress_when() and true or false
-   if s ~= self.suppressed then
-      self.suppressed = s
-      self._list.suppress(self._id, s)
-   end
-end
-
 function Alarm:_transition(active, v, t)
    self.active = active
    self.since = t
-   self.pending_since = nil
+   self.pending_since = false
    if active then self.activations = self.activations + 1 end
    if self.tag then twin.set(self.tag, active) end
    self._list.condition(self._id, active, type(v) == "number" and v or nil)
@@ -206,8 +195,8 @@ end
 ---@param t? number clock time in seconds (default clock.now())
 ---@return boolean changed
 function Alarm:update(v, t)
-   local discrete = self.high == nil and self.low == nil
-   if discrete then
+   local kind = self._kind
+   if kind == 0 then
       if type(v) ~= "boolean" then
          error("alarm:update: v must be a boolean (discrete alarm)", 2)
       end
@@ -218,21 +207,40 @@ function Alarm:update(v, t)
    local timed = t == nil
    t = t or clock.now()
    self.last = v
-   self:_suppression()
-   local wanted = self:_wanted(v)
-   if wanted == self.active then
-      self.pending_since = nil
+   -- Suppression by design, then the state the value asks for (written out
+   -- here rather than in helper methods: this runs on every sample).
+   local suppress_when = self._sw
+   if suppress_when then
+      local s = suppress_when() and true or false
+      if s ~= self.suppressed then
+         self.suppressed = s
+         self._list.suppress(self._id, s)
+      end
+   end
+   local active = self.active
+   local wanted
+   if kind == 0 then
+      wanted = v
+   elseif kind == 1 then
+      if active then wanted = v >= self.high - self.hysteresis else wanted = v > self.high end
+   elseif active then
+      wanted = v <= self.low + self.hysteresis
+   else
+      wanted = v < self.low
+   end
+   if wanted == active then
+      self.pending_since = false
       return false
    end
    local delay = wanted and self.on_delay or self.off_delay
    if delay > 0 then
-      if self.pending_since == nil then
+      if not self.pending_since then
          self.pending_since = t
          if timed then
             if self._timer then self._timer:cancel() end
             self._timer = twin.after(delay, function()
                self._timer = nil
-               if self.pending_since ~= nil then self:update(self.last) end
+               if self.pending_since then self:update(self.last) end
             end)
          end
          return false

@@ -83,7 +83,8 @@ end
 
 --- erfc with fractional error below 1.2e-7 (Chebyshev fit, Numerical Recipes).
 local function erfc(x)
-   local z = abs(x)
+   local z = x -- abs(x), written out (-0 and 0 give the same result)
+   if z < 0 then z = -z end
    local t = 1 / (1 + 0.5 * z)
    local r = t * exp(-z * z - 1.26551223 + t * (1.00002368 + t * (0.37409196 + t * (0.09678418
       + t * (-0.18628806 + t * (0.27886807 + t * (-1.13520398 + t * (1.48851587
@@ -97,7 +98,8 @@ end
 ---@return number in [0, 1)
 function M.zscore_to_score(z)
    if z ~= z then return 0 end
-   local s = 1 - erfc(abs(z) / 1.4142135623730951)
+   if z < 0 then z = -z end -- abs(z), written out
+   local s = 1 - erfc(z / 1.4142135623730951)
    if s < 0 then return 0 end
    return s
 end
@@ -152,20 +154,21 @@ function M.zscore(opts)
       w = stats.window { size = posint("zscore", "size", opts.size or 100) }
    end
    local warm = posint("zscore", "warmup", opts.warmup or math.min(w.size, 10))
-   return setmetatable({ score = 0, w = w, warmup = warm,
+   -- timed: a time window (a field that always exists, read on every sample)
+   return setmetatable({ score = 0, w = w, warmup = warm, timed = w.span ~= nil,
       min_std = num("zscore", "min_std", opts.min_std or 1e-9, 0) }, Zscore)
 end
 
 function Zscore.step(self, x, t)
-   local w = self.w
-   if w.span then w:expire(now_or(t)) end
+   local w, timed = self.w, self.timed
+   if timed then w:expire(now_or(t)) end
    local s = 0
-   if w:count() >= self.warmup then
-      local sd = w:stddev()
+   local n, mean, sd = w:moments()
+   if n >= self.warmup then
       if sd < self.min_std then sd = self.min_std end
-      s = z2s((x - w:mean()) / sd)
+      s = z2s((x - mean) / sd)
    end
-   w:push(x, w.span and now_or(t) or nil)
+   w:push(x, timed and now_or(t) or nil)
    return s
 end
 

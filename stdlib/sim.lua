@@ -276,20 +276,107 @@ function M.pump_curve(opts)
       "a number > rated_head")
    local eta = num("pump_curve", opts, "best_efficiency", 0.75,
       function(v) return v > 0 and v <= 1 end, "a fraction in (0, 1]")
-   return setmetatable({
+   local self = setmetatable({
       qb = qb, hb = hb, h0 = h0, eta = eta, c = (h0 - hb) / (qb * qb),
       n0 = num("pump_curve", opts, "rated_speed", 1, positive, "a number > 0"),
       rho = num("pump_curve", opts, "density", 998, positive, "a number > 0"),
       npshr0 = num("pump_curve", opts, "npshr", 3, positive, "a number > 0"),
    }, PumpCurve)
+   -- Shaft power at the rated point (kW), for the shut-off power floor.
+   self.rated_kw = self.rho * 9.81 * (self.qb / 3600) * self.hb / 1000 / self.eta
+   return self
 end
 
-local function ratio(self, speed, fn)
-   if speed == nil then return 1 end
-   if not (finite(speed) and speed >= 0) then
-      error("pump_curve:" .. fn .. ": speed must be a number >= 0", 3)
+-- The checks of the public methods below (error level 3: their caller).
+local huge = math.huge
+
+local function bad_flow(fn)
+   error("pump_curve:" .. fn .. ": q must be a number >= 0", 3)
+end
+
+local function bad_speed(fn)
+   error("pump_curve:" .. fn .. ": speed must be a number >= 0", 3)
+end
+
+-- The curves at a checked flow q and speed ratio r (no checks: the public
+-- methods check once). max(0, x) is written out: 0 unless 0 < x.
+local function head_at(self, q, r)
+   local h = self.h0 * r * r - self.c * q * q
+   if 0 < h then return h end
+   return 0
+end
+
+local function efficiency_at(self, q, r)
+   if r == 0 then return 0 end
+   local x = q / (r * self.qb)
+   local e = self.eta * (2 * x - x * x)
+   if 0 < e then return e end
+   return 0
+end
+
+-- Shaft power given the head h at (q, r); the shut-off power is taken as 40 %
+-- of the rated power (scaled by speed^3) so it stays positive near zero flow.
+local function power_at(self, q, r, h)
+   local eff = efficiency_at(self, q, r)
+   local hyd = self.rho * 9.81 * (q / 3600) * h / 1000
+   local floor = 0.4 * self.rated_kw * r ^ 3
+   if eff <= 0 then return floor end
+   local p = hyd / eff
+   if floor < p then return p end
+   return floor
+end
+
+--- Head (m) at flow q (m3/h) and speed (default rated).
+function PumpCurve:head(q, speed)
+   if type(q) ~= "number" or not (q >= 0 and q < huge) then bad_flow("head") end
+   local r = 1
+   if speed ~= nil then
+      if type(speed) ~= "number" or not (speed >= 0 and speed < huge) then bad_speed("head") end
+      r = speed / self.n0
    end
-   return speed / self.n0
+   return head_at(self, q, r)
+end
+
+--- Efficiency (0..1) at flow q and speed.
+function PumpCurve:efficiency(q, speed)
+   if type(q) ~= "number" or not (q >= 0 and q < huge) then bad_flow("efficiency") end
+   local r = 1
+   if speed ~= nil then
+      if type(speed) ~= "number" or not (speed >= 0 and speed < huge) then
+         bad_speed("efficiency")
+      end
+      r = speed / self.n0
+   end
+   return efficiency_at(self, q, r)
+end
+
+--- Shaft power (kW) at flow q and speed; the shut-off power is taken as 40 %
+--- of the rated power (scaled by speed^3) so it stays positive near zero flow.
+function PumpCurve:power(q, speed)
+   if type(q) ~= "number" or not (q >= 0 and q < huge) then bad_flow("power") end
+   local r = 1
+   if speed ~= nil then
+      if type(speed) ~= "number" or not (speed >= 0 and speed < huge) then bad_speed("power") end
+      r = speed / self.n0
+   end
+   return power_at(self, q, r, head_at(self, q, r))
+end
+
+--- Head (m) and shaft power (kW) at flow q and speed: the same values as
+--- head() and power(), computing the head once.
+---@return number head
+---@return number power
+function PumpCurve:head_power(q, speed)
+   if type(q) ~= "number" or not (q >= 0 and q < huge) then bad_flow("head_power") end
+   local r = 1
+   if speed ~= nil then
+      if type(speed) ~= "number" or not (speed >= 0 and speed < huge) then
+         bad_speed("head_power")
+      end
+      r = speed / self.n0
+   end
+   local h = head_at(self, q, r)
+   return h, power_at(self, q, r, h)
 end
 
 local function flow_arg(q, fn)
@@ -298,33 +385,12 @@ local function flow_arg(q, fn)
    end
 end
 
---- Head (m) at flow q (m3/h) and speed (default rated).
-function PumpCurve:head(q, speed)
-   flow_arg(q, "head")
-   local r = ratio(self, speed, "head")
-   return math.max(0, self.h0 * r * r - self.c * q * q)
-end
-
---- Efficiency (0..1) at flow q and speed.
-function PumpCurve:efficiency(q, speed)
-   flow_arg(q, "efficiency")
-   local r = ratio(self, speed, "efficiency")
-   if r == 0 then return 0 end
-   local x = q / (r * self.qb)
-   return math.max(0, self.eta * (2 * x - x * x))
-end
-
---- Shaft power (kW) at flow q and speed; the shut-off power is taken as 40 %
---- of the rated power (scaled by speed^3) so it stays positive near zero flow.
-function PumpCurve:power(q, speed)
-   flow_arg(q, "power")
-   local r = ratio(self, speed, "power")
-   local rated = self.rho * 9.81 * (self.qb / 3600) * self.hb / 1000 / self.eta
-   local eff = self:efficiency(q, speed)
-   local hyd = self.rho * 9.81 * (q / 3600) * self:head(q, speed) / 1000
-   local floor = 0.4 * rated * r ^ 3
-   if eff <= 0 then return floor end
-   return math.max(floor, hyd / eff)
+local function ratio(self, speed, fn)
+   if speed == nil then return 1 end
+   if not (finite(speed) and speed >= 0) then
+      error("pump_curve:" .. fn .. ": speed must be a number >= 0", 3)
+   end
+   return speed / self.n0
 end
 
 --- NPSH required (m) at flow q and speed (grows with the square of flow).

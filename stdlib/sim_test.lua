@@ -66,6 +66,14 @@ test.case("pump curve: rated point, shut-off, operating point", function(t)
    t:eq((c:operating_point(70, k, 1480)), 0, "cannot lift above shut-off")
    t:near(c:power(130), 998 * 9.81 * (130 / 3600) * 48 / 1000 / 0.78, 1e-9)
    t:ok(c:npshr(150) > c:npshr(130), "NPSHr grows with flow")
+   for _, flow in ipairs({ 0, 20, 104, 130, 170, 400 }) do
+      for _, n in ipairs({ 0, 900, 1184, 1480, 1600 }) do
+         local head, power = c:head_power(flow, n)
+         t:eq(head, c:head(flow, n), "head_power head at " .. flow .. ", " .. n)
+         t:eq(power, c:power(flow, n), "head_power power at " .. flow .. ", " .. n)
+      end
+   end
+   t:eq(select(2, c:head_power(130)), c:power(130))
 end)
 
 -- A tank filled by a pump: level rises with (inflow - outflow).
@@ -165,6 +173,14 @@ test.case("bad arguments name what is wrong", function(t)
       "sim.pump_curve: rated_head is required")
    t:raises(function() sim.pump_curve { rated_flow = 1, rated_head = 10, shutoff_head = 5 } end,
       "shutoff_head must be a number > rated_head")
+   local curve = sim.pump_curve { rated_flow = 130, rated_head = 48 }
+   t:raises(function() curve:head(-1) end, "pump_curve:head: q must be a number >= 0")
+   t:raises(function() curve:power(0 / 0) end, "pump_curve:power: q must be a number >= 0")
+   t:raises(function() curve:efficiency(math.huge) end, "pump_curve:efficiency: q must be")
+   t:raises(function() curve:head_power("10") end, "pump_curve:head_power: q must be")
+   t:raises(function() curve:head_power(10, -5) end,
+      "pump_curve:head_power: speed must be a number >= 0")
+   t:raises(function() curve:power(10, "fast") end, "pump_curve:power: speed must be")
    t:raises(function() sim.whatif({}, {}) end, "sim.whatif: model.step must be a function")
    t:raises(function() sim.whatif(tank, 5) end, "candidates must be a table")
    t:raises(function() sim.whatif(tank, {}, { horizon = "forever" }) end, "sim.whatif: horizon")

@@ -119,10 +119,39 @@ function M.window(opts)
       v = {}, ts = {},      -- ring of values and times, indexed by seq % cap
       first = 1, last = 0,  -- live sequence numbers [first, last]
       mean_ = 0, m2 = 0,    -- Welford sums over the live samples
+      timed = span ~= nil,  -- a time window (span may be nil: a field read per push)
+      -- Monotonic deques for min and max, kept only once min() or max() has
+      -- been asked for (built then from the live samples): most users never ask.
+      mm = false,
       mx = {}, mxh = 1, mxt = 0, -- monotonic deque of seqs, values decreasing (max at head)
       mn = {}, mnh = 1, mnt = 0, -- values increasing (min at head)
    }, Window)
    return self
+end
+
+-- Monotonic deques: a new sample (sequence number i, value x) evicts every
+-- queued sample it dominates.
+local function deques_push(self, i, x)
+   local cap, v, mx, mn = self.size, self.v, self.mx, self.mn
+   while self.mxt >= self.mxh and v[(mx[(self.mxt - 1) % cap + 1] - 1) % cap + 1] <= x do
+      self.mxt = self.mxt - 1
+   end
+   self.mxt = self.mxt + 1
+   mx[(self.mxt - 1) % cap + 1] = i
+   while self.mnt >= self.mnh and v[(mn[(self.mnt - 1) % cap + 1] - 1) % cap + 1] >= x do
+      self.mnt = self.mnt - 1
+   end
+   self.mnt = self.mnt + 1
+   mn[(self.mnt - 1) % cap + 1] = i
+end
+
+-- Starts keeping the deques: the same deques as if kept from the start, since
+-- they hold exactly the live samples larger (smaller) than every later one.
+local function deques_build(self)
+   self.mm = true
+   self.mxh, self.mxt, self.mnh, self.mnt = 1, 0, 1, 0
+   local cap, v = self.size, self.v
+   for i = self.first, self.last do deques_push(self, i, v[(i - 1) % cap + 1]) end
 end
 
 local function drop_oldest(self)
@@ -138,11 +167,13 @@ local function drop_oldest(self)
       if self.m2 < 0 then self.m2 = 0 end
       self.mean_ = nm
    end
-   if self.mxh <= self.mxt and self.mx[(self.mxh - 1) % cap + 1] == i then
-      self.mxh = self.mxh + 1
-   end
-   if self.mnh <= self.mnt and self.mn[(self.mnh - 1) % cap + 1] == i then
-      self.mnh = self.mnh + 1
+   if self.mm then
+      if self.mxh <= self.mxt and self.mx[(self.mxh - 1) % cap + 1] == i then
+         self.mxh = self.mxh + 1
+      end
+      if self.mnh <= self.mnt and self.mn[(self.mnh - 1) % cap + 1] == i then
+         self.mnh = self.mnh + 1
+      end
    end
    self.first = i + 1
 end
@@ -153,9 +184,11 @@ end
 ---@param t? number
 ---@return doppel.stats.Window self
 function Window:push(x, t)
-   check_num("window.push", "value", x)
-   local cap = self.size
-   if self.span then
+   if type(x) ~= "number" or x ~= x then
+      fail("window.push", "value must be a number, got " .. show(x))
+   end
+   local cap, timed = self.size, self.timed
+   if timed then
       t = now_or(t)
       check_num("window.push", "t", t)
       local lt = self.last_t
@@ -165,28 +198,38 @@ function Window:push(x, t)
       self:expire(t)
       self.last_t = t
    end
-   if self.last - self.first + 1 >= cap then drop_oldest(self) end
-   local i = self.last + 1
+   local first, i = self.first, self.last + 1
+   local v, mean, m2 = self.v, self.mean_, self.m2
+   if i - first >= cap then
+      if self.mm then
+         drop_oldest(self)
+         first, mean, m2 = self.first, self.mean_, self.m2
+      else
+         -- drop_oldest(self) written out for a full window (n >= 1 samples).
+         local old = v[(first - 1) % cap + 1]
+         local n = i - first
+         if n == 1 then
+            mean, m2 = 0, 0
+         else
+            local nm = (n * mean - old) / (n - 1)
+            m2 = m2 - (old - mean) * (old - nm)
+            if m2 < 0 then m2 = 0 end
+            mean = nm
+         end
+         first = first + 1
+         self.first = first
+      end
+   end
    self.last = i
    local slot = (i - 1) % cap + 1
-   self.v[slot] = x
-   if self.span then self.ts[slot] = t end
-   local n = i - self.first + 1
-   local d = x - self.mean_
-   self.mean_ = self.mean_ + d / n
-   self.m2 = self.m2 + d * (x - self.mean_)
-   -- Monotonic deques: a new sample evicts every queued sample it dominates.
-   local v, mx, mn = self.v, self.mx, self.mn
-   while self.mxt >= self.mxh and v[(mx[(self.mxt - 1) % cap + 1] - 1) % cap + 1] <= x do
-      self.mxt = self.mxt - 1
-   end
-   self.mxt = self.mxt + 1
-   mx[(self.mxt - 1) % cap + 1] = i
-   while self.mnt >= self.mnh and v[(mn[(self.mnt - 1) % cap + 1] - 1) % cap + 1] >= x do
-      self.mnt = self.mnt - 1
-   end
-   self.mnt = self.mnt + 1
-   mn[(self.mnt - 1) % cap + 1] = i
+   v[slot] = x
+   if timed then self.ts[slot] = t end
+   local n = i - first + 1
+   local d = x - mean
+   mean = mean + d / n
+   self.mean_ = mean
+   self.m2 = m2 + d * (x - mean)
+   if self.mm then deques_push(self, i, x) end
    return self
 end
 
@@ -226,9 +269,21 @@ function Window:stddev()
    return var and sqrt(var)
 end
 
+--- count(), mean() and stddev() in one call.
+---@return integer count
+---@return number? mean, nil when empty
+---@return number? standard deviation, nil when empty
+function Window:moments()
+   local n = self.last - self.first + 1
+   if n < 1 then return n, nil, nil end
+   if n == 1 then return n, self.mean_, sqrt(0) end
+   return n, self.mean_, sqrt(self.m2 / (n - 1))
+end
+
 ---@return number? largest sample in the window
 function Window:max()
    if self.last < self.first then return nil end
+   if not self.mm then deques_build(self) end
    local cap = self.size
    return self.v[(self.mx[(self.mxh - 1) % cap + 1] - 1) % cap + 1]
 end
@@ -236,6 +291,7 @@ end
 ---@return number? smallest sample in the window
 function Window:min()
    if self.last < self.first then return nil end
+   if not self.mm then deques_build(self) end
    local cap = self.size
    return self.v[(self.mn[(self.mnh - 1) % cap + 1] - 1) % cap + 1]
 end

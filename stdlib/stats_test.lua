@@ -51,6 +51,42 @@ test.case("count window: monotonic deques on sorted and constant input", functio
    t:eq(w:values(), { 5, 5, 5 })
 end)
 
+test.case("count window: min and max first asked after the window wrapped", function(t)
+   -- The deques are built only when min or max is first asked for: from then
+   -- on they must agree with a window that kept them from the start.
+   for _, first in ipairs({ 1, 12, 37, 300 }) do
+      local w = stats.window { size = 9 }
+      local rnd, all = lcg(first), {}
+      for i = 1, 400 do
+         local x = math.floor(rnd() * 40) -- repeats: ties in the deques
+         all[i] = x
+         w:push(x)
+         if i >= first then
+            local lo = math.max(1, i - 8)
+            local _, _, mn, mx = exact_stats(table.move(all, lo, i, 1, {}))
+            t:eq(w:min(), mn, "min after " .. i .. " samples, asked from " .. first)
+            t:eq(w:max(), mx, "max after " .. i .. " samples, asked from " .. first)
+         end
+      end
+   end
+end)
+
+test.case("count window: moments() is count(), mean() and stddev()", function(t)
+   local w = stats.window { size = 5 }
+   local n, mean, sd = w:moments()
+   t:eq(n, 0)
+   t:eq(mean, nil)
+   t:eq(sd, nil)
+   local rnd = lcg(7)
+   for _ = 1, 20 do
+      w:push(rnd() * 100)
+      n, mean, sd = w:moments()
+      t:eq(n, w:count())
+      t:eq(mean, w:mean())
+      t:eq(sd, w:stddev())
+   end
+end)
+
 test.case("time window: samples older than the span leave it", function(t)
    local w = stats.window { span = "10s" }
    for s = 0, 30 do w:push(s, 1000 + s) end

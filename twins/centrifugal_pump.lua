@@ -113,34 +113,34 @@ twin.on_start(function()
    twin.set("starts", state.starts)
 end)
 
+-- Tag objects read the live value on every access: look them up once.
+local t_flow, t_head, t_power, t_running = tags.flow, tags.head, tags.power, tags.running
 local has_speed = has("speed")
+local t_speed = has_speed and tags.speed or nil
 local function speed()
-   if has_speed and tags.speed.good then return tags.speed.value end
+   if has_speed and t_speed.good then return t_speed.value end
    return rated_speed
 end
 
---- Hydraulic efficiency: water power over shaft power (%).
-local function efficiency(flow, head, power)
-   if power <= 0.1 or flow <= 0 then return nil end
-   local water_kw = density * G * (flow / 3600) * head / 1000
-   return 100 * water_kw / power
-end
-
 twin.on_update({ "flow", "head", "power" }, function()
-   local f, h, p = tags.flow, tags.head, tags.power
-   if not (f.good and h.good and p.good) or not tags.running.value then return end
-   local n = speed()
-   local eta = efficiency(f.value, h.value, p.value)
-   if eta then
+   if not (t_flow.good and t_head.good and t_power.good) or not t_running.value then return end
+   local fv, hv, pv = t_flow.value, t_head.value, t_power.value
+   local n = rated_speed
+   if has_speed and t_speed.good then n = t_speed.value end
+   -- Hydraulic efficiency: water power over shaft power (%).
+   if not (pv <= 0.1 or fv <= 0) then
+      local water_kw = density * G * (fv / 3600) * hv / 1000
+      local eta = 100 * water_kw / pv
       tags.efficiency = eta
-      tags.bep_ratio = f.value / (rated_flow * n / rated_speed)
+      tags.bep_ratio = fv / (rated_flow * n / rated_speed)
       if low_eff then low_eff:update(eta) end
    end
    if not curve then return end
-   local eh = curve:head(math.max(0, f.value), n)
+   -- One curve evaluation gives both: the same values as curve:head and curve:power.
+   local eh, ep = curve:head_power(fv > 0 and fv or 0, n) -- math.max(0, fv)
    tags.expected_head = eh
-   if eh > 0 then tags.head_deviation = 100 * (h.value - eh) / eh end
-   tags.expected_power = curve:power(math.max(0, f.value), n)
+   if eh > 0 then tags.head_deviation = 100 * (hv - eh) / eh end
+   tags.expected_power = ep
 end)
 
 -- Cavitation risk from the NPSH margin, when the suction pressure is measured.

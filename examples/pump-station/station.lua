@@ -27,7 +27,8 @@ end
 
 local function update()
    local flow, power = 0, 0
-   for _, t in ipairs(inputs) do
+   for i = 1, #inputs do
+      local t = inputs[i]
       if t.running.value then
          flow = flow + (t.flow.value or 0)
          power = power + (t.power.value or 0)
