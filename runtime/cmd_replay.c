@@ -50,6 +50,8 @@ typedef struct {
     int io_error;
     dp_time_t ts_sec; /* the second whose "YYYY-MM-DDTHH:MM:SS" is in ts_text */
     char ts_text[32];
+    char *line; /* one CSV record, built here and written with one fwrite */
+    size_t line_len, line_cap;
 } replay_t;
 
 /* ---- output ----------------------------------------------------------- */
@@ -68,79 +70,115 @@ static const char *format_ts(replay_t *r, dp_time_t ts)
     char *frac = strchr(r->ts_text, '.');
     if (frac == NULL)
         return r->ts_text;
-    if (us % 1000 == 0)
-        snprintf(frac, 6, ".%03dZ", (int)(us / 1000));
-    else
-        snprintf(frac, 9, ".%06dZ", (int)us);
+    int digits = us % 1000 == 0 ? 3 : 6;
+    int v = (int)(digits == 3 ? us / 1000 : us);
+    for (int i = digits; i >= 1; i--, v /= 10)
+        frac[i] = (char)('0' + v % 10);
+    frac[digits + 1] = 'Z';
+    frac[digits + 2] = '\0';
     return r->ts_text;
 }
 
-static void csv_field(FILE *f, const char *s)
+static void reserve(replay_t *r, size_t n)
+{
+    if (r->line_len + n > r->line_cap) {
+        r->line_cap = 2 * (r->line_len + n) + 256;
+        r->line = dp_xrealloc(r->line, r->line_cap);
+    }
+}
+
+static void put(replay_t *r, const char *s, size_t n)
+{
+    reserve(r, n);
+    memcpy(r->line + r->line_len, s, n);
+    r->line_len += n;
+}
+
+static void putc_(replay_t *r, char c)
+{
+    reserve(r, 1);
+    r->line[r->line_len++] = c;
+}
+
+/* A CSV field of n bytes, quoted when it holds a separator or a quote (or
+ * always, for string values, so they never read back as numbers). */
+static void put_csv(replay_t *r, const char *s, size_t n, bool always_quote)
 {
     if (s == NULL)
         return;
-    if (strpbrk(s, ",\"\n\r") == NULL) {
-        fputs(s, f);
+    bool quote = always_quote;
+    for (size_t i = 0; i < n && !quote; i++)
+        quote = s[i] == ',' || s[i] == '"' || s[i] == '\n' || s[i] == '\r';
+    if (!quote) {
+        put(r, s, n);
         return;
     }
-    fputc('"', f);
-    for (; *s; s++) {
-        if (*s == '"')
-            fputc('"', f);
-        fputc(*s, f);
+    putc_(r, '"');
+    for (size_t i = 0; i < n; i++) {
+        if (s[i] == '"')
+            putc_(r, '"');
+        putc_(r, s[i]);
     }
-    fputc('"', f);
+    putc_(r, '"');
 }
 
-static void csv_value(FILE *f, const dp_value_t *v)
+static void put_str(replay_t *r, const char *s)
+{
+    if (s != NULL)
+        put_csv(r, s, strlen(s), false);
+}
+
+static void put_value(replay_t *r, const dp_value_t *v)
 {
     char num[DP_FMTNUM_SIZE];
     switch (v->type) {
     case DP_NUM:
         /* The shortest text that reads back exactly: the same on every run. */
-        fwrite(num, 1, dp_fmtnum(v->u.n, num), f);
+        put(r, num, dp_fmtnum(v->u.n, num));
         break;
     case DP_BOOL:
-        fputs(v->u.b ? "true" : "false", f);
+        put(r, v->u.b ? "true" : "false", v->u.b ? 4 : 5);
         break;
-    case DP_STR: {
-        /* Always quoted, so a string never reads back as a number. */
-        fputc('"', f);
-        for (const char *s = v->u.s; *s; s++) {
-            if (*s == '"')
-                fputc('"', f);
-            fputc(*s, f);
-        }
-        fputc('"', f);
+    case DP_STR:
+        put_csv(r, v->u.s, strlen(v->u.s), true);
         break;
-    }
     default:
         break;
     }
 }
 
 /* One output record. `value` may be NULL (no value); `data` is a msgpack
- * map (an event's payload) or NULL. */
-static void emit(replay_t *r, dp_time_t ts, const char *type, const char *twin, const char *name,
-                 const dp_value_t *value, const char *detail, const char *data, size_t data_len)
+ * map (an event's payload) or NULL. `twin` is `twin_len` bytes long (-1: a
+ * C string). */
+static void emit(replay_t *r, dp_time_t ts, const char *type, const char *twin, int twin_len,
+                 const char *name, const dp_value_t *value, const char *detail, const char *data,
+                 size_t data_len)
 {
     r->st->records++;
     if (r->o->format == DP_REPLAY_CSV) {
-        FILE *f = r->out;
-        fputs(format_ts(r, ts), f);
-        fputc(',', f);
-        fputs(type, f);
-        fputc(',', f);
-        csv_field(f, twin);
-        fputc(',', f);
-        csv_field(f, name);
-        fputc(',', f);
+        r->line_len = 0;
+        const char *t = format_ts(r, ts);
+        put(r, t, strlen(t));
+        putc_(r, ',');
+        put(r, type, strlen(type));
+        putc_(r, ',');
+        if (twin != NULL)
+            put_csv(r, twin, twin_len < 0 ? strlen(twin) : (size_t)twin_len, false);
+        putc_(r, ',');
+        put_str(r, name);
+        putc_(r, ',');
         if (value != NULL)
-            csv_value(f, value);
-        fputc(',', f);
-        csv_field(f, detail);
-        fputc('\n', f);
+            put_value(r, value);
+        putc_(r, ',');
+        put_str(r, detail);
+        putc_(r, '\n');
+        fwrite(r->line, 1, r->line_len, r->out);
         return;
+    }
+    char twin_buf[128];
+    if (twin != NULL && twin_len >= 0) {
+        snprintf(twin_buf, sizeof twin_buf, "%.*s", twin_len, twin);
+        twin = twin_buf;
     }
     msgpack_packer *pk = &r->pk;
     msgpack_pack_map(pk, data != NULL ? 7 : 6);
@@ -179,11 +217,9 @@ static void on_changes(dp_sub_t *sub, const dp_change_t *ch, size_t n, void *ud)
     for (size_t i = 0; i < n; i++) {
         const dp_tag_t *t = dp_store_get(r->store, ch[i].tag);
         const char *dot = strchr(t->name, '.');
-        char twin[128];
-        snprintf(twin, sizeof twin, "%.*s", dot ? (int)(dot - t->name) : 0, t->name);
         r->st->tag_changes++;
-        emit(r, ch[i].ts, "tag", twin, dot ? dot + 1 : t->name, &ch[i].v,
-             ch[i].quality == DP_Q_GOOD ? NULL : dp_quality_name(ch[i].quality), NULL, 0);
+        emit(r, ch[i].ts, "tag", t->name, dot ? (int)(dot - t->name) : 0, dot ? dot + 1 : t->name,
+             &ch[i].v, ch[i].quality == DP_Q_GOOD ? NULL : dp_quality_name(ch[i].quality), NULL, 0);
     }
 }
 
@@ -229,11 +265,11 @@ static void on_event(const dp_event_t *ev, void *ud)
         payload_str(ev->payload, ev->payload_len, "state", state, sizeof state);
         dp_value_t v = dp_str(state);
         r->st->alarms++;
-        emit(r, ev->ts, "alarm", ev->twin, name, &v, ev->text, ev->payload, ev->payload_len);
+        emit(r, ev->ts, "alarm", ev->twin, -1, name, &v, ev->text, ev->payload, ev->payload_len);
         return;
     }
     r->st->events++;
-    emit(r, ev->ts, "event", ev->twin, ev->kind, NULL, ev->text, ev->payload, ev->payload_len);
+    emit(r, ev->ts, "event", ev->twin, -1, ev->kind, NULL, ev->text, ev->payload, ev->payload_len);
 }
 
 static void on_command(const dp_cmd_t *cmd, void *ud)
@@ -244,8 +280,8 @@ static void on_command(const dp_cmd_t *cmd, void *ud)
     snprintf(detail, sizeof detail, "%s%s%s", dp_cmd_outcome_name(cmd->outcome),
              reason[0] ? ": " : "", reason);
     r->st->commands++;
-    emit(r, cmd->done_ts ? cmd->done_ts : cmd->ts, "command", cmd->origin, cmd->tag, &cmd->value,
-         detail, NULL, 0);
+    emit(r, cmd->done_ts ? cmd->done_ts : cmd->ts, "command", cmd->origin, -1, cmd->tag,
+         &cmd->value, detail, NULL, 0);
 }
 
 /* ---- progress ---------------------------------------------------------- */
@@ -665,6 +701,7 @@ out:
                          strerror(errno));
     }
     msgpack_sbuffer_destroy(&r.sbuf);
+    free(r.line);
     if (r.sub != NULL)
         dp_store_sub_free(r.store, r.sub);
     if (r.plant != NULL) {

@@ -264,7 +264,12 @@ static int tag_index(lua_State *L)
     const ltag_t *t = lua_touserdata(L, 1);
     const char *k = luaL_checkstring(L, 2);
     const dp_tag_t *tag = dp_store_get(t->store, t->id);
-    if (strcmp(k, "value") == 0) {
+    /* The two fields rules read most, before the general lookup. */
+    if (k[0] == 'v' && strcmp(k, "value") == 0) {
+        dp_lua_push_value(L, &tag->v);
+    } else if (k[0] == 'g' && strcmp(k, "good") == 0) {
+        lua_pushboolean(L, tag->v.type != DP_NIL && tag->quality == DP_Q_GOOD);
+    } else if (strcmp(k, "value") == 0) {
         dp_lua_push_value(L, &tag->v);
     } else if (strcmp(k, "ts") == 0) {
         if (tag->v.type == DP_NIL)
