@@ -411,8 +411,13 @@ static int parse_value(dp_recording_t *r, field_t *f, dp_value_t *v, char **err)
         *v = dp_bool(false);
         return 1;
     }
+    double d;
+    if (dp__parse_decimal(f->s, &d)) { /* most readings: exact without strtod */
+        *v = dp_num(d);
+        return 1;
+    }
     char *end = NULL;
-    double d = strtod(f->s, &end);
+    d = strtod(f->s, &end);
     if (end == f->s || *end != '\0' ||
         !(isdigit((unsigned char)f->s[0]) || f->s[0] == '-' || f->s[0] == '+' || f->s[0] == '.'))
         return fail_at(r, err, f->col,

@@ -366,3 +366,70 @@ Test(recording, journal_input_equals_csv_input)
     cr_assert(strstr(err, "no journal segments (*.seg)") != NULL, "%s", err);
     free(err);
 }
+
+/* The decimal fast path gives exactly strtod's double, or declines. */
+Test(recording, fast_decimal_parse_equals_strtod)
+{
+    static const char *fixed[] = {"0",
+                                  "-0",
+                                  "+5",
+                                  "1.5",
+                                  ".5",
+                                  "5.",
+                                  "120.000",
+                                  "1e22",
+                                  "1e23",
+                                  "1e-22",
+                                  "9007199254740993",
+                                  "0.1",
+                                  "-2.5e3",
+                                  "123456789012345",
+                                  "1234567890123456",
+                                  "1e",
+                                  ".",
+                                  "-",
+                                  "1.2.3",
+                                  "0x10",
+                                  "inf",
+                                  "nan",
+                                  "00012.5000"};
+    for (size_t i = 0; i < sizeof fixed / sizeof fixed[0]; i++) {
+        double d;
+        if (dp__parse_decimal(fixed[i], &d)) {
+            char *end;
+            double ref = strtod(fixed[i], &end);
+            cr_assert(*end == '\0', "accepted \"%s\", which strtod does not read whole", fixed[i]);
+            cr_assert(memcmp(&d, &ref, sizeof d) == 0, "\"%s\": %.17g != strtod %.17g", fixed[i], d,
+                      ref);
+        }
+    }
+    unsigned long long x = 88172645463325252ull;
+    int checked = 0;
+    for (int i = 0; i < 200000; i++) {
+        x ^= x << 13, x ^= x >> 7, x ^= x << 17;
+        char buf[64];
+        int digits = 1 + (int)(x % 17), point = (int)((x >> 8) % (unsigned)(digits + 1));
+        int exp = (int)((x >> 16) % 61) - 30;
+        char *p = buf;
+        if (x & (1ull << 40))
+            *p++ = '-';
+        unsigned long long y = x;
+        for (int k = 0; k < digits; k++) {
+            if (k == point && k > 0)
+                *p++ = '.';
+            y = y * 6364136223846793005ull + 1442695040888963407ull;
+            *p++ = (char)('0' + (y >> 60) % 10);
+        }
+        if (x & (1ull << 41))
+            p += sprintf(p, "e%d", exp);
+        *p = '\0';
+        double d;
+        if (dp__parse_decimal(buf, &d)) {
+            double ref = strtod(buf, NULL);
+            cr_assert(memcmp(&d, &ref, sizeof d) == 0, "\"%s\": %.17g != strtod %.17g", buf, d,
+                      ref);
+            checked++;
+        }
+    }
+    cr_assert_gt(checked, 50000, "the fast path took only %d of 200000", checked);
+}
