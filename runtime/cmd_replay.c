@@ -175,11 +175,6 @@ static void emit(replay_t *r, dp_time_t ts, const char *type, const char *twin, 
         fwrite(r->line, 1, r->line_len, r->out);
         return;
     }
-    char twin_buf[128];
-    if (twin != NULL && twin_len >= 0) {
-        snprintf(twin_buf, sizeof twin_buf, "%.*s", twin_len, twin);
-        twin = twin_buf;
-    }
     msgpack_packer *pk = &r->pk;
     msgpack_pack_map(pk, data != NULL ? 7 : 6);
     dp_mp_pack_str(pk, "ts");
@@ -187,7 +182,12 @@ static void emit(replay_t *r, dp_time_t ts, const char *type, const char *twin, 
     dp_mp_pack_str(pk, "type");
     dp_mp_pack_str(pk, type);
     dp_mp_pack_str(pk, "twin");
-    dp_mp_pack_str(pk, twin);
+    if (twin != NULL && twin_len >= 0) {
+        msgpack_pack_str(pk, (size_t)twin_len);
+        msgpack_pack_str_body(pk, twin, (size_t)twin_len);
+    } else {
+        dp_mp_pack_str(pk, twin);
+    }
     dp_mp_pack_str(pk, "name");
     dp_mp_pack_str(pk, name);
     dp_mp_pack_str(pk, "value");

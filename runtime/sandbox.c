@@ -254,10 +254,9 @@ static void watch_remove(dp_sandbox_t *sb)
 static void disarm(dp_sandbox_t *sb)
 {
     sb->arm = 0;
-    if (sb->armed || sb->aborting || lua_gethookmask(sb->L) != 0) {
-        sb->armed = false;
+    sb->armed = false;
+    if (lua_gethookmask(sb->L) != 0)
         lua_sethook(sb->L, NULL, 0, 0);
-    }
 }
 
 /* pcall and xpcall that let ordinary errors be caught but re-raise faults. */

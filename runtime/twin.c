@@ -480,27 +480,38 @@ static double check_deadband(lua_State *L, int idx)
     return deadband;
 }
 
+/* The tag handles of argument 1 (a name or a non-empty list of names), all
+ * resolved before the caller registers anything, so a bad name leaves no
+ * half-registered handler. The array is a userdata on the stack; *n gets
+ * its length. */
+static const int *check_tag_names(lua_State *L, version_t *ver, lua_Integer *n)
+{
+    bool list = lua_istable(L, 1);
+    *n = list ? (lua_Integer)lua_rawlen(L, 1) : 1;
+    if (*n == 0)
+        luaL_argerror(L, 1, "empty list of tags");
+    int *ids = lua_newuserdatauv(L, sizeof *ids * (size_t)*n, 0);
+    for (lua_Integer i = 1; i <= *n; i++) {
+        if (list)
+            lua_rawgeti(L, 1, i);
+        ids[i - 1] = check_tag_name(L, ver, list ? -1 : 1);
+        if (list)
+            lua_pop(L, 1);
+    }
+    return ids;
+}
+
 /* twin.on_change(name | {names}, fn [, {deadband = x}]) */
 static int api_on_change(lua_State *L)
 {
     version_t *ver = upver(L);
     luaL_checktype(L, 2, LUA_TFUNCTION);
     double deadband = check_deadband(L, 3);
-    if (lua_istable(L, 1)) {
-        lua_Integer n = (lua_Integer)lua_rawlen(L, 1);
-        if (n == 0)
-            return luaL_argerror(L, 1, "empty list of tags");
-        for (lua_Integer i = 1; i <= n; i++) {
-            lua_rawgeti(L, 1, i);
-            int id = check_tag_name(L, ver, -1);
-            lua_pop(L, 1);
-            add_handler(L, ver, id, 2);
-            add_watch(ver, id, deadband);
-        }
-    } else {
-        int id = check_tag_name(L, ver, 1);
-        add_handler(L, ver, id, 2);
-        add_watch(ver, id, deadband);
+    lua_Integer n;
+    const int *ids = check_tag_names(L, ver, &n);
+    for (lua_Integer i = 0; i < n; i++) {
+        add_handler(L, ver, ids[i], 2);
+        add_watch(ver, ids[i], deadband);
     }
     return 0;
 }
@@ -535,20 +546,8 @@ static int api_on_update(lua_State *L)
     version_t *ver = upver(L);
     luaL_checktype(L, 2, LUA_TFUNCTION);
     double deadband = check_deadband(L, 3);
-    bool list = lua_istable(L, 1);
-    lua_Integer n = list ? (lua_Integer)lua_rawlen(L, 1) : 1;
-    if (n == 0)
-        return luaL_argerror(L, 1, "empty list of tags");
-    /* Resolve every name before registering anything: a bad name leaves no
-     * half-registered handler behind. */
-    int *ids = lua_newuserdatauv(L, sizeof *ids * (size_t)n, 0);
-    for (lua_Integer i = 1; i <= n; i++) {
-        if (list)
-            lua_rawgeti(L, 1, i);
-        ids[i - 1] = check_tag_name(L, ver, list ? -1 : 1);
-        if (list)
-            lua_pop(L, 1);
-    }
+    lua_Integer n;
+    const int *ids = check_tag_names(L, ver, &n);
     int h = ver->nupdates;
     ver->updates = dp_xrealloc(ver->updates, sizeof *ver->updates * (size_t)(h + 1));
     ver->nupdates++;

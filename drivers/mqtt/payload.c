@@ -214,34 +214,16 @@ static void json_msgpack(dp_mqtt_buf_t *b, const msgpack_object *o, int depth)
 
 /* ---- Items ------------------------------------------------------------- */
 
-static void mp_str(msgpack_packer *pk, const char *s)
-{
-    size_t n = strlen(s);
-    msgpack_pack_str(pk, n);
-    msgpack_pack_str_body(pk, s, n);
-}
-
+/* lmsgpack's packer, with whole numbers as integers (shorter north
+ * payloads). */
 static void mp_value(msgpack_packer *pk, const dp_value_t *v)
 {
-    switch (v->type) {
-    case DP_NUM:
-        if (v->u.n == floor(v->u.n) && fabs(v->u.n) < 9e15)
-            msgpack_pack_int64(pk, (int64_t)v->u.n);
-        else
-            msgpack_pack_double(pk, v->u.n);
-        break;
-    case DP_BOOL:
-        if (v->u.b)
-            msgpack_pack_true(pk);
-        else
-            msgpack_pack_false(pk);
-        break;
-    case DP_STR:
-        mp_str(pk, v->u.s ? v->u.s : "");
-        break;
-    default:
-        msgpack_pack_nil(pk);
-    }
+    if (v->type == DP_NUM && v->u.n == floor(v->u.n) && fabs(v->u.n) < 9e15)
+        msgpack_pack_int64(pk, (int64_t)v->u.n);
+    else if (v->type == DP_STR && v->u.s == NULL)
+        dp_mp_pack_str(pk, "");
+    else
+        dp_mp_pack_value(pk, v);
 }
 
 static void encode_item_msgpack(dp_mqtt_buf_t *b, const dp_jrec_t *r, const char *tag)
@@ -251,18 +233,18 @@ static void encode_item_msgpack(dp_mqtt_buf_t *b, const dp_jrec_t *r, const char
     switch (r->type) {
     case DP_JREC_SAMPLE:
         msgpack_pack_map(&pk, 4);
-        mp_str(&pk, "seq"), msgpack_pack_uint64(&pk, r->seq);
-        mp_str(&pk, "ts"), msgpack_pack_int64(&pk, r->ts);
-        mp_str(&pk, "v"), mp_value(&pk, &r->value);
-        mp_str(&pk, "q"), mp_str(&pk, quality_name(r->quality));
+        dp_mp_pack_str(&pk, "seq"), msgpack_pack_uint64(&pk, r->seq);
+        dp_mp_pack_str(&pk, "ts"), msgpack_pack_int64(&pk, r->ts);
+        dp_mp_pack_str(&pk, "v"), mp_value(&pk, &r->value);
+        dp_mp_pack_str(&pk, "q"), dp_mp_pack_str(&pk, quality_name(r->quality));
         break;
     case DP_JREC_EVENT:
         msgpack_pack_map(&pk, 5);
-        mp_str(&pk, "seq"), msgpack_pack_uint64(&pk, r->seq);
-        mp_str(&pk, "ts"), msgpack_pack_int64(&pk, r->ts);
-        mp_str(&pk, "kind"), mp_str(&pk, r->kind ? r->kind : "");
-        mp_str(&pk, "text"), mp_str(&pk, r->text ? r->text : "");
-        mp_str(&pk, "data");
+        dp_mp_pack_str(&pk, "seq"), msgpack_pack_uint64(&pk, r->seq);
+        dp_mp_pack_str(&pk, "ts"), msgpack_pack_int64(&pk, r->ts);
+        dp_mp_pack_str(&pk, "kind"), dp_mp_pack_str(&pk, r->kind ? r->kind : "");
+        dp_mp_pack_str(&pk, "text"), dp_mp_pack_str(&pk, r->text ? r->text : "");
+        dp_mp_pack_str(&pk, "data");
         if (r->payload != NULL && r->payload_len > 0)
             dp_mqtt_buf_add(b, r->payload, r->payload_len);
         else
@@ -270,17 +252,14 @@ static void encode_item_msgpack(dp_mqtt_buf_t *b, const dp_jrec_t *r, const char
         break;
     case DP_JREC_COMMAND:
         msgpack_pack_map(&pk, 7);
-        mp_str(&pk, "seq"), msgpack_pack_uint64(&pk, r->seq);
-        mp_str(&pk, "ts"), msgpack_pack_int64(&pk, r->ts);
-        mp_str(&pk, "tag"), mp_str(&pk, tag ? tag : "");
-        mp_str(&pk, "value"), mp_value(&pk, &r->value);
-        mp_str(&pk, "outcome"), mp_str(&pk, r->kind ? r->kind : "");
-        mp_str(&pk, "detail"), mp_str(&pk, r->text ? r->text : "");
-        mp_str(&pk, "by");
-        if (r->twin)
-            mp_str(&pk, r->twin);
-        else
-            msgpack_pack_nil(&pk);
+        dp_mp_pack_str(&pk, "seq"), msgpack_pack_uint64(&pk, r->seq);
+        dp_mp_pack_str(&pk, "ts"), msgpack_pack_int64(&pk, r->ts);
+        dp_mp_pack_str(&pk, "tag"), dp_mp_pack_str(&pk, tag ? tag : "");
+        dp_mp_pack_str(&pk, "value"), mp_value(&pk, &r->value);
+        dp_mp_pack_str(&pk, "outcome"), dp_mp_pack_str(&pk, r->kind ? r->kind : "");
+        dp_mp_pack_str(&pk, "detail"), dp_mp_pack_str(&pk, r->text ? r->text : "");
+        dp_mp_pack_str(&pk, "by");
+        dp_mp_pack_str(&pk, r->twin); /* nil when none */
         break;
     }
 }
@@ -361,8 +340,8 @@ void dp_mqtt_encode_message(dp_mqtt_buf_t *b, dp_mqtt_format_t f, bool batched, 
         msgpack_packer pk;
         msgpack_packer_init(&pk, b, buf_write);
         msgpack_pack_map(&pk, 2);
-        mp_str(&pk, "seq"), msgpack_pack_uint64(&pk, last_seq);
-        mp_str(&pk, "items"), msgpack_pack_array(&pk, n);
+        dp_mp_pack_str(&pk, "seq"), msgpack_pack_uint64(&pk, last_seq);
+        dp_mp_pack_str(&pk, "items"), msgpack_pack_array(&pk, n);
         dp_mqtt_buf_add(b, items->data, body);
     } else {
         add_str(b, "{\"seq\":");

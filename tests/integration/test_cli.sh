@@ -2,31 +2,13 @@
 # The doppel command line: exit codes and messages for good and bad use,
 # checks, and runs of the embedded demo from an unrelated directory.
 set -u
+. "$(dirname "$(realpath "$0")")/lib/expect.sh"
 DOPPEL=$(realpath "$1")
 SRC=${DP_SOURCE_DIR:-$(cd "$(dirname "$0")/../.." && pwd)}
 WORK=$(mktemp -d)
 trap 'rm -rf "$WORK"' EXIT
 cd "$WORK"
 failures=0
-
-# expect STATUS PATTERN -- COMMAND...: runs the command, checks its exit status
-# and that stdout+stderr contain PATTERN (a fixed string).
-expect() {
-    local want=$1 pattern=$2
-    shift 3
-    local out status
-    out=$("$@" 2>&1)
-    status=$?
-    if [ "$status" -ne "$want" ]; then
-        echo "FAIL: $* exited $status, expected $want"; echo "$out" | head -5
-        failures=$((failures + 1))
-    elif ! grep -qF -- "$pattern" <<<"$out"; then
-        echo "FAIL: $* output lacks: $pattern"; echo "$out" | head -5
-        failures=$((failures + 1))
-    else
-        echo "ok: $*"
-    fi
-}
 
 expect 2 "Usage: doppel COMMAND" -- "$DOPPEL"
 expect 0 "Commands:" -- "$DOPPEL" help

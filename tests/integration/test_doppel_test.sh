@@ -2,37 +2,12 @@
 # `doppel test` itself: results per case, failures with file:line, exit
 # statuses, broken test files, discovery of *_test.lua files.
 set -u
+. "$(dirname "$(realpath "$0")")/lib/expect.sh"
 DOPPEL=$(realpath "$1")
 WORK=$(mktemp -d)
 trap 'rm -rf "$WORK"' EXIT
 cd "$WORK" || exit 1
 failures=0
-
-# expect STATUS PATTERN... -- COMMAND...: runs the command, checks its exit
-# status and that stdout+stderr contain every PATTERN (fixed strings).
-expect() {
-    local want=$1
-    shift
-    local patterns=()
-    while [ "$1" != "--" ]; do patterns+=("$1"); shift; done
-    shift
-    local out status
-    out=$("$@" 2>&1)
-    status=$?
-    if [ "$status" -ne "$want" ]; then
-        echo "FAIL: $* exited $status, expected $want"; echo "$out" | head -20
-        failures=$((failures + 1))
-        return
-    fi
-    for p in "${patterns[@]}"; do
-        if ! grep -qF -- "$p" <<<"$out"; then
-            echo "FAIL: $* output lacks: $p"; echo "$out" | head -20
-            failures=$((failures + 1))
-            return
-        fi
-    done
-    echo "ok: $*"
-}
 
 mkdir -p suite/nested other
 cat > suite/pass_test.lua <<'LUA'

@@ -2,30 +2,13 @@
 # doppel export: CSV of a real journal written by `doppel run`, filters,
 # snapshots as JSON, damaged files, and clear errors for bad arguments.
 set -u
+. "$(dirname "$(realpath "$0")")/lib/expect.sh"
 DOPPEL=$(realpath "$1")
 WORK=$(mktemp -d)
 trap 'rm -rf "$WORK"' EXIT
 cd "$WORK" || exit 1
 failures=0
 
-# expect STATUS PATTERN -- COMMAND...: exit status and a fixed string in
-# stdout+stderr.
-expect() {
-    local want=$1 pattern=$2
-    shift 3
-    local out status
-    out=$("$@" 2>&1)
-    status=$?
-    if [ "$status" -ne "$want" ]; then
-        echo "FAIL: $* exited $status, expected $want"; echo "$out" | head -5
-        failures=$((failures + 1))
-    elif ! grep -qF -- "$pattern" <<<"$out"; then
-        echo "FAIL: $* output lacks: $pattern"; echo "$out" | head -5
-        failures=$((failures + 1))
-    else
-        echo "ok: $*"
-    fi
-}
 check() {
     if eval "$2"; then echo "ok: $1"; else echo "FAIL: $1"; failures=$((failures + 1)); fi
 }

@@ -3,6 +3,7 @@
 # output for the same input (CSV and msgpack, at any --speed); --from/--to;
 # every malformed line named by file:line:column; usage errors.
 set -u
+. "$(dirname "$(realpath "$0")")/lib/expect.sh"
 DOPPEL=$(realpath "$1")
 SRC=${DP_SOURCE_DIR:-$(cd "$(dirname "$0")/../.." && pwd)}
 PLANT=$SRC/examples/pump-station/plant.lua
@@ -11,30 +12,6 @@ trap 'rm -rf "$WORK"' EXIT
 cd "$WORK" || exit 1
 failures=0
 failed() { echo "FAIL: $*"; failures=$((failures + 1)); }
-
-# expect STATUS PATTERN... -- COMMAND...: exit status and fixed strings in
-# stdout+stderr.
-expect() {
-    local want=$1
-    shift
-    local patterns=()
-    while [ "$1" != "--" ]; do patterns+=("$1"); shift; done
-    shift
-    local out status
-    out=$("$@" 2>&1)
-    status=$?
-    if [ "$status" -ne "$want" ]; then
-        failed "$* exited $status, expected $want"; echo "$out" | head -10
-        return
-    fi
-    for p in "${patterns[@]}"; do
-        if ! grep -qF -- "$p" <<<"$out"; then
-            failed "$* output lacks: $p"; echo "$out" | head -10
-            return
-        fi
-    done
-    echo "ok: $*"
-}
 
 # 13:30 to 15:00 at 5 s: P101's vibration fault at 14:00 raises its alarm.
 awk -v from=48600 -v n=5400 -v step=5 -f "$SRC/examples/pump-station/make-recording.awk" > wide.csv
