@@ -2,13 +2,25 @@
  *
  * Producers append to one vector under a mutex; the loop thread swaps that
  * vector for an empty one and writes the records into the store outside the
- * lock, so producers are held up only for the swap, never for store work. */
+ * lock, so producers are held up only for the swap, never for store work.
+ *
+ * Wake-ups are coalesced the way a network card moderates its interrupts: a
+ * push into an idle ingest wakes the loop at once (uv_async), but a drain
+ * that found samples starts a hold of HOLD_MS, during which pushes wake
+ * nobody and the hold timer does the next drain. Under load the loop thus
+ * drains at most about once a millisecond, however many responses arrive,
+ * instead of once or more per response; a wake-up costs two context
+ * switches and an eventfd write and read, which on a busy gateway cost more
+ * than the store work they deliver. The price is at most HOLD_MS more
+ * latency while samples keep coming; a hold whose drain finds nothing ends,
+ * and the next push wakes the loop at once again. */
 #include "ingest.h"
 
 #include <stdatomic.h>
 #include <stdlib.h>
 
 #define DEFAULT_CAPACITY ((size_t)1 << 20)
+#define HOLD_MS          1 /* libuv timers count milliseconds */
 
 /* A queued sample. A DP_NIL value marks a quality-only update. */
 typedef struct {
@@ -21,6 +33,8 @@ typedef struct {
 
 struct dp_ingest {
     uv_async_t async; /* async.data points back here */
+    uv_timer_t hold;  /* the next drain while holding (see dp_ingest_drain) */
+    int open_handles; /* closed in dp_ingest_free: memory goes with the last */
     uv_loop_t *loop;
     dp_store_t *store;
     uv_mutex_t mu;
@@ -33,6 +47,7 @@ struct dp_ingest {
     size_t n;
     size_t queue_cap;
     bool closing;
+    bool holding; /* the last drain found samples: pushes leave it to the hold timer */
 
     /* Loop thread only: an empty vector swapped in by each drain, so the
      * two buffers are reused and steady-state pushes do not allocate. */
@@ -59,7 +74,14 @@ static void destroy(dp_ingest_t *in)
 
 static void on_close(uv_handle_t *handle)
 {
-    destroy(handle->data);
+    dp_ingest_t *in = handle->data;
+    if (--in->open_handles == 0)
+        destroy(in);
+}
+
+static void on_hold(uv_timer_t *timer)
+{
+    dp_ingest_drain(timer->data);
 }
 
 dp_ingest_t *dp_ingest_new(uv_loop_t *loop, dp_store_t *store, size_t capacity)
@@ -87,6 +109,9 @@ dp_ingest_t *dp_ingest_new(uv_loop_t *loop, dp_store_t *store, size_t capacity)
             return NULL;
         }
         in->async.data = in;
+        uv_timer_init(loop, &in->hold); /* cannot fail */
+        in->hold.data = in;
+        in->open_handles = 2;
     }
     return in;
 }
@@ -101,10 +126,12 @@ void dp_ingest_free(dp_ingest_t *in)
     uv_cond_broadcast(&in->space);
     uv_mutex_unlock(&in->mu);
     dp_ingest_drain(in);
-    if (in->loop != NULL)
+    if (in->loop != NULL) {
         uv_close((uv_handle_t *)&in->async, on_close);
-    else
+        uv_close((uv_handle_t *)&in->hold, on_close);
+    } else {
         destroy(in);
+    }
 }
 
 static bool valid_quality(int quality)
@@ -151,10 +178,10 @@ int dp_ingest_push_reason(dp_ingest_t *in, int tag, const dp_value_t *v, dp_time
         in->queue = dp_xrealloc(in->queue, in->queue_cap * sizeof(rec_t));
     }
     in->queue[in->n++] = rec;
-    /* Only the push that makes the queue non-empty wakes the loop: the drain
-     * it triggers takes everything queued up to then, and any later push
-     * finds the queue empty again and sends its own wake-up. */
-    bool wake = in->n == 1;
+    /* Only the push that makes the queue non-empty wakes the loop, and not
+     * while a hold runs (its timer drains): the drain takes everything queued
+     * up to then, and any later push finds the queue empty again. */
+    bool wake = in->n == 1 && !in->holding;
     atomic_fetch_add_explicit(&in->pushed, 1, memory_order_relaxed);
     uv_mutex_unlock(&in->mu);
     if (wake && in->loop != NULL)
@@ -193,7 +220,7 @@ int dp_ingest_push_many(dp_ingest_t *in, const dp_ingest_sample_t *s, size_t n)
             in->queue_cap = cap < in->capacity ? cap : in->capacity;
             in->queue = dp_xrealloc(in->queue, in->queue_cap * sizeof(rec_t));
         }
-        bool wake = in->n == 0;
+        bool wake = in->n == 0 && !in->holding;
         for (size_t i = done; i < done + k; i++) {
             rec_t *r = &in->queue[in->n++];
             *r = (rec_t){.v = s[i].v,
@@ -226,7 +253,11 @@ size_t dp_ingest_drain(dp_ingest_t *in)
     in->n = 0;
     if (n > 0)
         uv_cond_broadcast(&in->space);
+    bool hold = n > 0 && in->loop != NULL && !in->closing;
+    in->holding = hold;
     uv_mutex_unlock(&in->mu);
+    if (hold && !uv_is_active((uv_handle_t *)&in->hold))
+        uv_timer_start(&in->hold, on_hold, HOLD_MS, 0);
 
     for (size_t i = 0; i < n; i++) {
         rec_t *r = &recs[i];

@@ -1,9 +1,12 @@
 /* Ingest: the thread-safe way into the store.
  *
  * Driver worker threads push samples; a uv_async wakes the loop thread, which
- * drains the queue into the store in push order. The queue is bounded: a
- * producer that finds it full waits (back-pressure on the device, never a
- * dropped sample). */
+ * drains the queue into the store in push order. Under load the wake-ups are
+ * coalesced: after a drain that found samples, the next drain is a timer's,
+ * 1 ms later (so a sample waits at most about 1 ms more while samples keep
+ * coming, and the loop wakes about once a millisecond, not once a response).
+ * The queue is bounded: a producer that finds it full waits (back-pressure on
+ * the device, never a dropped sample). */
 #ifndef DP_INGEST_H
 #define DP_INGEST_H
 
@@ -16,8 +19,8 @@ typedef struct dp_ingest dp_ingest_t;
 /* `loop` may be NULL (virtual time, tests): then nothing wakes the loop and
  * the owner calls dp_ingest_drain() itself. capacity 0 means 1,048,576. */
 dp_ingest_t *dp_ingest_new(uv_loop_t *loop, dp_store_t *store, size_t capacity);
-/* Drains what is left into the store, closes the async handle; memory is freed
- * in its close callback (run the loop once more). Accepts NULL. Producers
+/* Drains what is left into the store, closes the loop handles; memory is
+ * freed in their close callbacks (run the loop once more). Accepts NULL. Producers
  * must have stopped. */
 void dp_ingest_free(dp_ingest_t *in);
 

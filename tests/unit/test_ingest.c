@@ -5,6 +5,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 #include <uv.h>
 
 #include "runtime/ingest.h"
@@ -237,6 +238,51 @@ Test(ingest, push_after_free_is_refused)
     cr_assert_eq(dp_ingest_push(in, a, &v, 2, DP_Q_GOOD), DP_ESTATE);
     cr_assert_str_eq(dp_store_get(store, a)->v.u.s, "queued");
     cr_assert_eq(dp_store_get(store, a)->writes, 1);
+    cr_assert_eq(uv_run(&loop, UV_RUN_DEFAULT), 0);
+    cr_assert_eq(uv_loop_close(&loop), 0);
+    dp_store_free(store);
+    assert_no_leaks();
+}
+
+/* Runs the loop without blocking, 0.1 ms apart, until tag `t` has `writes`
+ * writes; returns the rounds it took, or -1 after 10,000 (a lost wake-up:
+ * a blocking run would hang instead). */
+static int run_until_written(uv_loop_t *loop, dp_store_t *store, int t, uint64_t writes)
+{
+    for (int i = 1; i <= 10000; i++) {
+        uv_run(loop, UV_RUN_NOWAIT);
+        if (dp_store_get(store, t)->writes >= writes)
+            return i;
+        usleep(100);
+    }
+    return -1;
+}
+
+Test(ingest, pushes_during_a_hold_are_drained_by_its_timer, .timeout = 60)
+{
+    uv_loop_t loop;
+    cr_assert_eq(uv_loop_init(&loop), 0);
+    dp_store_t *store = dp_store_new();
+    int a = add(store, "t.a");
+    dp_ingest_t *in = dp_ingest_new(&loop, store, 0);
+    dp_value_t v = dp_num(1);
+    /* An idle ingest: the push wakes the loop, whose drain starts a hold. */
+    cr_assert_eq(dp_ingest_push(in, a, &v, 1, DP_Q_GOOD), DP_OK);
+    cr_assert_gt(run_until_written(&loop, store, a, 1), 0);
+    /* Pushed during the hold: no wake-up is sent, the hold timer drains. */
+    v = dp_num(2);
+    cr_assert_eq(dp_ingest_push(in, a, &v, 2, DP_Q_GOOD), DP_OK);
+    dp_ingest_sample_t s = {.tag = a, .quality = DP_Q_GOOD, .v = dp_num(3), .ts = 3};
+    cr_assert_eq(dp_ingest_push_many(in, &s, 1), DP_OK);
+    cr_assert_gt(run_until_written(&loop, store, a, 3), 0, "samples pushed during a hold lost");
+    cr_assert_eq(dp_store_get(store, a)->v.u.n, 3);
+    /* The hold ends with a drain that finds nothing; the loop then has no
+     * timer left, and the next push wakes it again. */
+    uv_run(&loop, UV_RUN_ONCE); /* the hold timer's empty drain */
+    v = dp_num(4);
+    cr_assert_eq(dp_ingest_push(in, a, &v, 4, DP_Q_GOOD), DP_OK);
+    cr_assert_eq(run_until_written(&loop, store, a, 4), 1, "an idle ingest waits for a wake-up");
+    dp_ingest_free(in);
     cr_assert_eq(uv_run(&loop, UV_RUN_DEFAULT), 0);
     cr_assert_eq(uv_loop_close(&loop), 0);
     dp_store_free(store);
