@@ -16,7 +16,10 @@
  *   with twin.on_update: one Lua call per delivered batch (a poll response or
  *   more), which reads the value of every register that changed in it.
  *
- * All run for the same time, for 1 device and for 50. Each figure also says
+ * For 1 device and for 50, the three figures take turns, ROUNDS rounds of
+ * SECONDS each, and each is the sum of its rounds: a machine whose speed
+ * drifts (a neighbour on the host, frequency scaling) then moves all three
+ * alike instead of whichever ran during the slow spell. Each figure also says
  * where the CPU went, in nanoseconds of CPU per register polled: the loop
  * thread (ingest drain, store, rule), the client side (bare threads or
  * doppel's device workers) and the in-process device. Then the write round
@@ -46,7 +49,8 @@
 #include "runtime/twin.h"
 
 #define REGS    125
-#define SECONDS 2.0
+#define SECONDS 1.0 /* per figure and round */
+#define ROUNDS  3   /* bare, no rule, rule, taking turns */
 #define WRITES  300
 #define AIM     0.9
 
@@ -157,6 +161,34 @@ static void cpu_print(const char *what, const cpu_t *a, const cpu_t *b, double r
            srv / regs, all / regs);
 }
 
+/* One figure summed over its rounds: registers, wall seconds and the CPU
+ * time used between each round's start and end. */
+typedef struct {
+    double regs, secs;
+    cpu_t cpu; /* sums of (end - start) */
+} fig_t;
+
+static void fig_add(fig_t *f, double regs, double secs, const cpu_t *a, const cpu_t *b)
+{
+    f->regs += regs;
+    f->secs += secs;
+    f->cpu.wall += b->wall - a->wall;
+    f->cpu.process += b->process - a->process;
+    f->cpu.loop += b->loop - a->loop;
+    f->cpu.server += b->server - a->server;
+}
+
+static double fig_rate(const fig_t *f)
+{
+    return f->secs > 0 ? f->regs / f->secs : 0;
+}
+
+static void fig_print(const char *what, const fig_t *f)
+{
+    cpu_t zero = {0};
+    cpu_print(what, &zero, &f->cpu, f->regs);
+}
+
 /* ---- bare libmodbus clients --------------------------------------------- */
 
 typedef struct {
@@ -187,25 +219,27 @@ static void bare_main(void *arg)
     modbus_free(ctx);
 }
 
-static double bare_rate(int ndev, int *errors, cpu_t *c0, cpu_t *c1)
+/* One round of `ndev` bare clients, added to `f`; returns the errors. */
+static int bare_round(int ndev, fig_t *f)
 {
     bare_t *b = calloc((size_t)ndev, sizeof *b);
-    *c0 = cpu_now();
+    cpu_t c0 = cpu_now();
     uint64_t t0 = uv_hrtime(), deadline = t0 + (uint64_t)(SECONDS * 1e9);
     for (int i = 0; i < ndev; i++) {
         b[i].deadline = deadline;
         uv_thread_create(&b[i].thread, bare_main, &b[i]);
     }
     uint64_t total = 0;
+    int errors = 0;
     for (int i = 0; i < ndev; i++) {
         uv_thread_join(&b[i].thread);
         total += b[i].regs;
-        *errors += b[i].errors;
+        errors += b[i].errors;
     }
-    *c1 = cpu_now();
-    double secs = (double)(uv_hrtime() - t0) / 1e9;
+    cpu_t c1 = cpu_now();
+    fig_add(f, (double)total, (double)(uv_hrtime() - t0) / 1e9, &c0, &c1);
     free(b);
-    return (double)total / secs;
+    return errors;
 }
 
 /* ---- doppel --------------------------------------------------------------- */
@@ -312,15 +346,15 @@ static void run_for(run_t *r, double secs)
     uv_run(&r->loop, UV_RUN_NOWAIT);
 }
 
-static double doppel_rate(run_t *r, cpu_t *c0, cpu_t *c1)
+/* Polls for SECONDS after a warm-up, adding what reached the store to `f`. */
+static void doppel_round(run_t *r, fig_t *f)
 {
-    run_for(r, 0.5); /* connect and warm up */
+    run_for(r, 0.3); /* connect and warm up */
     uint64_t s0 = samples(r), t0 = uv_hrtime();
-    *c0 = cpu_now();
+    cpu_t c0 = cpu_now();
     run_for(r, SECONDS);
-    *c1 = cpu_now();
-    uint64_t s1 = samples(r);
-    return (double)(s1 - s0) / ((double)(uv_hrtime() - t0) / 1e9);
+    cpu_t c1 = cpu_now();
+    fig_add(f, (double)(samples(r) - s0), (double)(uv_hrtime() - t0) / 1e9, &c0, &c1);
 }
 
 /* ---- write round trip ---------------------------------------------------- */
@@ -389,50 +423,44 @@ static int write_round_trip(run_t *r, double *p50, double *p99)
     return 0;
 }
 
-/* One doppel figure: regs/s, with the CPU split printed under the table row
- * by the caller. Returns -1 when the plant cannot open. */
-typedef struct {
-    double rate;
-    cpu_t c0, c1;
-    dp_twin_stats_t ts;
-    bool closed;
-} dop_t;
-
-static int doppel_run(int ndev, bool rule, dop_t *d)
+/* One round of a doppel figure, added to `f`; the rule's statistics are
+ * summed into `ts`. Returns -1 when the plant cannot open or close. */
+static int doppel_run(int ndev, bool rule, fig_t *f, dp_twin_stats_t *ts)
 {
     run_t r;
     if (open_plant(&r, ndev, "0", rule) < 0)
         return -1;
-    d->rate = doppel_rate(&r, &d->c0, &d->c1);
-    dp_twin_get_stats(dp_plant_twin(r.plant, "rule"), &d->ts);
-    d->closed = close_plant(&r) == 0;
-    if (!d->closed)
+    doppel_round(&r, f);
+    dp_twin_stats_t one;
+    dp_twin_get_stats(dp_plant_twin(r.plant, "rule"), &one);
+    ts->calls += one.calls;
+    ts->errors += one.errors;
+    if (close_plant(&r) < 0) {
         fprintf(stderr, "bench_modbus: the plant did not close cleanly\n");
+        return -1;
+    }
     return 0;
 }
 
-/* `bench_modbus DEVICES bare|none|rule`: that one figure only, for a
- * profiler (perf record -g build/bench_modbus 50 none). */
+/* `bench_modbus DEVICES bare|none|rule`: that one figure only (ROUNDS
+ * rounds), for a profiler (perf record -g build/bench_modbus 50 none). */
 static int one_figure(int ndev, const char *mode)
 {
-    int errors = 0;
-    if (strcmp(mode, "bare") == 0) {
-        cpu_t b0, b1;
-        double bare = bare_rate(ndev, &errors, &b0, &b1);
-        printf("%d devices, bare: %.0f regs/s\n", ndev, bare);
-        cpu_print("bare:", &b0, &b1, bare * (double)(b1.wall - b0.wall) / 1e9);
-        return errors > 0 || bare <= 0;
-    }
-    dop_t d = {0};
-    bool rule = strcmp(mode, "rule") == 0;
-    if ((!rule && strcmp(mode, "none") != 0) || doppel_run(ndev, rule, &d) < 0) {
+    fig_t f = {0};
+    dp_twin_stats_t ts = {0};
+    bool bare = strcmp(mode, "bare") == 0, rule = strcmp(mode, "rule") == 0;
+    if (!bare && !rule && strcmp(mode, "none") != 0) {
         fprintf(stderr, "usage: bench_modbus [DEVICES bare|none|rule]\n");
         return 1;
     }
-    printf("%d devices, doppel %s: %.0f regs/s\n", ndev, rule ? "with rule" : "without rule",
-           d.rate);
-    cpu_print(rule ? "doppel, rule:" : "doppel, no rule:", &d.c0, &d.c1, d.rate * SECONDS);
-    return !d.closed || d.rate <= 0 || d.ts.errors > 0;
+    int bad = 0;
+    for (int k = 0; k < ROUNDS; k++)
+        bad |= bare ? bare_round(ndev, &f) : doppel_run(ndev, rule, &f, &ts);
+    static const char *const what[] = {"bare:", "doppel, no rule:", "doppel, rule:"};
+    int m = bare ? 0 : rule ? 2 : 1;
+    printf("%d devices, %s %.0f regs/s\n", ndev, what[m], fig_rate(&f));
+    fig_print(what[m], &f);
+    return bad != 0 || f.regs <= 0 || ts.errors > 0;
 }
 
 int main(int argc, char **argv)
@@ -449,20 +477,21 @@ int main(int argc, char **argv)
     int status = 0;
     printf("bench_modbus: %d u16 registers per device, read 125 at a time from a libmodbus\n"
            "server on 127.0.0.1; doppel polls with every = 0 into the store, without a rule\n"
-           "and with one on_update rule on every tag; %.0f s per figure\n\n",
-           REGS, SECONDS);
+           "and with one on_update rule on every tag; %d rounds of %.0f s per figure, the\n"
+           "three figures taking turns (the machine's drift hits them alike)\n\n",
+           REGS, ROUNDS, SECONDS);
     printf("%8s %14s %16s %6s %16s %6s\n", "devices", "bare regs/s", "no-rule regs/s", "ratio",
            "rule regs/s", "ratio");
     static const int ndevs[] = {1, 50};
     for (size_t k = 0; k < 2; k++) {
         int ndev = ndevs[k], errors = 0;
-        cpu_t b0, b1;
-        double bare = bare_rate(ndev, &errors, &b0, &b1);
-        dop_t none = {0}, rule = {0};
-        if (doppel_run(ndev, false, &none) < 0 || doppel_run(ndev, true, &rule) < 0)
-            return 1;
-        if (!none.closed || !rule.closed)
-            status = 1;
+        fig_t bare = {0}, none = {0}, rule = {0};
+        dp_twin_stats_t nts = {0}, rts = {0};
+        for (int round = 0; round < ROUNDS; round++) {
+            errors += bare_round(ndev, &bare);
+            if (doppel_run(ndev, false, &none, &nts) < 0 || doppel_run(ndev, true, &rule, &rts) < 0)
+                return 1;
+        }
         /* The write round trip is measured with the registers polled every
          * 100 ms: polling back to back keeps the ingest queue full, and a
          * command's outcome would wait behind that backlog. */
@@ -477,17 +506,17 @@ int main(int argc, char **argv)
             if (close_plant(&r) < 0)
                 status = 1;
         }
-        double rn = bare > 0 ? none.rate / bare : 0, rr = bare > 0 ? rule.rate / bare : 0;
-        printf("%8d %14.0f %16.0f %6.2f %16.0f %6.2f%s\n", ndev, bare, none.rate, rn, rule.rate, rr,
+        double b = fig_rate(&bare), n = fig_rate(&none), r = fig_rate(&rule);
+        double rn = b > 0 ? n / b : 0, rr = b > 0 ? r / b : 0;
+        printf("%8d %14.0f %16.0f %6.2f %16.0f %6.2f%s\n", ndev, b, n, rn, r, rr,
                rr >= AIM ? "" : "  (aim >= 0.9)");
-        double secs = SECONDS;
-        cpu_print("bare:", &b0, &b1, bare * (double)(b1.wall - b0.wall) / 1e9);
-        cpu_print("doppel, no rule:", &none.c0, &none.c1, none.rate * secs);
-        cpu_print("doppel, rule:", &rule.c0, &rule.c1, rule.rate * secs);
-        if (errors > 0 || bare <= 0 || none.rate <= 0 || rule.rate <= 0 || rule.ts.errors > 0 ||
-            rule.ts.calls == 0 || none.ts.errors > 0) {
+        fig_print("bare:", &bare);
+        fig_print("doppel, no rule:", &none);
+        fig_print("doppel, rule:", &rule);
+        if (errors > 0 || b <= 0 || n <= 0 || r <= 0 || rts.errors > 0 || rts.calls == 0 ||
+            nts.errors > 0) {
             fprintf(stderr, "bench_modbus: %d bare errors, %llu rule errors, %llu rule calls\n",
-                    errors, (unsigned long long)rule.ts.errors, (unsigned long long)rule.ts.calls);
+                    errors, (unsigned long long)rts.errors, (unsigned long long)rts.calls);
             status = 1;
         }
         if (k == 0) {
