@@ -67,6 +67,8 @@ format:
 
 lint: deps
 	@luacheck -q --config .luacheckrc $(LUA_SOURCES)
+	@! grep -n '\.timeout *=' tests/unit/*.c || \
+		{ echo "tests/unit: no per-test .timeout (Criterion 2.4.1 leaks under LeakSanitizer); ctest sets --timeout"; exit 1; }
 
 bench: build
 	@for b in $(BUILD)/bench_*; do echo "== $$b"; ./$$b || exit 1; done
