@@ -89,7 +89,9 @@ static void emit(dp_alarms_t *a, alarm_t *al, const char *what, const char *who)
     msgpack_packer pk;
     msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
     /* Keys in sorted order, like every other event payload. */
-    msgpack_pack_map(&pk, who ? 10 : 9);
+    /* A shelving says until when, so that replaying the journal can redo it. */
+    bool until = strcmp(what, "shelved") == 0;
+    msgpack_pack_map(&pk, 9 + (who != NULL) + until);
     if (who) {
         pack_str(&pk, "by");
         pack_str(&pk, who);
@@ -113,6 +115,10 @@ static void emit(dp_alarms_t *a, alarm_t *al, const char *what, const char *who)
     pack_str(&pk, dp_severity_name(i->severity));
     pack_str(&pk, "state");
     pack_str(&pk, what);
+    if (until) {
+        pack_str(&pk, "until");
+        msgpack_pack_int64(&pk, i->shelved_until);
+    }
     pack_str(&pk, "value");
     msgpack_pack_double(&pk, i->value);
 
@@ -177,6 +183,29 @@ int dp_alarms_declare(dp_alarms_t *a, const char *twin, const char *name, const 
     i->severity = severity;
     i->priority = priority;
     i->limit = limit;
+    return id;
+}
+
+int dp_alarms_restore(dp_alarms_t *a, const dp_alarm_info_t *saved)
+{
+    if (saved->twin == NULL || saved->name == NULL || (unsigned)saved->state > DP_ALARM_RTN_UNACKED)
+        return DP_EINVAL;
+    int id = dp_alarms_declare(a, saved->twin, saved->name, saved->message, saved->group,
+                               saved->severity, saved->priority, saved->limit);
+    if (id < 0)
+        return id;
+    alarm_t *al = a->v[id];
+    al->declared = al->created = false; /* the twin's script declares it */
+    dp_alarm_info_t *i = &al->info;
+    i->state = saved->state;
+    i->active = saved->active;
+    i->shelved = saved->shelved;
+    i->shelved_until = saved->shelved_until;
+    i->suppressed = saved->suppressed;
+    i->first_out = saved->first_out;
+    i->since = saved->since;
+    i->value = saved->value;
+    snprintf(i->acked_by, sizeof i->acked_by, "%s", saved->acked_by);
     return id;
 }
 

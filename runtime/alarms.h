@@ -85,6 +85,14 @@ int dp_alarms_unshelve(dp_alarms_t *a, const char *twin, const char *name, const
 /* Expires shelving whose time has come; the plant calls it once a second. */
 void dp_alarms_tick(dp_alarms_t *a);
 
+/* Puts back the operator-visible state an alarm had (a snapshot's, at
+ * start-up, before the twins load): active, state, acknowledgement, shelving,
+ * suppression, first-out, since, value. The entry is created if the list
+ * does not have it; the twin's script then declares it as usual, and an
+ * alarm it no longer declares is retired when the load ends. No event is
+ * raised: nothing changed. Returns the handle or DP_EINVAL. */
+int dp_alarms_restore(dp_alarms_t *a, const dp_alarm_info_t *saved);
+
 /* Number of alarms; dp_alarms_get fills `out` for index i (0 .. count-1).
  * Strings in `out` stay valid until that alarm is declared again or the list
  * is freed. */

@@ -7,7 +7,9 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "alarms.h"
 #include "command.h"
+#include "lmsgpack.h"
 #include "log.h"
 #include "plant.h"
 #include "settings.h"
@@ -227,6 +229,75 @@ static void flush_warnings(warnings_t *w)
     w->n = w->dropped = 0;
 }
 
+/* The value under `key` in a msgpack map, or NULL. */
+static const msgpack_object *map_get(const msgpack_object *map, const char *key)
+{
+    size_t n = strlen(key);
+    for (uint32_t i = 0; i < map->via.map.size; i++) {
+        const msgpack_object_kv *kv = &map->via.map.ptr[i];
+        if (kv->key.type == MSGPACK_OBJECT_STR && kv->key.via.str.size == n &&
+            memcmp(kv->key.via.str.ptr, key, n) == 0)
+            return &kv->val;
+    }
+    return NULL;
+}
+
+static bool map_str(const msgpack_object *map, const char *key, char *out, size_t size)
+{
+    const msgpack_object *v = map_get(map, key);
+    if (v == NULL || v->type != MSGPACK_OBJECT_STR || v->via.str.size >= size)
+        return false;
+    memcpy(out, v->via.str.ptr, v->via.str.size);
+    out[v->via.str.size] = '\0';
+    return true;
+}
+
+/* An operator's action on an alarm (acknowledged, shelved, unshelved by
+ * someone) in the journal tail is done again on the replay plant, at its
+ * time: the twins raise the alarms again from the samples, but only the
+ * journal knows what operators did. Expiry of shelving and the conditions'
+ * own transitions happen again by themselves. Returns whether it applied. */
+static bool redo_alarm_action(dp_plant_t *sub, const dp_jrec_t *rec)
+{
+    if (rec->twin == NULL || rec->payload == NULL)
+        return false;
+    msgpack_zone zone;
+    msgpack_zone_init(&zone, 256);
+    msgpack_object map;
+    char state[32], name[256], by[64] = "";
+    bool ok = false;
+    if (dp_mp_parse(rec->payload, rec->payload_len, &zone, &map, NULL) < 0 ||
+        map.type != MSGPACK_OBJECT_MAP || !map_str(&map, "state", state, sizeof state) ||
+        !map_str(&map, "name", name, sizeof name))
+        goto done;
+    map_str(&map, "by", by, sizeof by);
+    dp_alarms_t *alarms = dp_plant_alarms(sub);
+    char *err = NULL;
+    if (strcmp(state, "acknowledged") == 0) {
+        ok = dp_alarms_ack(alarms, rec->twin, name, by, &err) == 0;
+    } else if (strcmp(state, "shelved") == 0) {
+        const msgpack_object *until = map_get(&map, "until");
+        int64_t u = 0;
+        if (until != NULL && until->type == MSGPACK_OBJECT_POSITIVE_INTEGER)
+            u = (int64_t)until->via.u64;
+        else if (until != NULL && until->type == MSGPACK_OBJECT_NEGATIVE_INTEGER)
+            u = until->via.i64;
+        dp_time_t now = dp_clock_now(dp_plant_clock(sub));
+        ok = u > now && dp_alarms_shelve(alarms, rec->twin, name, u - now, by, &err) == 0;
+    } else if (strcmp(state, "unshelved") == 0 && strcmp(by, "expiry") != 0) {
+        ok = dp_alarms_unshelve(alarms, rec->twin, name, by, &err) == 0;
+    } else {
+        goto done;
+    }
+    if (!ok)
+        dp_log_warn(NULL, "recovery: alarm %s.%s %s by %s at record %" PRIu64 " not redone: %s",
+                    rec->twin, name, state, by, rec->seq, err != NULL ? err : "no shelving time");
+    free(err);
+done:
+    msgpack_zone_destroy(&zone);
+    return ok;
+}
+
 /* Replays the journal after `snap` through a virtual-time copy of the plant
  * and returns the resulting seed (NULL: nothing to start from). While the
  * copy loads and replays, only errors are logged: its twins say again what
@@ -283,11 +354,21 @@ static int recover(dp_persist_t *ps, dp_snapshot_t *snap, dp_snapshot_t **out, c
     }
     dp_store_t *store = dp_plant_store(sub);
     dp_clock_t *clock = dp_plant_clock(sub);
-    uint64_t records = 0, samples = 0, unknown = 0, last = snap != NULL ? snap->seq : 0;
+    uint64_t records = 0, samples = 0, actions = 0, unknown = 0;
+    uint64_t last = snap != NULL ? snap->seq : 0;
     char unknown_tag[128] = "";
     do {
         records++;
         last = rec.seq;
+        if (rec.type == DP_JREC_EVENT && rec.kind != NULL && strcmp(rec.kind, "alarm") == 0) {
+            /* Live, the twins had seen every earlier sample before an
+             * operator could act on what they raised. */
+            if (rec.ts > dp_clock_now(clock))
+                dp_plant_run_until(sub, rec.ts);
+            dp_plant_flush(sub);
+            actions += redo_alarm_action(sub, &rec);
+            continue;
+        }
         if (rec.type != DP_JREC_SAMPLE || (rec.flags & DP_JSAMPLE_DERIVED))
             continue; /* twins recompute derived tags; commands are never re-sent */
         int id = dp_store_find(store, rec.tag);
@@ -328,12 +409,12 @@ static int recover(dp_persist_t *ps, dp_snapshot_t *snap, dp_snapshot_t **out, c
                     "recovery: %" PRIu64 " samples of tags this plant no longer has (e.g. %s) "
                     "skipped",
                     unknown, unknown_tag);
-    dp_log_info(NULL,
-                "recovery: %s + %" PRIu64 " journal records (%" PRIu64 " samples replayed in "
-                "virtual time) up to record %" PRIu64 "%s in %.1f ms",
-                snap != NULL ? "snapshot" : "no snapshot", records, samples, last,
-                skipped > 0 ? ", corrupted stretches skipped" : "",
-                (double)(uv_hrtime() - t0) / 1e6);
+    dp_log_info(
+        NULL,
+        "recovery: %s + %" PRIu64 " journal records (%" PRIu64 " samples replayed in "
+        "virtual time, %" PRIu64 " alarm actions redone) up to record %" PRIu64 "%s in %.1f ms",
+        snap != NULL ? "snapshot" : "no snapshot", records, samples, actions, last,
+        skipped > 0 ? ", corrupted stretches skipped" : "", (double)(uv_hrtime() - t0) / 1e6);
     dp_snapshot_free(snap);
     return 0;
 }

@@ -966,6 +966,7 @@ dp_plant_t *dp_plant_open(const dp_plant_opts_t *opts, char **err)
         int skipped = dp_snapshot_restore_store(seed, p->store);
         if (skipped > 0)
             dp_log_warn(NULL, "%d saved tags are no longer in the plant; skipped", skipped);
+        dp_snapshot_restore_alarms(seed, p->alarms);
     }
     for (int i = 0; i < p->ntwins; i++) {
         char *inner = NULL;

@@ -1,9 +1,14 @@
-/* Snapshots of the store and the twins' state. See snapshot.h.
+/* Snapshots of the store, the twins' state and the alarm list. See
+ * snapshot.h.
  *
- * Body (msgpack): [1, seq, ts, plant, tags, twins] where
- *   tags  = [[name, flags, history, cur_ts, cur_value, cur_quality,
- *             [[ts, value, quality], ...oldest first]], ...]
- *   twins = [[name, state (bin, msgpack of the twin's `state`)], ...] */
+ * Body (msgpack): [2, seq, ts, plant, tags, twins, alarms] where
+ *   tags   = [[name, flags, history, cur_ts, cur_value, cur_quality,
+ *              [[ts, value, quality], ...oldest first]], ...]
+ *   twins  = [[name, state (bin, msgpack of the twin's `state`)], ...]
+ *   alarms = [[twin, name, message, group, severity, priority, limit, state,
+ *              active, shelved, shelved_until, suppressed, first_out, since,
+ *              value, acked_by], ...]
+ * Version 1 (no alarms) is still read. */
 #include "snapshot.h"
 
 #include <dirent.h>
@@ -67,10 +72,36 @@ void dp_snapshot_free(dp_snapshot_t *s)
         free(s->twins[i].name);
         free(s->twins[i].state);
     }
+    for (size_t i = 0; i < s->nalarms; i++) {
+        dp_snap_alarm_t *a = &s->alarms[i];
+        free(a->twin);
+        free(a->name);
+        free(a->message);
+        free(a->group);
+        free(a->acked_by);
+    }
     free(s->tags);
     free(s->twins);
+    free(s->alarms);
     free(s->plant);
     free(s);
+}
+
+/* Points the entry's info at its owned strings. */
+static void alarm_own(dp_snap_alarm_t *a, const char *twin, size_t twin_len, const char *name,
+                      size_t name_len, const char *message, size_t message_len, const char *group,
+                      size_t group_len, const char *acked_by, size_t acked_len)
+{
+    a->twin = xstrndup(twin, twin_len);
+    a->name = xstrndup(name, name_len);
+    a->message = xstrndup(message, message_len);
+    a->group = xstrndup(group, group_len);
+    a->acked_by = xstrndup(acked_by, acked_len);
+    a->info.twin = a->twin;
+    a->info.name = a->name;
+    a->info.message = a->message;
+    a->info.group = a->group;
+    snprintf(a->info.acked_by, sizeof a->info.acked_by, "%s", a->acked_by);
 }
 
 int dp_snapshot_capture(struct dp_plant *plant, uint64_t seq, dp_snapshot_t **out, char **err)
@@ -97,6 +128,19 @@ int dp_snapshot_capture(struct dp_plant *plant, uint64_t seq, dp_snapshot_t **ou
         }
         st->name = dp_xstrdup(dp_twin_name(tw));
         s->ntwins++;
+    }
+    dp_alarms_t *alarms = dp_plant_alarms(plant);
+    int nal = dp_alarms_count(alarms);
+    s->alarms = dp_xcalloc((size_t)nal + 1, sizeof *s->alarms);
+    for (int i = 0; i < nal; i++) {
+        dp_alarm_info_t info;
+        if (dp_alarms_get(alarms, i, &info) < 0 || info.retired)
+            continue;
+        dp_snap_alarm_t *a = &s->alarms[s->nalarms++];
+        a->info = info;
+        alarm_own(a, info.twin, strlen(info.twin), info.name, strlen(info.name), info.message,
+                  strlen(info.message), info.group, strlen(info.group), info.acked_by,
+                  strlen(info.acked_by));
     }
     dp_store_t *store = dp_plant_store(plant);
     int ntags = dp_store_count(store);
@@ -150,6 +194,14 @@ static void pack_sample(msgpack_packer *pk, const dp_sample_t *s)
     msgpack_pack_uint8(pk, s->quality);
 }
 
+static void pack_bool(msgpack_packer *pk, bool b)
+{
+    if (b)
+        msgpack_pack_true(pk);
+    else
+        msgpack_pack_false(pk);
+}
+
 void dp_snapshot_encode(const dp_snapshot_t *s, char **out, size_t *len)
 {
     buf_t b = {0};
@@ -157,8 +209,8 @@ void dp_snapshot_encode(const dp_snapshot_t *s, char **out, size_t *len)
     buf_write(&b, hdr, HDR_LEN);
     msgpack_packer pk;
     msgpack_packer_init(&pk, &b, buf_write);
-    msgpack_pack_array(&pk, 6);
-    msgpack_pack_int(&pk, 1);
+    msgpack_pack_array(&pk, 7);
+    msgpack_pack_int(&pk, 2);
     msgpack_pack_uint64(&pk, s->seq);
     msgpack_pack_int64(&pk, s->ts);
     dp_mp_pack_str(&pk, s->plant != NULL ? s->plant : "");
@@ -182,6 +234,27 @@ void dp_snapshot_encode(const dp_snapshot_t *s, char **out, size_t *len)
         dp_mp_pack_str(&pk, s->twins[i].name);
         msgpack_pack_bin(&pk, s->twins[i].len);
         msgpack_pack_bin_body(&pk, s->twins[i].state, s->twins[i].len);
+    }
+    msgpack_pack_array(&pk, s->nalarms);
+    for (size_t i = 0; i < s->nalarms; i++) {
+        const dp_alarm_info_t *a = &s->alarms[i].info;
+        msgpack_pack_array(&pk, 16);
+        dp_mp_pack_str(&pk, a->twin);
+        dp_mp_pack_str(&pk, a->name);
+        dp_mp_pack_str(&pk, a->message);
+        dp_mp_pack_str(&pk, a->group);
+        msgpack_pack_int(&pk, (int)a->severity);
+        msgpack_pack_int(&pk, a->priority);
+        msgpack_pack_double(&pk, a->limit);
+        msgpack_pack_int(&pk, (int)a->state);
+        pack_bool(&pk, a->active);
+        pack_bool(&pk, a->shelved);
+        msgpack_pack_int64(&pk, a->shelved_until);
+        pack_bool(&pk, a->suppressed);
+        pack_bool(&pk, a->first_out);
+        msgpack_pack_int64(&pk, a->since);
+        msgpack_pack_double(&pk, a->value);
+        dp_mp_pack_str(&pk, a->acked_by);
     }
     size_t body = b.len - HDR_LEN;
     memcpy(b.data, MAGIC, MAGIC_LEN);
@@ -250,14 +323,65 @@ static bool get_sample(const msgpack_object *o, dp_sample_t *s)
     return true;
 }
 
+static bool get_double(const msgpack_object *o, double *out)
+{
+    dp_value_t v;
+    if (o->type == MSGPACK_OBJECT_STR || !get_value(o, &v) || v.type != DP_NUM)
+        return false;
+    *out = v.u.n;
+    return true;
+}
+
+static bool get_bool(const msgpack_object *o, bool *out)
+{
+    if (o->type != MSGPACK_OBJECT_BOOLEAN)
+        return false;
+    *out = o->via.boolean;
+    return true;
+}
+
+static bool is_str(const msgpack_object *o, size_t max)
+{
+    return o->type == MSGPACK_OBJECT_STR && o->via.str.size <= max;
+}
+
+static const char *decode_alarm(const msgpack_object *o, dp_snap_alarm_t *a)
+{
+    if (o->type != MSGPACK_OBJECT_ARRAY || o->via.array.size != 16)
+        return "malformed alarm entry";
+    const msgpack_object *g = o->via.array.ptr;
+    int64_t severity, priority, state;
+    dp_alarm_info_t *i = &a->info;
+    if (!is_str(&g[0], 4096) || !is_str(&g[1], 4096) || !is_str(&g[2], 65536) ||
+        !is_str(&g[3], 4096) || !get_i64(&g[4], &severity) || severity < DP_SEV_LOW ||
+        severity > DP_SEV_CRITICAL || !get_i64(&g[5], &priority) || priority < 1 || priority > 4 ||
+        !get_double(&g[6], &i->limit) || !get_i64(&g[7], &state) || state < DP_ALARM_NORMAL ||
+        state > DP_ALARM_RTN_UNACKED || !get_bool(&g[8], &i->active) ||
+        !get_bool(&g[9], &i->shelved) || !get_i64(&g[10], &i->shelved_until) ||
+        !get_bool(&g[11], &i->suppressed) || !get_bool(&g[12], &i->first_out) ||
+        !get_i64(&g[13], &i->since) || !get_double(&g[14], &i->value) || !is_str(&g[15], 63))
+        return "malformed alarm entry";
+    i->severity = (dp_severity_t)severity;
+    i->priority = (int)priority;
+    i->state = (dp_alarm_state_t)state;
+    alarm_own(a, g[0].via.str.ptr, g[0].via.str.size, g[1].via.str.ptr, g[1].via.str.size,
+              g[2].via.str.ptr, g[2].via.str.size, g[3].via.str.ptr, g[3].via.str.size,
+              g[15].via.str.ptr, g[15].via.str.size);
+    return NULL;
+}
+
 static const char *decode_body(const msgpack_object *o, dp_snapshot_t *s)
 {
     int64_t version, seq, ts;
-    if (o->type != MSGPACK_OBJECT_ARRAY || o->via.array.size != 6)
+    if (o->type != MSGPACK_OBJECT_ARRAY || o->via.array.size < 6)
         return "the body is not a snapshot array";
     const msgpack_object *f = o->via.array.ptr;
-    if (!get_i64(&f[0], &version) || version != 1)
+    if (!get_i64(&f[0], &version) || version < 1 || version > 2)
         return "unknown snapshot version";
+    if (o->via.array.size != (version == 1 ? 6u : 7u))
+        return "the body is not a snapshot array";
+    if (version == 2 && f[6].type != MSGPACK_OBJECT_ARRAY)
+        return "malformed snapshot header fields";
     if (!get_i64(&f[1], &seq) || seq < 0 || !get_i64(&f[2], &ts) ||
         f[3].type != MSGPACK_OBJECT_STR || f[4].type != MSGPACK_OBJECT_ARRAY ||
         f[5].type != MSGPACK_OBJECT_ARRAY)
@@ -307,6 +431,16 @@ static const char *decode_body(const msgpack_object *o, dp_snapshot_t *s)
         st->len = g[1].via.bin.size;
         st->state = dp_xmalloc(st->len ? st->len : 1);
         memcpy(st->state, g[1].via.bin.ptr, st->len);
+    }
+    if (version == 1)
+        return NULL;
+    const msgpack_object_array *alarms = &f[6].via.array;
+    s->alarms = dp_xcalloc(alarms->size + 1, sizeof *s->alarms);
+    for (uint32_t i = 0; i < alarms->size; i++) {
+        const char *why = decode_alarm(&alarms->ptr[i], &s->alarms[s->nalarms]);
+        if (why != NULL)
+            return why;
+        s->nalarms++;
     }
     return NULL;
 }
@@ -546,6 +680,12 @@ int dp_snapshot_restore_store(const dp_snapshot_t *s, dp_store_t *store)
             dp_store_set_quality(store, id, t->cur.quality);
     }
     return skipped;
+}
+
+void dp_snapshot_restore_alarms(const dp_snapshot_t *s, dp_alarms_t *alarms)
+{
+    for (size_t i = 0; i < s->nalarms; i++)
+        dp_alarms_restore(alarms, &s->alarms[i].info);
 }
 
 const dp_snap_twin_t *dp_snapshot_twin(const dp_snapshot_t *s, const char *name)

@@ -1,5 +1,6 @@
-/* Snapshots: the store (every tag's current value and history ring) and
- * every twin's `state`, with the journal position they cover.
+/* Snapshots: the store (every tag's current value and history ring), every
+ * twin's `state` and the alarm list (what operators acknowledged and
+ * shelved), with the journal position they cover.
  *
  * A snapshot file DIR/NNNNNNNNNNNNNNNNNNNN.snap (the number is the sequence
  * number of the last journal record it covers) is
@@ -13,6 +14,7 @@
 #ifndef DP_SNAPSHOT_H
 #define DP_SNAPSHOT_H
 
+#include "alarms.h"
 #include "common.h"
 #include "store.h"
 
@@ -33,6 +35,12 @@ typedef struct {
     size_t len;
 } dp_snap_twin_t;
 
+/* An alarm's operator-visible state; info's strings point at the owned ones. */
+typedef struct {
+    char *twin, *name, *message, *group, *acked_by;
+    dp_alarm_info_t info;
+} dp_snap_alarm_t;
+
 typedef struct dp_snapshot {
     uint64_t seq; /* last journal record covered (0: none) */
     dp_time_t ts; /* plant clock time when taken */
@@ -41,6 +49,8 @@ typedef struct dp_snapshot {
     size_t ntags;
     dp_snap_twin_t *twins;
     size_t ntwins;
+    dp_snap_alarm_t *alarms; /* the alarm list (retired alarms left out) */
+    size_t nalarms;
 } dp_snapshot_t;
 
 /* Captures the plant's store and twin states as they are now (the caller
@@ -73,6 +83,9 @@ void dp_snapshot_remove_stale(const char *dir);
  * not exist yet are created (their twin declares them again on load); input
  * tags the plant no longer has are skipped. Returns the number skipped. */
 int dp_snapshot_restore_store(const dp_snapshot_t *s, dp_store_t *store);
+/* Puts the snapshot's alarm list back (call before twins load, so that
+ * their scripts declare the alarms with the state they had). */
+void dp_snapshot_restore_alarms(const dp_snapshot_t *s, dp_alarms_t *alarms);
 /* The saved state of twin `name`, or NULL. */
 const dp_snap_twin_t *dp_snapshot_twin(const dp_snapshot_t *s, const char *name);
 

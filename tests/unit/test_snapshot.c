@@ -7,6 +7,7 @@
 #include "harness.h"
 #include "runtime/command.h"
 #include "runtime/journal.h"
+#include "runtime/lmsgpack.h"
 #include "runtime/persist.h"
 #include "runtime/snapshot.h"
 
@@ -414,4 +415,143 @@ Test(snapshot, commands_are_journaled_with_their_outcome)
     dp_jreader_free(r);
     cr_assert_eq(commands, 2);
     cr_assert_eq(samples, 1);
+}
+
+/* ---- the alarm list across restarts ---------------------------------------- */
+
+static const char *alarm_script = "local alarm = require 'doppel.alarm'\n"
+                                  "local hi = alarm.limit { name = 'hi', high = 5 }\n"
+                                  "local hihi = alarm.limit { name = 'hihi', high = 7 }\n"
+                                  "twin.on_change('x', function(v)\n"
+                                  "  hi:update(v); hihi:update(v)\n"
+                                  "end)\n"
+                                  "function is_active(a) return (a == 'hi' and hi or hihi)"
+                                  ".active and 1 or 0 end\n";
+
+static dp_alarm_info_t alarm_info(dp_plant_t *p, const char *name)
+{
+    dp_alarms_t *a = dp_plant_alarms(p);
+    int id = dp_alarms_find(a, "A", name);
+    cr_assert_geq(id, 0, "no alarm %s", name);
+    dp_alarm_info_t info;
+    cr_assert_eq(dp_alarms_get(a, id, &info), 0);
+    return info;
+}
+
+Test(snapshot, alarm_acks_and_shelving_survive_restart_and_crash)
+{
+    th_write(dir, "plant.lua", plant_file);
+    th_write(dir, "a.lua", alarm_script);
+    uv_loop_t loop;
+    uv_loop_init(&loop);
+    char *err = NULL;
+
+    /* Run one: both alarms go off, alice acknowledges one; a clean stop. */
+    dp_plant_t *p = open_live(&loop);
+    th_set(p, "A.x", 10, T0);
+    dp_plant_flush(p);
+    cr_assert_eq(alarm_info(p, "hi").state, DP_ALARM_UNACKED);
+    cr_assert_eq(dp_alarms_ack(dp_plant_alarms(p), "A", "hi", "alice", &err), 0, "%s", err);
+    close_live(p, &loop, true);
+
+    /* Run two, from the shutdown snapshot: the list is as operators left it,
+     * and the twin's alarm objects know they are active. */
+    p = open_live(&loop);
+    dp_alarm_info_t hi = alarm_info(p, "hi"), hihi = alarm_info(p, "hihi");
+    cr_assert(hi.active && hihi.active);
+    cr_assert_eq(hi.state, DP_ALARM_ACKED);
+    cr_assert_str_eq(hi.acked_by, "alice");
+    cr_assert_eq(hihi.state, DP_ALARM_UNACKED);
+    cr_assert_eq(th_eval(p, "A", "is_active('hi')"), 1);
+    cr_assert_eq(th_eval(p, "A", "is_active('hihi')"), 1);
+    /* Operators act, then the process dies before any snapshot. */
+    cr_assert_eq(dp_alarms_ack(dp_plant_alarms(p), "A", "hihi", "bob", &err), 0, "%s", err);
+    cr_assert_eq(
+        dp_alarms_shelve(dp_plant_alarms(p), "A", "hi", 3600 * DP_US_PER_SEC, "carol", &err), 0,
+        "%s", err);
+    dp_time_t until = alarm_info(p, "hi").shelved_until;
+    close_live(p, &loop, false);
+
+    /* Run three: run one's snapshot plus the journal's tail, in which only
+     * the journal knows what bob and carol did. */
+    memset(&logs, 0, sizeof logs);
+    p = open_live(&loop);
+    cr_assert(th_logged(&logs, "2 alarm actions redone"));
+    hihi = alarm_info(p, "hihi");
+    cr_assert_eq(hihi.state, DP_ALARM_ACKED);
+    cr_assert_str_eq(hihi.acked_by, "bob");
+    hi = alarm_info(p, "hi");
+    cr_assert(hi.shelved && hi.active);
+    cr_assert_eq(hi.state, DP_ALARM_NORMAL);
+    cr_assert_eq(hi.shelved_until, until);
+    /* The condition still runs: back to normal, both clear. */
+    th_set(p, "A.x", 1, T0 + 1);
+    dp_plant_flush(p);
+    cr_assert(!alarm_info(p, "hi").active && !alarm_info(p, "hihi").active);
+    cr_assert_eq(alarm_info(p, "hihi").state, DP_ALARM_NORMAL);
+    close_live(p, &loop, true);
+    cr_assert_eq(uv_loop_close(&loop), 0);
+}
+
+/* A snapshot file around a body packed by `pack`. */
+static void wrap_body(void (*pack)(msgpack_packer *), char **out, size_t *len)
+{
+    msgpack_sbuffer sb;
+    msgpack_sbuffer_init(&sb);
+    msgpack_packer pk;
+    msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
+    pack(&pk);
+    *len = 16 + sb.size;
+    *out = malloc(*len);
+    memcpy(*out, "DPSNAP1\n", 8);
+    uint32_t blen = (uint32_t)sb.size, crc = dp_crc32(0, sb.data, sb.size);
+    for (int i = 0; i < 4; i++) {
+        (*out)[8 + i] = (char)(blen >> (8 * i));
+        (*out)[12 + i] = (char)(crc >> (8 * i));
+    }
+    memcpy(*out + 16, sb.data, sb.size);
+    msgpack_sbuffer_destroy(&sb);
+}
+
+static void pack_head(msgpack_packer *pk, int version)
+{
+    msgpack_pack_array(pk, version == 1 ? 6 : 7);
+    msgpack_pack_int(pk, version);
+    msgpack_pack_int(pk, 9);
+    msgpack_pack_int(pk, 0);
+    dp_mp_pack_str(pk, "old");
+    msgpack_pack_array(pk, 0);
+    msgpack_pack_array(pk, 0);
+}
+
+static void pack_v1(msgpack_packer *pk)
+{
+    pack_head(pk, 1);
+}
+
+static void pack_bad_alarm(msgpack_packer *pk)
+{
+    pack_head(pk, 2);
+    msgpack_pack_array(pk, 1);
+    msgpack_pack_array(pk, 2);
+    dp_mp_pack_str(pk, "A");
+    dp_mp_pack_str(pk, "hi");
+}
+
+Test(snapshot, version_one_loads_and_a_bad_alarm_entry_is_named)
+{
+    char *buf, *err = NULL;
+    size_t len;
+    dp_snapshot_t *s = NULL;
+    wrap_body(pack_v1, &buf, &len);
+    cr_assert_eq(dp_snapshot_decode(buf, len, &s, &err), 0, "%s", err);
+    cr_assert_eq(s->seq, 9u);
+    cr_assert_eq(s->nalarms, 0u);
+    dp_snapshot_free(s);
+    free(buf);
+    wrap_body(pack_bad_alarm, &buf, &len);
+    cr_assert_eq(dp_snapshot_decode(buf, len, &s, &err), DP_EINVAL);
+    cr_assert(strstr(err, "malformed alarm entry") != NULL, "%s", err);
+    free(err);
+    free(buf);
 }
