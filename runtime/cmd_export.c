@@ -227,7 +227,34 @@ static int export_state(const char *data_dir)
         printf("\", \"quality\": \"%s\", \"history\": %zu}", dp_quality_name(t->cur.quality),
                t->nhist);
     }
-    printf("}}\n");
+    printf("},\n \"alarms\": [");
+    for (size_t i = 0; i < s->nalarms; i++) {
+        const dp_alarm_info_t *a = &s->alarms[i].info;
+        printf("%s\n  {\"twin\": ", i ? "," : "");
+        json_str(stdout, a->twin, strlen(a->twin));
+        printf(", \"name\": ");
+        json_str(stdout, a->name, strlen(a->name));
+        printf(", \"state\": \"%s\", \"active\": %s, \"severity\": \"%s\", \"priority\": %d",
+               dp_alarm_state_name(a->state), a->active ? "true" : "false",
+               dp_severity_name(a->severity), a->priority);
+        printf(", \"since\": \"");
+        print_time(stdout, a->since);
+        printf("\", \"value\": ");
+        print_number(stdout, a->value, true);
+        if (a->acked_by[0] != '\0') {
+            printf(", \"acked_by\": ");
+            json_str(stdout, a->acked_by, strlen(a->acked_by));
+        }
+        if (a->shelved) {
+            printf(", \"shelved_until\": \"");
+            print_time(stdout, a->shelved_until);
+            printf("\"");
+        }
+        if (a->suppressed)
+            printf(", \"suppressed\": true");
+        printf("}");
+    }
+    printf("]}\n");
     dp_snapshot_free(s);
     return 0;
 }

@@ -26,8 +26,10 @@ twin "T" {
 }
 EOF
 cat >t.lua <<'EOF'
+local alarm = require "doppel.alarm"
+local high = alarm.limit { name = "a_high", high = 8, severity = "high" }
 twin.tag("twice")
-twin.on_change("a", function(v) twin.set("twice", 2 * v) end)
+twin.on_change("a", function(v) twin.set("twice", 2 * v); high:update(v) end)
 twin.on_change("b", function(v) twin.event("flip", { b = v }) end)
 EOF
 "$DOPPEL" run plant.lua --data-dir data --for 1s 2>run.log || { echo "FAIL: run"; cat run.log; exit 1; }
@@ -51,6 +53,10 @@ check "--from is inclusive" '[ "$(sed -n 2p from.csv | cut -d, -f2)" == "$mid" ]
 check "--to is exclusive" '[ "$(wc -l <to.csv)" -le 19 ] && ! grep -qF ",$mid," to.csv'
 expect 0 '"plant": "exp"' -- "$DOPPEL" export --data-dir data --state
 expect 0 '"T.a": {"value":' -- "$DOPPEL" export --data-dir data --state
+expect 0 '{"twin": "T", "name": "a_high", "state": ' -- "$DOPPEL" export --data-dir data --state
+"$DOPPEL" export --data-dir data --state >state.json
+check "--state is valid JSON with the alarm list" \
+    'python3 -c "import json,sys; d=json.load(open(\"state.json\")); sys.exit(d[\"alarms\"][0][\"severity\"] != \"high\")"'
 
 # Bad arguments.
 expect 2 'unknown argument "--bogus"' -- "$DOPPEL" export --data-dir data --bogus
