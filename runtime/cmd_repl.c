@@ -5,7 +5,11 @@
 #include <histedit.h>
 #include <lauxlib.h>
 #include <locale.h>
+#include <arpa/inet.h>
 #include <netdb.h>
+#include <openssl/err.h>
+#include <openssl/ssl.h>
+#include <openssl/x509v3.h>
 #include <poll.h>
 #include <signal.h>
 #include <stdbool.h>
@@ -23,6 +27,8 @@
 
 typedef struct {
     int fd;
+    SSL_CTX *tls; /* NULL: plain text */
+    SSL *ssl;
     char *rbuf;
     size_t rlen, rcap;
     uint64_t next_id;
@@ -127,6 +133,71 @@ static int connect_tcp(const char *addr)
     return fd;
 }
 
+/* The first OpenSSL error's reason. */
+static const char *tls_reason(void)
+{
+    unsigned long e = ERR_get_error();
+    const char *r = e != 0 ? ERR_reason_error_string(e) : NULL;
+    ERR_clear_error();
+    return r != NULL ? r : "the connection was closed";
+}
+
+/* TLS over the connected socket: the plant's certificate must chain to a
+ * trusted CA (`ca`, or the system's) and name the host given in `addr` (a
+ * DNS name or an IP address). */
+static int start_tls(client_t *cl, const char *addr, const char *ca)
+{
+    char host[256];
+    const char *colon = strrchr(addr, ':');
+    snprintf(host, sizeof host, "%.*s", (int)(colon - addr), addr);
+    size_t hl = strlen(host);
+    char *h = host;
+    if (hl > 2 && host[0] == '[' && host[hl - 1] == ']') {
+        host[hl - 1] = '\0';
+        h = host + 1;
+    }
+    cl->tls = SSL_CTX_new(TLS_client_method());
+    if (cl->tls == NULL) {
+        fprintf(stderr, "doppel repl: TLS: %s\n", tls_reason());
+        return -1;
+    }
+    SSL_CTX_set_min_proto_version(cl->tls, TLS1_2_VERSION);
+    SSL_CTX_set_verify(cl->tls, SSL_VERIFY_PEER, NULL);
+    /* Reads return after each record instead of waiting for data, so a
+     * record without data (a ticket) never blocks the prompt. */
+    SSL_CTX_clear_mode(cl->tls, SSL_MODE_AUTO_RETRY);
+    if (ca != NULL ? SSL_CTX_load_verify_locations(cl->tls, ca, NULL) != 1
+                   : SSL_CTX_set_default_verify_paths(cl->tls) != 1) {
+        fprintf(stderr, "doppel repl: --ca %s: cannot load the CA certificates: %s\n",
+                ca != NULL ? ca : "(system)", tls_reason());
+        return -1;
+    }
+    cl->ssl = SSL_new(cl->tls);
+    unsigned char ip[16];
+    bool is_ip = inet_pton(AF_INET, h, ip) == 1 || inet_pton(AF_INET6, h, ip) == 1;
+    if (is_ip)
+        X509_VERIFY_PARAM_set1_ip_asc(SSL_get0_param(cl->ssl), h);
+    else {
+        SSL_set1_host(cl->ssl, h);
+        SSL_set_tlsext_host_name(cl->ssl, h);
+    }
+    SSL_set_fd(cl->ssl, cl->fd);
+    if (SSL_connect(cl->ssl) != 1) {
+        long v = SSL_get_verify_result(cl->ssl);
+        if (v != X509_V_OK)
+            fprintf(stderr,
+                    "doppel repl: TLS with %s: the plant's certificate is not trusted: %s\n", addr,
+                    X509_verify_cert_error_string(v));
+        else
+            fprintf(stderr,
+                    "doppel repl: TLS with %s failed: %s (is the plant listening with "
+                    "--repl-cert?)\n",
+                    addr, tls_reason());
+        return -1;
+    }
+    return 0;
+}
+
 /* ---- frames ----------------------------------------------------------------- */
 
 static int send_frame(client_t *cl, const dp_repl_msg_t *m)
@@ -140,7 +211,15 @@ static int send_frame(client_t *cl, const dp_repl_msg_t *m)
     }
     size_t off = 0;
     while (off < len) {
-        ssize_t n = write(cl->fd, buf + off, len - off);
+        ssize_t n;
+        if (cl->ssl != NULL) {
+            int w = SSL_write(cl->ssl, buf + off, (int)(len - off));
+            n = w > 0 ? w : -1;
+            if (w <= 0)
+                errno = ECONNRESET;
+        } else {
+            n = write(cl->fd, buf + off, len - off);
+        }
         if (n < 0 && errno == EINTR)
             continue;
         if (n <= 0) {
@@ -155,7 +234,8 @@ static int send_frame(client_t *cl, const dp_repl_msg_t *m)
     return 0;
 }
 
-/* Reads what the socket has into the buffer. -1 on EOF or error. */
+/* Reads what the socket has into the buffer. -1 on EOF or error; 0 also
+ * when a TLS record brought no data. */
 static int fill(client_t *cl)
 {
     if (cl->rcap - cl->rlen < 65536) {
@@ -163,9 +243,16 @@ static int fill(client_t *cl)
         cl->rbuf = dp_xrealloc(cl->rbuf, cl->rcap);
     }
     ssize_t n;
-    do
-        n = read(cl->fd, cl->rbuf + cl->rlen, cl->rcap - cl->rlen);
-    while (n < 0 && errno == EINTR);
+    if (cl->ssl != NULL) {
+        int r = SSL_read(cl->ssl, cl->rbuf + cl->rlen, (int)(cl->rcap - cl->rlen));
+        if (r <= 0 && SSL_get_error(cl->ssl, r) == SSL_ERROR_WANT_READ)
+            return 0;
+        n = r;
+    } else {
+        do
+            n = read(cl->fd, cl->rbuf + cl->rlen, cl->rcap - cl->rlen);
+        while (n < 0 && errno == EINTR);
+    }
     if (n <= 0) {
         cl->lost = true;
         return -1;
@@ -201,6 +288,11 @@ static int recv_msg(client_t *cl, dp_repl_msg_t *m, bool watch_sigint)
         int rc = take(cl, m);
         if (rc != 0)
             return rc;
+        if (cl->ssl != NULL && SSL_pending(cl->ssl) > 0) {
+            if (fill(cl) < 0)
+                return -1;
+            continue;
+        }
         struct pollfd p[2] = {{.fd = cl->fd, .events = POLLIN},
                               {.fd = g_sigpipe[0], .events = POLLIN}};
         int n = poll(p, watch_sigint ? 2 : 1, -1);
@@ -334,11 +426,15 @@ static int getc_fn(EditLine *el, wchar_t *wc)
     for (;;) {
         struct pollfd p[2] = {{.fd = STDIN_FILENO, .events = POLLIN},
                               {.fd = cl->fd, .events = POLLIN}};
-        int n = poll(p, 2, -1);
+        /* Bytes TLS already decrypted are not on the socket any more. */
+        bool pending = cl->ssl != NULL && SSL_pending(cl->ssl) > 0;
+        int n = poll(p, 2, pending ? 0 : -1);
         if (n < 0 && errno == EINTR)
             continue;
         if (n < 0)
             return -1;
+        if (pending)
+            p[1].revents |= POLLIN;
         if (p[1].revents & (POLLIN | POLLHUP | POLLERR)) {
             if (fill(cl) < 0) {
                 printf("\r\033[K(the plant closed the connection)\n");
@@ -669,9 +765,20 @@ int dp_cmd_repl(int argc, char **argv, const dp_repl_client_opts_t *o)
     setlocale(LC_CTYPE, "");
     client_t cl = {.fd = -1};
     char shown[512];
+    if (o->tls && o->connect == NULL) {
+        fprintf(stderr, "doppel repl: --tls and --ca need --connect HOST:PORT (the local socket "
+                        "needs no TLS)\n");
+        return 2;
+    }
     if (o->connect != NULL) {
-        snprintf(shown, sizeof shown, "tcp %s", o->connect);
+        snprintf(shown, sizeof shown, "%s %s", o->tls ? "tls" : "tcp", o->connect);
         cl.fd = connect_tcp(o->connect);
+        if (cl.fd >= 0 && o->tls && start_tls(&cl, o->connect, o->ca) < 0) {
+            SSL_free(cl.ssl);
+            SSL_CTX_free(cl.tls);
+            close(cl.fd);
+            return 1;
+        }
     } else {
         cl.fd = connect_unix(o->data_dir != NULL ? o->data_dir : "data", shown, sizeof shown);
     }
@@ -688,8 +795,12 @@ int dp_cmd_repl(int argc, char **argv, const dp_repl_client_opts_t *o)
     }
     cl.tty = isatty(STDOUT_FILENO);
     cl.color = cl.tty && getenv("NO_COLOR") == NULL;
-    if (hello(&cl) < 0)
+    if (hello(&cl) < 0) {
+        if (o->connect != NULL && !o->tls && cl.lost)
+            fprintf(stderr, "doppel repl: (a plant listening with TLS closes plain-text "
+                            "connections: add --ca CERT or --tls)\n");
         goto out;
+    }
     if (o->eval != NULL) {
         int rc = eval_chunk(&cl, o->eval, false);
         status = rc == 1 ? 0 : 1;
@@ -704,6 +815,10 @@ out:
         history_end(cl.hist);
     if (cl.L != NULL)
         lua_close(cl.L);
+    if (cl.ssl != NULL)
+        SSL_shutdown(cl.ssl); /* close_notify; the plant does not answer it */
+    SSL_free(cl.ssl);
+    SSL_CTX_free(cl.tls);
     close(cl.fd);
     if (g_sigpipe[0] >= 0) {
         signal(SIGINT, SIG_DFL);

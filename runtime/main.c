@@ -35,6 +35,9 @@ typedef struct {
     const char *eval;
     const char *connect;
     const char *repl_listen;
+    const char *repl_cert, *repl_key;
+    bool tls;
+    const char *ca;
     const char *input, *speed, *from, *to, *out, *format; /* replay */
     bool recover_only;
 } options_t;
@@ -70,7 +73,8 @@ static const command_t commands[] = {
      "  --for DURATION     stop after this long (\"90s\", \"10min\", \"1d\")\n"
      "  --no-watch         do not reload twins when their files change\n"
      "  --repl-listen HOST:PORT  also accept REPL clients over TCP (token from\n"
-     "                     DOPPEL_REPL_TOKEN, required; no TLS yet)\n"
+     "                     DOPPEL_REPL_TOKEN, required; plain text on loopback only)\n"
+     "  --repl-cert FILE, --repl-key FILE  TLS for that listener (PEM files)\n"
      "  --recover-only     recover the data directory (snapshot + journal), write a\n"
      "                     fresh snapshot and exit without starting devices\n",
      cmd_run},
@@ -85,7 +89,10 @@ static const command_t commands[] = {
      "Options:\n"
      "  -e, --eval EXPR    evaluate EXPR, print the result and exit (status 1 on error)\n"
      "  --connect HOST:PORT  attach over TCP (doppel run --repl-listen); the token is\n"
-     "                     read from DOPPEL_REPL_TOKEN\n",
+     "                     read from DOPPEL_REPL_TOKEN\n"
+     "  --tls              speak TLS, checking the plant's certificate against the\n"
+     "                     system's CAs and HOST\n"
+     "  --ca FILE          speak TLS, trusting the CA certificate(s) in FILE\n",
      cmd_repl},
     {"test", "[PATH...]", "run twin tests (*_test.lua) in virtual time",
      "Finds *_test.lua files under each PATH (files or directories, searched\n"
@@ -318,8 +325,11 @@ static int cmd_run(int argc, char **argv, options_t *o)
             uv_timer_start(&r.stop_timer, on_stop_timer, (uint64_t)(run_for / 1000), 0);
         char sock[PATH_MAX];
         snprintf(sock, sizeof sock, "%s/repl.sock", o->data_dir);
-        dp_repl_opts_t ro = {
-            .socket_path = sock, .listen = o->repl_listen, .token = getenv("DOPPEL_REPL_TOKEN")};
+        dp_repl_opts_t ro = {.socket_path = sock,
+                             .listen = o->repl_listen,
+                             .token = getenv("DOPPEL_REPL_TOKEN"),
+                             .cert = o->repl_cert,
+                             .key = o->repl_key};
         r.repl = dp_repl_server_new(&loop, r.plant, &ro, &err);
         if (r.repl == NULL) {
             fprintf(stderr, "doppel run: %s\n", err);
@@ -482,7 +492,11 @@ static int cmd_help(int argc, char **argv, options_t *o)
 
 static int cmd_repl(int argc, char **argv, options_t *o)
 {
-    dp_repl_client_opts_t ro = {.data_dir = o->data_dir, .eval = o->eval, .connect = o->connect};
+    dp_repl_client_opts_t ro = {.data_dir = o->data_dir,
+                                .eval = o->eval,
+                                .connect = o->connect,
+                                .tls = o->tls || o->ca != NULL,
+                                .ca = o->ca};
     return dp_cmd_repl(argc, argv, &ro);
 }
 
@@ -512,6 +526,10 @@ static const option_t option_table[] = {
     {"eval", true, offsetof(options_t, eval), "repl"},
     {"connect", true, offsetof(options_t, connect), "repl"},
     {"repl-listen", true, offsetof(options_t, repl_listen), "run"},
+    {"repl-cert", true, offsetof(options_t, repl_cert), "run"},
+    {"repl-key", true, offsetof(options_t, repl_key), "run"},
+    {"tls", false, offsetof(options_t, tls), "repl"},
+    {"ca", true, offsetof(options_t, ca), "repl"},
     {"input", true, offsetof(options_t, input), "replay"},
     {"speed", true, offsetof(options_t, speed), "replay"},
     {"from", true, offsetof(options_t, from), "replay"},

@@ -5,6 +5,8 @@
 #include <arpa/inet.h>
 #include <fnmatch.h>
 #include <libgen.h>
+#include <openssl/err.h>
+#include <openssl/ssl.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -51,6 +53,11 @@ struct conn {
     uint64_t serial;
     bool tcp;
     bool hello;
+    /* TLS (a TCP listener with a certificate): the socket's bytes go through
+     * memory BIOs; `buf` holds the decrypted bytes, `raw` what was read. */
+    SSL *ssl;
+    BIO *rbio, *wbio;
+    char *raw;
     bool closing; /* no more reading or sending */
     char *buf;
     size_t len, cap;
@@ -78,6 +85,7 @@ struct dp_repl_server {
     int tcp_port;
     char *path;
     char *token;
+    SSL_CTX *tls; /* NULL: the TCP listener speaks plain text */
     conn_t *conns;
     int nconns;
     uint64_t next_serial;
@@ -117,6 +125,24 @@ static void on_write(uv_write_t *req, int status)
     free(w);
 }
 
+/* Writes what TLS produced (handshake, records) to the socket. */
+static int tls_flush(conn_t *c)
+{
+    size_t n = (size_t)BIO_ctrl_pending(c->wbio);
+    if (n == 0)
+        return 0;
+    wreq_t *w = dp_xcalloc(1, sizeof *w);
+    w->data = dp_xmalloc(n);
+    int got = BIO_read(c->wbio, w->data, (int)n);
+    uv_buf_t b = uv_buf_init(w->data, got > 0 ? (unsigned)got : 0);
+    if (got <= 0 || uv_write(&w->req, &c->h.stream, &b, 1, on_write) < 0) {
+        free(w->data);
+        free(w);
+        return -1;
+    }
+    return 0;
+}
+
 static void send_msg(conn_t *c, const dp_repl_msg_t *m)
 {
     if (c->closing)
@@ -147,6 +173,15 @@ static void send_msg(conn_t *c, const dp_repl_msg_t *m)
             free(w);
             return;
         }
+    }
+    if (c->ssl != NULL) {
+        /* Encrypted into the write BIO, which tls_flush hands to libuv. */
+        int rc = SSL_write(c->ssl, w->data, (int)len);
+        free(w->data);
+        free(w);
+        if (rc <= 0 || tls_flush(c) < 0)
+            conn_close(c);
+        return;
     }
     uv_buf_t b = uv_buf_init(w->data, (unsigned)len);
     if (uv_write(&w->req, &c->h.stream, &b, 1, on_write) < 0) {
@@ -251,6 +286,8 @@ static void on_conn_closed(uv_handle_t *h)
         watch_free(w);
     }
     dp_sandbox_free(c->sb);
+    SSL_free(c->ssl); /* and its BIOs */
+    free(c->raw);
     free(c->where);
     free(c->buf);
     free(c);
@@ -1162,11 +1199,67 @@ static void on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf)
 {
     (void)suggested;
     conn_t *c = h->data;
+    if (c->ssl != NULL) {
+        if (c->raw == NULL)
+            c->raw = dp_xmalloc(READ_CHUNK);
+        *buf = uv_buf_init(c->raw, READ_CHUNK);
+        return;
+    }
     if (c->cap - c->len < READ_CHUNK) {
         c->cap = c->len + READ_CHUNK;
         c->buf = dp_xrealloc(c->buf, c->cap);
     }
     *buf = uv_buf_init(c->buf + c->len, (unsigned)(c->cap - c->len));
+}
+
+/* The first OpenSSL error's reason, for the log. */
+static const char *tls_reason(void)
+{
+    unsigned long e = ERR_get_error();
+    const char *r = e != 0 ? ERR_reason_error_string(e) : NULL;
+    ERR_clear_error();
+    return r != NULL ? r : "connection closed";
+}
+
+/* Decrypts what arrived into `buf` (after the handshake). -1: the
+ * connection is closed. */
+static int tls_read(conn_t *c, size_t nread)
+{
+    if (BIO_write(c->rbio, c->raw, (int)nread) != (int)nread) {
+        conn_close(c);
+        return -1;
+    }
+    if (!SSL_is_init_finished(c->ssl)) {
+        int rc = SSL_do_handshake(c->ssl);
+        if (tls_flush(c) < 0 || (rc <= 0 && SSL_get_error(c->ssl, rc) != SSL_ERROR_WANT_READ)) {
+            /* Closed before logging: the log line must not come back here. */
+            conn_close(c);
+            dp_log_info(NULL, "REPL client %llu: TLS handshake failed: %s",
+                        (unsigned long long)c->serial, tls_reason());
+            return -1;
+        }
+        if (rc <= 0)
+            return 0;
+    }
+    for (;;) {
+        if (c->cap - c->len < READ_CHUNK) {
+            c->cap = c->len + READ_CHUNK;
+            c->buf = dp_xrealloc(c->buf, c->cap);
+        }
+        int n = SSL_read(c->ssl, c->buf + c->len, (int)(c->cap - c->len));
+        if (n > 0) {
+            c->len += (size_t)n;
+            continue;
+        }
+        int e = SSL_get_error(c->ssl, n);
+        if (e == SSL_ERROR_WANT_READ)
+            return tls_flush(c) < 0 ? (conn_close(c), -1) : 0;
+        conn_close(c);
+        if (e != SSL_ERROR_ZERO_RETURN)
+            dp_log_info(NULL, "REPL client %llu: TLS error: %s", (unsigned long long)c->serial,
+                        tls_reason());
+        return -1;
+    }
 }
 
 static void on_read(uv_stream_t *st, ssize_t nread, const uv_buf_t *buf)
@@ -1177,7 +1270,12 @@ static void on_read(uv_stream_t *st, ssize_t nread, const uv_buf_t *buf)
         conn_close(c);
         return;
     }
-    c->len += (size_t)nread;
+    if (c->ssl != NULL) {
+        if (tls_read(c, (size_t)nread) < 0)
+            return;
+    } else {
+        c->len += (size_t)nread;
+    }
     size_t off = 0;
     while (!c->closing) {
         dp_repl_msg_t m;
@@ -1221,6 +1319,13 @@ static void on_connection(uv_stream_t *server, int status)
         uv_tcp_init(s->loop, &c->h.tcp);
     else
         uv_pipe_init(s->loop, &c->h.pipe, 0);
+    if (c->tcp && s->tls != NULL) {
+        c->ssl = SSL_new(s->tls);
+        c->rbio = BIO_new(BIO_s_mem());
+        c->wbio = BIO_new(BIO_s_mem());
+        SSL_set_bio(c->ssl, c->rbio, c->wbio);
+        SSL_set_accept_state(c->ssl);
+    }
     c->h.handle.data = c;
     c->next = s->conns;
     s->conns = c;
@@ -1299,11 +1404,43 @@ static int listen_unix(dp_repl_server_t *s, const char *path, char **err)
     return 0;
 }
 
-static int listen_tcp(dp_repl_server_t *s, const char *addr, const char *token, char **err)
+static int tls_open(dp_repl_server_t *s, const char *cert, const char *key, char **err)
 {
+    s->tls = SSL_CTX_new(TLS_server_method());
+    if (s->tls == NULL)
+        return dp_fail(err, DP_EIO, "REPL TLS: %s", tls_reason());
+    SSL_CTX_set_min_proto_version(s->tls, TLS1_2_VERSION);
+    SSL_CTX_set_options(s->tls, SSL_OP_NO_COMPRESSION);
+    /* No session tickets: nothing to resume, and a client reading with a
+     * blocking socket then never meets a record without data. */
+    SSL_CTX_set_num_tickets(s->tls, 0);
+    if (SSL_CTX_use_certificate_chain_file(s->tls, cert) != 1)
+        return dp_fail(err, DP_EINVAL, "REPL TLS: cannot load certificate %s: %s", cert,
+                       tls_reason());
+    if (SSL_CTX_use_PrivateKey_file(s->tls, key, SSL_FILETYPE_PEM) != 1)
+        return dp_fail(err, DP_EINVAL, "REPL TLS: cannot load key %s: %s", key, tls_reason());
+    if (SSL_CTX_check_private_key(s->tls) != 1)
+        return dp_fail(err, DP_EINVAL, "REPL TLS: key %s does not match certificate %s", key, cert);
+    return 0;
+}
+
+static bool is_loopback(const struct sockaddr_storage *ss)
+{
+    if (ss->ss_family == AF_INET)
+        return (ntohl(((const struct sockaddr_in *)ss)->sin_addr.s_addr) >> 24) == 127;
+    return IN6_IS_ADDR_LOOPBACK(&((const struct sockaddr_in6 *)ss)->sin6_addr);
+}
+
+static int listen_tcp(dp_repl_server_t *s, const dp_repl_opts_t *o, char **err)
+{
+    const char *addr = o->listen, *token = o->token;
     if (token == NULL || token[0] == '\0')
         return dp_fail(err, DP_EINVAL, "REPL TCP listener %s needs a token (set DOPPEL_REPL_TOKEN)",
                        addr);
+    if ((o->cert == NULL) != (o->key == NULL))
+        return dp_fail(err, DP_EINVAL,
+                       "REPL TLS needs both a certificate and a key (--repl-cert "
+                       "and --repl-key)");
     char host[256];
     const char *colon = strrchr(addr, ':');
     if (colon == NULL || colon == addr || colon[1] == '\0')
@@ -1324,6 +1461,14 @@ static int listen_tcp(dp_repl_server_t *s, const char *addr, const char *token, 
     }
     if (rc < 0)
         return dp_fail(err, DP_EINVAL, "REPL listen address \"%s\": not an IP address", addr);
+    if (o->cert == NULL && !is_loopback(&ss))
+        return dp_fail(err, DP_EINVAL,
+                       "REPL listen address %s is not a loopback address: it needs TLS "
+                       "(--repl-cert and --repl-key), or reach a loopback listener through an "
+                       "SSH tunnel",
+                       addr);
+    if (o->cert != NULL && tls_open(s, o->cert, o->key, err) < 0)
+        return DP_EINVAL;
     uv_tcp_init(s->loop, &s->tcp);
     s->tcp.data = s;
     s->tcp_open = true;
@@ -1351,8 +1496,15 @@ dp_repl_server_t *dp_repl_server_new(uv_loop_t *loop, dp_plant_t *plant, const d
     s->loop_thread = uv_thread_self();
     uv_mutex_init(&s->mu);
     s->ring = dp_xcalloc(RING_LINES, sizeof *s->ring);
+    if (opts->listen == NULL && (opts->cert != NULL || opts->key != NULL)) {
+        dp_fail(err, DP_EINVAL,
+                "--repl-cert and --repl-key are for a TCP listener: add "
+                "--repl-listen HOST:PORT");
+        dp_repl_server_free(s);
+        return NULL;
+    }
     if (listen_unix(s, opts->socket_path, err) < 0 ||
-        (opts->listen != NULL && listen_tcp(s, opts->listen, opts->token, err) < 0)) {
+        (opts->listen != NULL && listen_tcp(s, opts, err) < 0)) {
         /* Freed once the listener handles have closed (on the next loop run). */
         dp_repl_server_close(s);
         if (s->listeners > 0)
@@ -1370,10 +1522,15 @@ dp_repl_server_t *dp_repl_server_new(uv_loop_t *loop, dp_plant_t *plant, const d
                 strcmp(dir, "data") == 0 ? "" : " --data-dir ",
                 strcmp(dir, "data") == 0 ? "" : dir);
     free(copy);
-    if (s->tcp_open)
+    if (s->tcp_open && s->tls != NULL)
         dp_log_info(NULL,
-                    "REPL: also listening on TCP %s (port %d), token required; no TLS yet: "
-                    "use it on a trusted network or through an SSH tunnel",
+                    "REPL: also listening on TCP %s (port %d), TLS, token required: attach with "
+                    "`doppel repl --connect HOST:%d --ca CERT`",
+                    opts->listen, s->tcp_port, s->tcp_port);
+    else if (s->tcp_open)
+        dp_log_info(NULL,
+                    "REPL: also listening on TCP %s (port %d), token required; plain text "
+                    "(loopback only; --repl-cert and --repl-key add TLS)",
                     opts->listen, s->tcp_port);
     return s;
 }
@@ -1410,6 +1567,7 @@ void dp_repl_server_free(dp_repl_server_t *s)
     free(s->ring);
     free(s->path);
     free(s->token);
+    SSL_CTX_free(s->tls);
     free(s);
 }
 

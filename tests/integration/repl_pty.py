@@ -8,6 +8,10 @@ edited twin file is reloaded (the notice shows at the prompt, and the new
 code runs inside the twin); a runaway loop gets an error while the plant
 keeps sampling; multi-line input; Ctrl-C cancels a line and stops a .watch;
 Ctrl-D leaves; history is saved; -e prints or fails with the exit status.
+Over TCP with TLS (a certificate the test makes with openssl): a session
+with a live .watch, -e with the right CA, and clear refusals for an
+untrusted certificate, a plain-text client, a wrong token, and a plant asked
+to listen in plain text on an address that is not loopback.
 
 Usage: repl_pty.py DOPPEL SOURCE_DIR. Every wait is bounded; the plant is
 always stopped. With DP_TRANSCRIPT=FILE the session's text is written there.
@@ -133,6 +137,74 @@ class Pty:
             pass
 
 
+def tls_checks(doppel, work, env, token):
+    m = re.search(r"TCP 127\.0\.0\.1:0 \(port (\d+)\), TLS, token required",
+                  open(os.path.join(work, "run.log")).read())
+    if not m:
+        raise Fail("doppel run did not say it listens with TLS:\n" +
+                   open(os.path.join(work, "run.log")).read())
+    addr = "127.0.0.1:" + m.group(1)
+    tenv = dict(env, PWD=work, DOPPEL_REPL_TOKEN=token)
+
+    # An interactive session over TLS: changes stream in while the prompt
+    # waits for keys, and Ctrl-C still stops the watch.
+    term = Pty([doppel, "repl", "--connect", addr, "--ca", "plant.crt"], tenv)
+    try:
+        term.expect(r"attached to plant pump-station", "the banner over TLS")
+        term.prompt()
+        term.send(".watch P101.flow\r")
+        term.expect(r"[0-9:.]+Z P101\.flow = [0-9.]+ m3/h", "a live change over TLS")
+        term.expect(r"[0-9:.]+Z P101\.flow = [0-9.]+ m3/h", "another live change over TLS")
+        term.send("\x03")
+        term.expect(r"\(watch stopped after [0-9]+ changes?\)", "the end of the watch over TLS")
+        term.prompt()
+        term.send("2 ^ 10\r")
+        term.expect(r"\r\n1024\.0\r\n", "an evaluation over TLS")
+        term.prompt()
+        term.send("\x04")
+        if term.wait_exit() != 0:
+            raise Fail("the TLS session did not exit cleanly")
+    except Fail as e:
+        raise Fail("%s\n--- the TLS session ---\n%s" % (e, term.text()[-2000:]))
+    finally:
+        term.kill()
+
+    def run(args, extra_env=None):
+        return subprocess.run([doppel] + args, cwd=work, capture_output=True, text=True,
+                              timeout=TIMEOUT, env=dict(tenv, **(extra_env or {})))
+
+    r = run(["repl", "--connect", addr, "--ca", "plant.crt", "-e", "P101.flow.unit"])
+    if r.returncode != 0 or r.stdout.strip() != '"m3/h"':
+        raise Fail("-e over TLS: status %d, output %r %r" % (r.returncode, r.stdout, r.stderr))
+    r = run(["repl", "--connect", addr, "--ca", "other.crt", "-e", "1"])
+    if r.returncode != 1 or "certificate is not trusted" not in r.stderr:
+        raise Fail("untrusted certificate: status %d, output %r" % (r.returncode, r.stderr))
+    r = run(["repl", "--connect", addr, "-e", "1"])
+    if r.returncode != 1 or "add --ca CERT or --tls" not in r.stderr:
+        raise Fail("plain text to TLS: status %d, output %r" % (r.returncode, r.stderr))
+    r = run(["repl", "--connect", addr, "--ca", "plant.crt", "-e", "1"],
+            {"DOPPEL_REPL_TOKEN": "wrong"})
+    if r.returncode != 1 or "wrong token" not in r.stderr:
+        raise Fail("wrong token over TLS: status %d, output %r" % (r.returncode, r.stderr))
+    r = run(["repl", "--ca", "plant.crt", "-e", "1"])
+    if r.returncode != 2 or "need --connect" not in r.stderr:
+        raise Fail("--ca without --connect: status %d, output %r" % (r.returncode, r.stderr))
+    # Plain text is for loopback only; a certificate needs a listener.
+    r = run(["run", "--data-dir", "d2", "--for", "1s", "--repl-listen", "0.0.0.0:0",
+             "ps/plant.lua"])
+    if r.returncode != 1 or "is not a loopback address: it needs TLS" not in r.stderr:
+        raise Fail("plain text on 0.0.0.0: status %d, output %r" % (r.returncode, r.stderr))
+    r = run(["run", "--data-dir", "d2", "--for", "1s", "--repl-cert", "plant.crt",
+             "--repl-key", "plant.key", "ps/plant.lua"])
+    if r.returncode != 1 or "add --repl-listen" not in r.stderr:
+        raise Fail("--repl-cert alone: status %d, output %r" % (r.returncode, r.stderr))
+    r = run(["run", "--data-dir", "d2", "--for", "1s", "--repl-listen", "127.0.0.1:0",
+             "--repl-cert", "plant.crt", "--repl-key", "other.key", "ps/plant.lua"])
+    if r.returncode != 1 or "cannot load key other.key: key values mismatch" not in r.stderr:
+        raise Fail("mismatched key: status %d, output %r" % (r.returncode, r.stderr))
+    print("ok: doppel repl over TLS (session, -e, refusals)")
+
+
 def main():
     doppel = os.path.realpath(sys.argv[1])
     src = sys.argv[2]
@@ -143,9 +215,20 @@ def main():
     try:
         shutil.copytree(os.path.join(src, "examples/pump-station"), os.path.join(work, "ps"))
         data = os.path.join(work, "d")
+        for name, cn, san in (("plant", "127.0.0.1", "IP:127.0.0.1"), ("other", "other",
+                                                                       "DNS:other")):
+            subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt",
+                            "ec_paramgen_curve:prime256v1", "-nodes", "-days", "1", "-subj",
+                            "/CN=" + cn, "-addext", "subjectAltName=" + san, "-keyout",
+                            name + ".key", "-out", name + ".crt"], cwd=work, check=True,
+                           capture_output=True, timeout=TIMEOUT)
         log = open(os.path.join(work, "run.log"), "wb")
-        plant = subprocess.Popen([doppel, "run", "--data-dir", "d", "ps/plant.lua"], cwd=work,
-                                 stdout=log, stderr=subprocess.STDOUT)
+        token = "t0ken-for-the-test"
+        plant = subprocess.Popen([doppel, "run", "--data-dir", "d", "ps/plant.lua",
+                                  "--repl-listen", "127.0.0.1:0", "--repl-cert", "plant.crt",
+                                  "--repl-key", "plant.key"], cwd=work, stdout=log,
+                                 stderr=subprocess.STDOUT,
+                                 env=dict(os.environ, DOPPEL_REPL_TOKEN=token))
         sock = os.path.join(data, "repl.sock")
         deadline = time.time() + TIMEOUT
         while not os.path.exists(sock):
@@ -277,6 +360,8 @@ def main():
                            capture_output=True, text=True, timeout=TIMEOUT)
         if r.returncode != 1 or "no plant is running with data dir \"nowhere\"" not in r.stderr:
             raise Fail("no plant: status %d, output %r" % (r.returncode, r.stderr))
+
+        tls_checks(doppel, work, env, token)
 
         # The plant ran on: its station line and no error from the REPL's fault.
         plant.send_signal(signal.SIGTERM)
