@@ -1271,8 +1271,8 @@ static void on_read(uv_stream_t *st, ssize_t nread, const uv_buf_t *buf)
         return;
     }
     if (c->ssl != NULL) {
-        if (tls_read(c, (size_t)nread) < 0)
-            return;
+        if (tls_read(c, (size_t)nread) < 0 || c->len == 0)
+            return; /* closed, or nothing decrypted yet (the handshake) */
     } else {
         c->len += (size_t)nread;
     }
