@@ -30,6 +30,7 @@ struct dp_mqtt_client {
     bool started, closing, connected;
     bool drop_pending;
     char drop_why[200];
+    int unacked;        /* messages of this connection not yet acknowledged (QoS 0: not written) */
     dp_time_t backoff;  /* next delay */
     uint64_t attempt_t; /* uv_now at the start of the current attempt (ms) */
     sub_t *subs;
@@ -146,6 +147,7 @@ static void drop(dp_mqtt_client_t *c, const char *why)
     }
     c->connected = false;
     c->drop_pending = false;
+    c->unacked = 0;
     if (c->closing)
         return;
     set_error(c, why);
@@ -222,6 +224,8 @@ static void on_publish(struct mosquitto *m, void *obj, int mid, int reason,
     (void)props;
     dp_mqtt_client_t *c = obj;
     c->st.acked++;
+    if (c->unacked > 0)
+        c->unacked--;
     /* MQTT 5 brokers may refuse a message in its PUBACK (not authorised,
      * quota, ...): it is acknowledged all the same, so say so. */
     if (reason >= 0x80 && c->o.protocol == 5) {
@@ -389,6 +393,34 @@ static void on_timer_closed(uv_handle_t *h)
         free_mem(c);
 }
 
+/* Writes what libmosquitto has queued and reads the broker's answers until
+ * every message of this connection is acknowledged (QoS 1) or written
+ * (QoS 0), waiting at most `ms` in all. Shutdown only, before the DISCONNECT:
+ * a socket closed with acknowledgements still unread is reset, and a broker
+ * that had not yet read the last messages and the DISCONNECT then drops them
+ * and publishes the last will. Callbacks into the user stay off (closing). */
+static void drain_blocking(dp_mqtt_client_t *c, int ms)
+{
+    uint64_t end = uv_hrtime() + (uint64_t)ms * 1000000u;
+    while (c->mosq != NULL && !c->drop_pending &&
+           (c->unacked > 0 || mosquitto_want_write(c->mosq))) {
+        uint64_t now = uv_hrtime();
+        if (now >= end)
+            break;
+        struct pollfd pfd = {.fd = mosquitto_socket(c->mosq),
+                             .events = POLLIN | (mosquitto_want_write(c->mosq) ? POLLOUT : 0)};
+        if (pfd.fd < 0 || poll(&pfd, 1, (int)((end - now) / 1000000u) + 1) <= 0)
+            break;
+        int rc = MOSQ_ERR_SUCCESS;
+        if (pfd.revents & (POLLIN | POLLHUP | POLLERR))
+            rc = mosquitto_loop_read(c->mosq, 1);
+        if (rc == MOSQ_ERR_SUCCESS && !c->drop_pending && (pfd.revents & POLLOUT))
+            rc = mosquitto_loop_write(c->mosq, 1);
+        if (rc != MOSQ_ERR_SUCCESS)
+            break;
+    }
+}
+
 /* Writes what libmosquitto has queued, waiting for the socket at most
  * `ms` in all. Shutdown only. */
 static void flush_blocking(dp_mqtt_client_t *c, int ms)
@@ -412,7 +444,7 @@ void dp_mqtt_client_free(dp_mqtt_client_t *c, int flush_ms)
         return;
     c->closing = true;
     if (c->mosq != NULL && c->connected) {
-        flush_blocking(c, flush_ms);
+        drain_blocking(c, flush_ms);
         if (c->o.protocol == 5)
             mosquitto_disconnect_v5(c->mosq, 0, NULL);
         else
@@ -434,8 +466,12 @@ int dp_mqtt_client_publish(dp_mqtt_client_t *c, const char *topic, const void *p
 {
     if (!c->connected || c->mosq == NULL || c->drop_pending)
         return DP_ESTATE;
+    /* Counted first: a QoS 0 message written at once is "published" from
+     * inside mosquitto_publish. */
+    c->unacked++;
     int rc = mosquitto_publish(c->mosq, mid, topic, (int)len, payload, qos, retain);
     if (rc != MOSQ_ERR_SUCCESS) {
+        c->unacked--;
         set_error(c, mosq_error(rc));
         if (rc == MOSQ_ERR_NO_CONN || rc == MOSQ_ERR_CONN_LOST || rc == MOSQ_ERR_ERRNO) {
             snprintf(c->drop_why, sizeof c->drop_why, "%s", mosq_error(rc));
@@ -460,10 +496,12 @@ int dp_mqtt_client_publish_reply(dp_mqtt_client_t *c, const char *topic, const v
     int rc = mosquitto_property_add_binary(
         &props, MQTT_PROP_CORRELATION_DATA, correlation,
         (uint16_t)(correlation_len > 65535 ? 65535 : correlation_len));
+    c->unacked++; /* counted first, as in dp_mqtt_client_publish */
     if (rc == MOSQ_ERR_SUCCESS)
         rc = mosquitto_publish_v5(c->mosq, NULL, topic, (int)len, payload, 1, false, props);
     mosquitto_property_free_all(&props);
     if (rc != MOSQ_ERR_SUCCESS) {
+        c->unacked--;
         set_error(c, mosq_error(rc));
         return DP_EIO;
     }

@@ -60,10 +60,11 @@ dp_mqtt_client_t *dp_mqtt_client_new(uv_loop_t *loop, const dp_mqtt_opts_t *o,
                                      const dp_mqtt_cbs_t *cbs, void *ud, char **err);
 /* Starts connecting (and reconnecting from then on). */
 void dp_mqtt_client_start(dp_mqtt_client_t *c);
-/* Flushes what is queued (waiting at most `flush_ms`), disconnects cleanly
- * (no last will) and closes handles; the memory is freed in their close
- * callbacks (run the loop once more). No callback is called from here on.
- * Accepts NULL. Not from inside one of the client's callbacks. */
+/* Flushes what is queued and waits for its acknowledgements (at most
+ * `flush_ms` in all), disconnects cleanly (no last will) and closes handles;
+ * the memory is freed in their close callbacks (run the loop once more). No
+ * callback is called from here on. Accepts NULL. Not from inside one of the
+ * client's callbacks. */
 void dp_mqtt_client_free(dp_mqtt_client_t *c, int flush_ms);
 
 bool dp_mqtt_client_connected(const dp_mqtt_client_t *c);

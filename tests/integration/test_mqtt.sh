@@ -112,6 +112,19 @@ wait_for() {
     done
     return 1
 }
+# probe FILE PATTERN TOPIC MOSQUITTO_PUB_OPTIONS...: publishes "probe" on TOPIC
+# until FILE holds PATTERN (bounded). A subscriber (mosquitto_sub, or doppel
+# logging what it refuses) is only known to be subscribed once it got a
+# message: a fixed sleep is not enough on a loaded machine.
+probe() {
+    local file=$1 pattern=$2 topic=$3
+    shift 3
+    for _ in $(seq 30); do
+        mosquitto_pub "$@" -t "$topic" -m probe 2>/dev/null
+        wait_for "$file" "$pattern" 5 && return 0
+    done
+    return 1
+}
 
 # ---- 0. settings errors name the field -------------------------------------
 printf 'device "b" { driver = "mqtt", commands = { eve = "P1" } }\n' > bad1.lua
@@ -149,14 +162,21 @@ LUA
 cat > p1.lua <<'LUA'
 twin.on_change("ext", function(v) twin.event("ext_seen", { v = v }) end)
 LUA
-timeout 20 mosquitto_sub -p "$PORT" -t 'doppel/gw1/#' -v > streams.sub 2>&1 &
+timeout 40 mosquitto_sub -p "$PORT" -t 'doppel/gw1/#' -v > streams.sub 2>&1 &
 PIDS="$PIDS $!"
-timeout 20 mosquitto_sub -p "$PORT" -V mqttv5 -t 'resp/gw1' -F '%t %D %p' > resp.sub 2>&1 &
+timeout 40 mosquitto_sub -p "$PORT" -V mqttv5 -t 'resp/gw1' -F '%t %D %p' > resp.sub 2>&1 &
 PIDS="$PIDS $!"
-sleep 0.3
-run_doppel streams 6 streams.lua
+probe streams.sub 'doppel/gw1/_probe probe' doppel/gw1/_probe -p "$PORT" ||
+    fail "the gw1 subscriber did not subscribe"
+probe resp.sub 'resp/gw1' resp/gw1 -p "$PORT" || fail "the reply subscriber did not subscribe"
+run_doppel streams 30 streams.lua
 D1=$LAST
 wait_for streams.log "mqtt broker: connected" || fail "gw1 did not connect"
+# "connected" is logged before the subscriptions reach the broker, which
+# takes them in order: a refused command on the last one (the command
+# topics) shows that in/ext and in/raw are subscribed too.
+probe streams.log 'command on doppel/gw1/P1/cmd/probe refused' doppel/gw1/P1/cmd/probe \
+    -p "$PORT" || fail "gw1 did not subscribe"
 mosquitto_pub -p "$PORT" -t in/ext -m '{"a":{"b":[1,42]},"t":1700000000000}'
 mosquitto_pub -p "$PORT" -t in/ext -m '{"a":{"b":[1,42]'
 mosquitto_pub -p "$PORT" -t in/ext -m '{"a":{"c":1}}'
@@ -171,13 +191,24 @@ mosquitto_pub -p "$PORT" -t doppel/gw1/P1/cmd -m '{"tag":"sp","value":5}'
 # request's correlation data.
 mosquitto_pub -p "$PORT" -V mqttv5 -t doppel/gw1/P1/cmd/scada -D publish response-topic resp/gw1 \
     -D publish correlation-data corr-77 -m '{"tag":"sp","value":60,"id":"c5"}'
-# A flood of garbage: at most 10 lines a second, the rest counted.
-for i in $(seq 25); do mosquitto_pub -p "$PORT" -t in/raw -m ''; done
+# A flood of garbage: at most 10 lines a second, the rest counted. The
+# malformed in/ext payloads opened a one-second window of that limit: the
+# flood starts its own window (more than a second after they were logged)
+# and comes at once from one client, so that it does not outlast it, however
+# slowly the publishers above ran.
+wait_for streams.log 'malformed payload for P1.ext (13 bytes)' || fail "in/ext not read"
+sleep 1.1
+yes '' | head -n 25 | mosquitto_pub -p "$PORT" -t in/raw -l
+wait_for streams.log 'topic in/raw: malformed payload' || fail "the flood was not read"
 sleep 1.2
 mosquitto_pub -p "$PORT" -t in/raw -m ''
+wait_for streams.log 'more malformed payloads were not logged'
+sleep 1 # samples after the malformed payloads
+kill -TERM "$D1"
 wait "$D1"
-sleep 0.5
 S=streams.sub
+# The plant's death message is the last one sent on a clean stop.
+wait_for $S 'doppel/gw1/status {"status":"offline","ts"'
 check "birth: plant online (retained)" grep -aq '^doppel/gw1/status {"status":"online"' $S
 check "birth: twin P1 online with its tags" \
     grep -aq '^doppel/gw1/P1/status {"status":"online","tags":\[{"name":"ext"' $S
@@ -217,6 +248,11 @@ check "log: at most 10 malformed lines in the flood" \
 check "death: twin offline on a clean stop" grep -aq '^doppel/gw1/P1/status {"status":"offline"}' $S
 check "death: plant offline on a clean stop" \
     grep -aq '^doppel/gw1/status {"status":"offline","ts"' $S
+# A clean stop waits for the broker's acknowledgements before the DISCONNECT:
+# a connection reset under them made the broker drop the last messages (the
+# death message) and publish the last will instead.
+check "death: no last will on a clean stop" \
+    bash -c "! grep -aqxF 'doppel/gw1/status {\"status\":\"offline\"}' $S"
 # The plant kept running after the malformed payloads: samples after them.
 last_flow=$(grep -a '^doppel/gw1/P1/data/flow' $S | tail -1 | sed 's/.*"seq":\([0-9]*\).*/\1/')
 bad_at=$(grep -an 'malformed payload' streams.log | head -1 | cut -d: -f1)
@@ -234,13 +270,18 @@ twin "T" { script = "t.lua", tags = { x = { device = "sim", wave = "sawtooth", a
                                              period = "1s", every = "100ms" } } }
 LUA
 printf '' > t.lua
-timeout 10 mosquitto_sub -p "$TLSPORT" --cafile tls/ca.crt --cert tls/client.crt \
+timeout 20 mosquitto_sub -p "$TLSPORT" --cafile tls/ca.crt --cert tls/client.crt \
     --key tls/client.key -t 'doppel/gwtls/T/data/x' -v > tls.sub 2>&1 &
 PIDS="$PIDS $!"
-sleep 0.5
+probe tls.sub 'doppel/gwtls/T/data/x probe' doppel/gwtls/T/data/x -p "$TLSPORT" \
+    --cafile tls/ca.crt --cert tls/client.crt --key tls/client.key ||
+    fail "the TLS subscriber did not subscribe"
 run_doppel tls 3 tls.lua
 wait "$LAST"
-sleep 0.3
+for _ in $(seq 30); do
+    [ "$(grep -ac '^doppel/gwtls/T/data/x {' tls.sub)" -ge 10 ] && break
+    sleep 0.1
+done
 check "TLS: connected with the test CA" grep -aq 'connected to 127.0.0.1:'"$TLSPORT"' (MQTT 3.1.1, TLS)' tls.log
 check "TLS: samples received over TLS" test "$(grep -ac '^doppel/gwtls/T/data/x {' tls.sub)" -ge 10
 sed -e 's|tls/ca.crt|tls/other.crt|' -e 's/gwtls/gwbad/' tls.lua > tlsbad.lua
@@ -288,7 +329,7 @@ LUA
 timeout 60 mosquitto_sub -p "$PORT" -c -i counter -q 1 -t 'doppel/gw2/P1/data/flow' > saf.sub 2>&1 &
 SUB=$!
 PIDS="$PIDS $SUB"
-sleep 0.5
+probe saf.sub probe doppel/gw2/P1/data/flow -p "$PORT" || fail "the counter did not subscribe"
 run_doppel saf 30 saf.lua
 DA=$LAST
 wait_for saf.log "mqtt broker: connected" || fail "gw2 did not connect"
@@ -366,12 +407,16 @@ cat > s.lua <<'LUA'
 twin.tag("total")
 twin.on_change("gw3_flow", function(v) twin.set("total", v * 2) end)
 LUA
-timeout 20 mosquitto_sub -p "$PORT" -t 'doppel/site/S/data/#' -v > site.sub 2>&1 &
+timeout 40 mosquitto_sub -p "$PORT" -t 'doppel/site/S/data/#' -v > site.sub 2>&1 &
 PIDS="$PIDS $!"
-sleep 0.3
-run_doppel site 9 site.lua
+probe site.sub 'doppel/site/S/data/_probe probe' doppel/site/S/data/_probe -p "$PORT" ||
+    fail "the site subscriber did not subscribe"
+run_doppel site 30 site.lua
 DS=$LAST
 wait_for site.log "mqtt broker: connected" || fail "site did not connect"
+# Subscribed once it reads (and refuses) a payload on gw3's data topic.
+probe site.log 'topic doppel/gw3/P1/data/flow: malformed payload' doppel/gw3/P1/data/flow \
+    -p "$PORT" || fail "site did not subscribe"
 run_doppel gw3 3 gw3.lua
 wait "$LAST"
 "$DOPPEL" --data-dir data-gw3 export --tags P1.flow | tail -n +2 | cut -d, -f2,5 > gw3.csv
@@ -380,8 +425,11 @@ wait "$LAST"
 rm -rf data-gw3
 run_doppel gw3 2 gw3.lua
 wait "$LAST"
+# gw3 stopped once the broker acknowledged its last messages; the broker
+# hands them on to the site at once.
+sleep 2
+kill -TERM "$DS"
 wait "$DS"
-sleep 0.3
 "$DOPPEL" --data-dir data-gw3 export --tags P1.flow | tail -n +2 | cut -d, -f2,5 >> gw3.csv
 sort -o gw3.csv gw3.csv
 "$DOPPEL" --data-dir data-site export --tags S.gw3_flow | tail -n +2 | cut -d, -f2,5 | sort > site.csv
