@@ -1018,6 +1018,17 @@ static char *resolve(const dp_http_cfg_t *cfg, const char *path)
     return dp_xasprintf("%s/%s", cfg->dir, path);
 }
 
+/* The reason of the first OpenSSL error that has one (a system error, such
+ * as a file that cannot be opened, has none). */
+static const char *ssl_reason(void)
+{
+    const char *r = NULL;
+    unsigned long e;
+    while (r == NULL && (e = ERR_get_error()) != 0)
+        r = ERR_reason_error_string(e);
+    return r != NULL ? r : "not a readable PEM file";
+}
+
 static int tls_open(dp_http_t *h, char **err)
 {
     char *cert = resolve(h->cfg, h->cfg->cert), *key = resolve(h->cfg, h->cfg->key);
@@ -1026,11 +1037,9 @@ static int tls_open(dp_http_t *h, char **err)
     SSL_CTX_set_min_proto_version(h->ssl, TLS1_2_VERSION);
     SSL_CTX_set_options(h->ssl, SSL_OP_NO_COMPRESSION);
     if (SSL_CTX_use_certificate_chain_file(h->ssl, cert) != 1)
-        rc = dp_fail(err, DP_EINVAL, "tls: cannot load certificate %s: %s", cert,
-                     ERR_reason_error_string(ERR_get_error()));
+        rc = dp_fail(err, DP_EINVAL, "tls: cannot load certificate %s: %s", cert, ssl_reason());
     else if (SSL_CTX_use_PrivateKey_file(h->ssl, key, SSL_FILETYPE_PEM) != 1)
-        rc = dp_fail(err, DP_EINVAL, "tls: cannot load key %s: %s", key,
-                     ERR_reason_error_string(ERR_get_error()));
+        rc = dp_fail(err, DP_EINVAL, "tls: cannot load key %s: %s", key, ssl_reason());
     else if (SSL_CTX_check_private_key(h->ssl) != 1)
         rc = dp_fail(err, DP_EINVAL, "tls: key %s does not match certificate %s", key, cert);
     ERR_clear_error();

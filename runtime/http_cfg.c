@@ -9,6 +9,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "http.h"
 #include "settings.h"
@@ -314,8 +315,29 @@ int dp_http_parse_listen(const char *s, struct sockaddr_storage *ss, char **err)
     return 0;
 }
 
+/* A TLS file that cannot be read is a mistake `doppel check` can name; a
+ * file that reads but is not a valid certificate or key is found when the
+ * server starts. */
+static int check_readable(const dp_http_cfg_t *cfg, const char *what, const char *path, char **err)
+{
+    if (path == NULL)
+        return 0;
+    char *full = path[0] == '/' || cfg->dir == NULL || strncmp(cfg->dir, "embed:", 6) == 0
+                     ? dp_xstrdup(path)
+                     : dp_xasprintf("%s/%s", cfg->dir, path);
+    int rc = 0;
+    if (access(full, R_OK) != 0)
+        rc = dp_fail(err, DP_EINVAL, "http: tls: cannot read the %s %s: %s", what, full,
+                     strerror(errno));
+    free(full);
+    return rc;
+}
+
 int dp_http_cfg_check(const dp_http_cfg_t *cfg, char **err)
 {
+    if (check_readable(cfg, "certificate", cfg->cert, err) < 0 ||
+        check_readable(cfg, "key", cfg->key, err) < 0)
+        return DP_EINVAL;
     struct sockaddr_storage ss;
     memset(&ss, 0, sizeof ss);
     const char *listen = cfg->listen != NULL ? cfg->listen : "127.0.0.1:8080";

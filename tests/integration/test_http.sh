@@ -324,11 +324,21 @@ curl -s -o /dev/null "http://${URL_tls#https://}/healthz" --max-time 3
 curl -sN --max-time 1 --cacert server.crt "$URL_tls/api/v1/stream?token=$OPER" >stream3.txt
 grep -q 'event: hello' stream3.txt && pass "stream over HTTPS" || fail "stream over HTTPS"
 
-# Bad TLS files and a bad token file stop the plant from starting, naming the file.
+# A TLS file that cannot be read and a bad token file stop the plant from
+# starting (and fail `doppel check`), naming the file; a file that reads but
+# is not PEM is found when the server starts, which the plant runs on without.
 echo 'plant { http = { listen = "127.0.0.1:0", tls = { cert = "missing.crt", key = "server.key" } } }' >badtls.lua
 out=$("$DOPPEL" run --for 2s badtls.lua 2>&1)
-grep -q 'cannot load certificate.*missing.crt' <<<"$out" && pass "missing certificate named" ||
-    fail "missing certificate: $out"
+[ $? -ne 0 ] && grep -q 'cannot read the certificate ./missing.crt: No such file or directory' <<<"$out" &&
+    pass "missing certificate named" || fail "missing certificate: $out"
+out=$("$DOPPEL" check badtls.lua 2>&1)
+[ $? -ne 0 ] && grep -q 'cannot read the certificate ./missing.crt' <<<"$out" &&
+    pass "doppel check names the missing certificate" || fail "check, missing certificate: $out"
+echo 'not a certificate' >garbage.crt
+echo 'plant { http = { listen = "127.0.0.1:0", tls = { cert = "garbage.crt", key = "server.key" } } }' >garbtls.lua
+out=$("$DOPPEL" run --for 1s --data-dir garb garbtls.lua 2>&1)
+[ $? -eq 0 ] && grep -q 'cannot load certificate ./garbage.crt: no start line; running without HTTP' <<<"$out" &&
+    pass "a certificate that is not PEM is named; the plant runs on" || fail "garbage certificate: $out"
 echo 'alice admin 1234' >badtokens.txt
 echo 'plant { http = { tokens = "badtokens.txt" } }' >badtok.lua
 out=$("$DOPPEL" check badtok.lua 2>&1)
