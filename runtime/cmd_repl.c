@@ -97,7 +97,21 @@ static int connect_unix(const char *data_dir, char *shown, size_t size)
     return fd;
 }
 
-static int connect_tcp(const char *addr)
+/* Whether an address is this machine (127.0.0.0/8, ::1, or an IPv4-mapped
+ * 127.x address): plain text to it stays on the host. */
+static bool is_loopback(const struct sockaddr *sa)
+{
+    if (sa->sa_family == AF_INET)
+        return (ntohl(((const struct sockaddr_in *)sa)->sin_addr.s_addr) >> 24) == 127;
+    if (sa->sa_family != AF_INET6)
+        return false;
+    const struct in6_addr *a = &((const struct sockaddr_in6 *)sa)->sin6_addr;
+    return IN6_IS_ADDR_LOOPBACK(a) || (IN6_IS_ADDR_V4MAPPED(a) && a->s6_addr[12] == 127);
+}
+
+/* Connects to HOST:PORT; with `plain` (no TLS) only to a loopback address,
+ * so that the token never crosses a network in clear. */
+static int connect_tcp(const char *addr, bool plain)
 {
     const char *colon = strrchr(addr, ':');
     if (colon == NULL || colon == addr || colon[1] == '\0') {
@@ -119,7 +133,12 @@ static int connect_tcp(const char *addr)
         return -1;
     }
     int fd = -1, e = 0;
+    bool remote = false;
     for (struct addrinfo *ai = res; ai != NULL && fd < 0; ai = ai->ai_next) {
+        if (plain && !is_loopback(ai->ai_addr)) {
+            remote = true;
+            continue;
+        }
         fd = socket(ai->ai_family, ai->ai_socktype | SOCK_CLOEXEC, ai->ai_protocol);
         if (fd >= 0 && connect(fd, ai->ai_addr, ai->ai_addrlen) < 0) {
             e = errno;
@@ -128,7 +147,13 @@ static int connect_tcp(const char *addr)
         }
     }
     freeaddrinfo(res);
-    if (fd < 0)
+    if (fd < 0 && remote && e == 0)
+        fprintf(stderr,
+                "doppel repl: %s is not a loopback address: the token would travel in clear; "
+                "add --ca CERT or --tls (the plant listens with --repl-cert), or use an SSH "
+                "tunnel to a loopback port\n",
+                addr);
+    else if (fd < 0)
         fprintf(stderr, "doppel repl: cannot connect to %s: %s\n", addr, strerror(e));
     return fd;
 }
@@ -772,7 +797,7 @@ int dp_cmd_repl(int argc, char **argv, const dp_repl_client_opts_t *o)
     }
     if (o->connect != NULL) {
         snprintf(shown, sizeof shown, "%s %s", o->tls ? "tls" : "tcp", o->connect);
-        cl.fd = connect_tcp(o->connect);
+        cl.fd = connect_tcp(o->connect, !o->tls);
         if (cl.fd >= 0 && o->tls && start_tls(&cl, o->connect, o->ca) < 0) {
             SSL_free(cl.ssl);
             SSL_CTX_free(cl.tls);

@@ -186,6 +186,11 @@ def tls_checks(doppel, work, env, token):
             {"DOPPEL_REPL_TOKEN": "wrong"})
     if r.returncode != 1 or "wrong token" not in r.stderr:
         raise Fail("wrong token over TLS: status %d, output %r" % (r.returncode, r.stderr))
+    # Plain text to a host that is not this one: refused before the token leaves.
+    r = run(["repl", "--connect", "192.0.2.1:7070", "-e", "1"])
+    if r.returncode != 1 or "is not a loopback address: the token would travel in clear" \
+            not in r.stderr:
+        raise Fail("plain text to a remote host: status %d, output %r" % (r.returncode, r.stderr))
     r = run(["repl", "--ca", "plant.crt", "-e", "1"])
     if r.returncode != 2 or "need --connect" not in r.stderr:
         raise Fail("--ca without --connect: status %d, output %r" % (r.returncode, r.stderr))
