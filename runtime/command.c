@@ -2,6 +2,7 @@
 #include "command.h"
 
 #include <math.h>
+#include <msgpack.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -52,6 +53,8 @@ struct dp_guard {
     bool writes;
     bool shadow;
     bool dry_run;
+    dp_event_cb on_switch;
+    void *on_switch_ud;
     uint64_t next_id;
     pending_t **pending;
     size_t npending, cpending;
@@ -146,11 +149,58 @@ int dp_guard_get_limits(const dp_guard_t *g, int tag, dp_guard_limits_t *out)
     return 0;
 }
 
+void dp_guard_on_switch(dp_guard_t *g, dp_event_cb cb, void *ud)
+{
+    g->on_switch = cb;
+    g->on_switch_ud = ud;
+}
+
+static void pack_key(msgpack_packer *pk, const char *s)
+{
+    msgpack_pack_str(pk, strlen(s));
+    msgpack_pack_str_body(pk, s, strlen(s));
+}
+
+/* Logs a switch that changed and raises it as a "guard" event. */
+static void switched(dp_guard_t *g, const char *text, const char *who)
+{
+    dp_log_warn(NULL, "%s by %s", text, who);
+    if (g->on_switch == NULL)
+        return;
+    msgpack_sbuffer sb;
+    msgpack_sbuffer_init(&sb);
+    msgpack_packer pk;
+    msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
+    msgpack_pack_map(&pk, 3);
+    pack_key(&pk, "by");
+    pack_key(&pk, who);
+    pack_key(&pk, "shadow");
+    if (g->shadow)
+        msgpack_pack_true(&pk);
+    else
+        msgpack_pack_false(&pk);
+    pack_key(&pk, "writes");
+    if (g->writes)
+        msgpack_pack_true(&pk);
+    else
+        msgpack_pack_false(&pk);
+    char line[320];
+    snprintf(line, sizeof line, "%s by %s", text, who);
+    dp_event_t ev = {.ts = dp_clock_now(g->clock),
+                     .kind = "guard",
+                     .text = line,
+                     .payload = sb.data,
+                     .payload_len = sb.size};
+    g->on_switch(&ev, g->on_switch_ud);
+    msgpack_sbuffer_destroy(&sb);
+}
+
 void dp_guard_enable_writes(dp_guard_t *g, bool enabled, const char *who)
 {
-    if (g->writes != enabled)
-        dp_log_warn(NULL, "writes %s by %s", enabled ? "enabled" : "disabled", who ? who : "?");
+    if (g->writes == enabled)
+        return;
     g->writes = enabled;
+    switched(g, enabled ? "writes enabled" : "writes disabled", who ? who : "?");
 }
 
 bool dp_guard_writes_enabled(const dp_guard_t *g)
@@ -160,9 +210,10 @@ bool dp_guard_writes_enabled(const dp_guard_t *g)
 
 void dp_guard_set_shadow(dp_guard_t *g, bool shadow, const char *who)
 {
-    if (g->shadow != shadow)
-        dp_log_warn(NULL, "shadow mode %s by %s", shadow ? "on" : "off", who ? who : "?");
+    if (g->shadow == shadow)
+        return;
     g->shadow = shadow;
+    switched(g, shadow ? "shadow mode on" : "shadow mode off", who ? who : "?");
 }
 
 bool dp_guard_shadow(const dp_guard_t *g)

@@ -29,6 +29,7 @@
 #include <uv.h>
 
 #include "clock.h"
+#include "event.h"
 #include "store.h"
 
 typedef enum {
@@ -82,7 +83,10 @@ void dp_guard_set_writer(dp_guard_t *g, int tag, dp_cmd_write_fn fn, void *ctx);
 bool dp_guard_writable(const dp_guard_t *g, int tag);
 int dp_guard_get_limits(const dp_guard_t *g, int tag, dp_guard_limits_t *out);
 
-/* Plant-wide switches; `who` is logged with the change. */
+/* Plant-wide switches; `who` is logged with the change, and each change is
+ * raised through dp_guard_on_switch's callback as a "guard" event (payload
+ * {by, shadow, writes}) so that it is journaled and outlives a restart. */
+void dp_guard_on_switch(dp_guard_t *g, dp_event_cb cb, void *ud);
 void dp_guard_enable_writes(dp_guard_t *g, bool enabled, const char *who);
 bool dp_guard_writes_enabled(const dp_guard_t *g);
 void dp_guard_set_shadow(dp_guard_t *g, bool shadow, const char *who);

@@ -298,6 +298,35 @@ done:
     return ok;
 }
 
+/* A change of the guard's switches (a "guard" event) is done again on the
+ * replay plant, so that the state after recovery has them as they were. */
+static bool redo_guard_switch(dp_plant_t *sub, const dp_jrec_t *rec)
+{
+    if (rec->payload == NULL)
+        return false;
+    msgpack_zone zone;
+    msgpack_zone_init(&zone, 256);
+    msgpack_object map;
+    char by[128] = "?";
+    bool ok = false;
+    if (dp_mp_parse(rec->payload, rec->payload_len, &zone, &map, NULL) == 0 &&
+        map.type == MSGPACK_OBJECT_MAP) {
+        const msgpack_object *w = map_get(&map, "writes"), *sh = map_get(&map, "shadow");
+        map_str(&map, "by", by, sizeof by);
+        if (w != NULL && w->type == MSGPACK_OBJECT_BOOLEAN && sh != NULL &&
+            sh->type == MSGPACK_OBJECT_BOOLEAN) {
+            dp_guard_enable_writes(dp_plant_guard(sub), w->via.boolean, by);
+            dp_guard_set_shadow(dp_plant_guard(sub), sh->via.boolean, by);
+            ok = true;
+        }
+    }
+    if (!ok)
+        dp_log_warn(NULL, "recovery: guard event at record %" PRIu64 " is malformed; skipped",
+                    rec->seq);
+    msgpack_zone_destroy(&zone);
+    return ok;
+}
+
 /* Replays the journal after `snap` through a virtual-time copy of the plant
  * and returns the resulting seed (NULL: nothing to start from). While the
  * copy loads and replays, only errors are logged: its twins say again what
@@ -369,6 +398,13 @@ static int recover(dp_persist_t *ps, dp_snapshot_t *snap, dp_snapshot_t **out, c
             actions += redo_alarm_action(sub, &rec);
             continue;
         }
+        if (rec.type == DP_JREC_EVENT && rec.kind != NULL && strcmp(rec.kind, "guard") == 0) {
+            if (rec.ts > dp_clock_now(clock))
+                dp_plant_run_until(sub, rec.ts);
+            dp_plant_flush(sub);
+            actions += redo_guard_switch(sub, &rec);
+            continue;
+        }
         if (rec.type != DP_JREC_SAMPLE || (rec.flags & DP_JSAMPLE_DERIVED))
             continue; /* twins recompute derived tags; commands are never re-sent */
         int id = dp_store_find(store, rec.tag);
@@ -412,7 +448,7 @@ static int recover(dp_persist_t *ps, dp_snapshot_t *snap, dp_snapshot_t **out, c
     dp_log_info(
         NULL,
         "recovery: %s + %" PRIu64 " journal records (%" PRIu64 " samples replayed in "
-        "virtual time, %" PRIu64 " alarm actions redone) up to record %" PRIu64 "%s in %.1f ms",
+        "virtual time, %" PRIu64 " operator actions redone) up to record %" PRIu64 "%s in %.1f ms",
         snap != NULL ? "snapshot" : "no snapshot", records, samples, actions, last,
         skipped > 0 ? ", corrupted stretches skipped" : "", (double)(uv_hrtime() - t0) / 1e6);
     dp_snapshot_free(snap);

@@ -253,6 +253,15 @@ static void alarm_emit(const dp_event_t *ev, void *ud)
     emit(&p->twin_host, ev);
 }
 
+/* Guard switches: the guard logs them itself; listeners (the journal, the
+ * HTTP and REPL streams) get the event. */
+static void guard_emit(const dp_event_t *ev, void *ud)
+{
+    dp_plant_t *p = ud;
+    for (int i = 0; i < p->nlisteners; i++)
+        p->listeners[i].cb(ev, p->listeners[i].ud);
+}
+
 static void on_alarm_tick(dp_timer_t *t)
 {
     dp_plant_t *p = t->data;
@@ -922,6 +931,7 @@ dp_plant_t *dp_plant_open(const dp_plant_opts_t *opts, char **err)
     p->store = dp_store_new();
     p->ingest = opts->loop != NULL ? dp_ingest_new(opts->loop, p->store, 0) : NULL;
     p->guard = dp_guard_new(p->store, p->clock, opts->loop);
+    dp_guard_on_switch(p->guard, guard_emit, p);
     p->host = (dp_host_t){.loop = opts->loop,
                           .clock = p->clock,
                           .store = p->store,
@@ -967,6 +977,17 @@ dp_plant_t *dp_plant_open(const dp_plant_opts_t *opts, char **err)
         if (skipped > 0)
             dp_log_warn(NULL, "%d saved tags are no longer in the plant; skipped", skipped);
         dp_snapshot_restore_alarms(seed, p->alarms);
+        /* The guard's switches as they were: the more restrictive of them
+         * and the plant file's wins, so that writes switched off during an
+         * incident stay off after a crash and an automatic restart. */
+        if (seed->has_guard && !seed->writes)
+            dp_guard_enable_writes(p->guard, false,
+                                   "the switch as it was before the restart (enable them over "
+                                   "HTTP or the REPL)");
+        if (seed->has_guard && seed->shadow)
+            dp_guard_set_shadow(p->guard, true,
+                                "the switch as it was before the restart (switch it off over "
+                                "HTTP or the REPL)");
     }
     for (int i = 0; i < p->ntwins; i++) {
         char *inner = NULL;

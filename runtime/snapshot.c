@@ -1,14 +1,15 @@
 /* Snapshots of the store, the twins' state and the alarm list. See
  * snapshot.h.
  *
- * Body (msgpack): [2, seq, ts, plant, tags, twins, alarms] where
+ * Body (msgpack): [2, seq, ts, plant, tags, twins, alarms, guard] where
  *   tags   = [[name, flags, history, cur_ts, cur_value, cur_quality,
  *              [[ts, value, quality], ...oldest first]], ...]
  *   twins  = [[name, state (bin, msgpack of the twin's `state`)], ...]
  *   alarms = [[twin, name, message, group, severity, priority, limit, state,
  *              active, shelved, shelved_until, suppressed, first_out, since,
  *              value, acked_by], ...]
- * Version 1 (no alarms) is still read. */
+ *   guard  = [writes enabled, shadow mode]
+ * Version 1 (no alarms, no guard) is still read. */
 #include "snapshot.h"
 
 #include <dirent.h>
@@ -23,6 +24,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "command.h"
 #include "journal.h"
 #include "lmsgpack.h"
 #include "log.h"
@@ -129,6 +131,9 @@ int dp_snapshot_capture(struct dp_plant *plant, uint64_t seq, dp_snapshot_t **ou
         st->name = dp_xstrdup(dp_twin_name(tw));
         s->ntwins++;
     }
+    s->has_guard = true;
+    s->writes = dp_guard_writes_enabled(dp_plant_guard(plant));
+    s->shadow = dp_guard_shadow(dp_plant_guard(plant));
     dp_alarms_t *alarms = dp_plant_alarms(plant);
     int nal = dp_alarms_count(alarms);
     s->alarms = dp_xcalloc((size_t)nal + 1, sizeof *s->alarms);
@@ -209,7 +214,7 @@ void dp_snapshot_encode(const dp_snapshot_t *s, char **out, size_t *len)
     buf_write(&b, hdr, HDR_LEN);
     msgpack_packer pk;
     msgpack_packer_init(&pk, &b, buf_write);
-    msgpack_pack_array(&pk, 7);
+    msgpack_pack_array(&pk, 8);
     msgpack_pack_int(&pk, 2);
     msgpack_pack_uint64(&pk, s->seq);
     msgpack_pack_int64(&pk, s->ts);
@@ -256,6 +261,9 @@ void dp_snapshot_encode(const dp_snapshot_t *s, char **out, size_t *len)
         msgpack_pack_double(&pk, a->value);
         dp_mp_pack_str(&pk, a->acked_by);
     }
+    msgpack_pack_array(&pk, 2);
+    pack_bool(&pk, s->writes);
+    pack_bool(&pk, s->shadow);
     size_t body = b.len - HDR_LEN;
     memcpy(b.data, MAGIC, MAGIC_LEN);
     uint32_t blen = (uint32_t)body, crc = dp_crc32(0, b.data + HDR_LEN, body);
@@ -378,10 +386,14 @@ static const char *decode_body(const msgpack_object *o, dp_snapshot_t *s)
     const msgpack_object *f = o->via.array.ptr;
     if (!get_i64(&f[0], &version) || version < 1 || version > 2)
         return "unknown snapshot version";
-    if (o->via.array.size != (version == 1 ? 6u : 7u))
+    if (o->via.array.size != (version == 1 ? 6u : 8u))
         return "the body is not a snapshot array";
-    if (version == 2 && f[6].type != MSGPACK_OBJECT_ARRAY)
+    if (version == 2 &&
+        (f[6].type != MSGPACK_OBJECT_ARRAY || f[7].type != MSGPACK_OBJECT_ARRAY ||
+         f[7].via.array.size != 2 || !get_bool(&f[7].via.array.ptr[0], &s->writes) ||
+         !get_bool(&f[7].via.array.ptr[1], &s->shadow)))
         return "malformed snapshot header fields";
+    s->has_guard = version == 2;
     if (!get_i64(&f[1], &seq) || seq < 0 || !get_i64(&f[2], &ts) ||
         f[3].type != MSGPACK_OBJECT_STR || f[4].type != MSGPACK_OBJECT_ARRAY ||
         f[5].type != MSGPACK_OBJECT_ARRAY)

@@ -1,6 +1,6 @@
 /* Snapshots: the store (every tag's current value and history ring), every
- * twin's `state` and the alarm list (what operators acknowledged and
- * shelved), with the journal position they cover.
+ * twin's `state`, the alarm list (what operators acknowledged and shelved)
+ * and the guard's switches, with the journal position they cover.
  *
  * A snapshot file DIR/NNNNNNNNNNNNNNNNNNNN.snap (the number is the sequence
  * number of the last journal record it covers) is
@@ -51,6 +51,8 @@ typedef struct dp_snapshot {
     size_t ntwins;
     dp_snap_alarm_t *alarms; /* the alarm list (retired alarms left out) */
     size_t nalarms;
+    bool has_guard; /* the guard's switches below were saved (version 2) */
+    bool writes, shadow;
 } dp_snapshot_t;
 
 /* Captures the plant's store and twin states as they are now (the caller
