@@ -30,6 +30,9 @@
 #define NOTICE_MAX      10                /* notices per window and client */
 #define READ_CHUNK      65536
 #define MAX_REQUEST_OUT ((size_t)1 << 20) /* output bytes sent for one request */
+#define MAX_TCP_CLIENTS 16                /* TCP connections at once */
+#define HELLO_TIMEOUT   10000             /* ms a TCP client has to say hello */
+#define REFUSAL_PAUSE   1000              /* ms without new TCP clients after a wrong token */
 
 typedef struct conn conn_t;
 
@@ -53,6 +56,8 @@ struct conn {
     uint64_t serial;
     bool tcp;
     bool hello;
+    uint64_t accepted; /* uv_now when accepted */
+    char peer[64];     /* TCP: "ADDRESS:PORT" of the client */
     /* TLS (a TCP listener with a certificate): the socket's bytes go through
      * memory BIOs; `buf` holds the decrypted bytes, `raw` what was read. */
     SSL *ssl;
@@ -83,6 +88,10 @@ struct dp_repl_server {
     uv_tcp_t tcp;
     bool pipe_open, tcp_open;
     int tcp_port;
+    int ntcp;              /* TCP connections open */
+    uint64_t refuse_until; /* uv_now before which new TCP clients are turned away */
+    uv_timer_t sweep;      /* closes TCP clients that do not say hello in time */
+    bool sweep_open;
     char *path;
     char *token;
     SSL_CTX *tls; /* NULL: the TCP listener speaks plain text */
@@ -256,8 +265,8 @@ static void fail_conn(conn_t *c, const char *fmt, ...)
         if (uv_shutdown(&c->shutdown, &c->h.stream, on_shutdown) < 0)
             conn_close(c);
     }
-    dp_log_info(NULL, "REPL client %llu: %s; connection closed", (unsigned long long)c->serial,
-                text ? text : "protocol error");
+    dp_log_info(NULL, "REPL client %llu%s%s: %s; connection closed", (unsigned long long)c->serial,
+                c->tcp ? " from " : "", c->peer, text ? text : "protocol error");
     free(text);
 }
 
@@ -280,6 +289,8 @@ static void on_conn_closed(uv_handle_t *h)
         }
     }
     s->nconns--;
+    if (c->tcp)
+        s->ntcp--;
     while (c->watches != NULL) {
         watch_t *w = c->watches;
         c->watches = w->next;
@@ -1167,6 +1178,8 @@ static void handle(conn_t *c, dp_repl_msg_t *m)
             return;
         }
         if (c->tcp && (m->token == NULL || !same_token(m->token, s->token))) {
+            /* Guessing is slowed down: no new TCP client for a moment. */
+            s->refuse_until = uv_now(s->loop) + REFUSAL_PAUSE;
             fail_conn(c, "%s", m->token == NULL ? "a token is required" : "wrong token");
             return;
         }
@@ -1234,8 +1247,8 @@ static int tls_read(conn_t *c, size_t nread)
         if (tls_flush(c) < 0 || (rc <= 0 && SSL_get_error(c->ssl, rc) != SSL_ERROR_WANT_READ)) {
             /* Closed before logging: the log line must not come back here. */
             conn_close(c);
-            dp_log_info(NULL, "REPL client %llu: TLS handshake failed: %s",
-                        (unsigned long long)c->serial, tls_reason());
+            dp_log_info(NULL, "REPL client %llu from %s: TLS handshake failed: %s",
+                        (unsigned long long)c->serial, c->peer, tls_reason());
             return -1;
         }
         if (rc <= 0)
@@ -1330,11 +1343,55 @@ static void on_connection(uv_stream_t *server, int status)
     c->next = s->conns;
     s->conns = c;
     s->nconns++;
-    if (uv_accept(server, &c->h.stream) < 0 || uv_read_start(&c->h.stream, on_alloc, on_read) < 0) {
+    c->accepted = uv_now(s->loop);
+    if (c->tcp)
+        s->ntcp++;
+    if (uv_accept(server, &c->h.stream) < 0) {
         conn_close(c);
         return;
     }
-    dp_log_debug(NULL, "REPL client %llu connected", (unsigned long long)c->serial);
+    if (c->tcp) {
+        struct sockaddr_storage ss;
+        int len = sizeof ss;
+        char ip[INET6_ADDRSTRLEN] = "?";
+        int port = 0;
+        if (uv_tcp_getpeername(&c->h.tcp, (struct sockaddr *)&ss, &len) == 0) {
+            if (ss.ss_family == AF_INET6) {
+                uv_ip6_name((struct sockaddr_in6 *)&ss, ip, sizeof ip);
+                port = ntohs(((struct sockaddr_in6 *)&ss)->sin6_port);
+            } else {
+                uv_ip4_name((struct sockaddr_in *)&ss, ip, sizeof ip);
+                port = ntohs(((struct sockaddr_in *)&ss)->sin_port);
+            }
+        }
+        snprintf(c->peer, sizeof c->peer, "%s:%d", ip, port);
+        const char *why = s->ntcp > MAX_TCP_CLIENTS       ? "too many TCP clients"
+                          : c->accepted < s->refuse_until ? "a wrong token was just given"
+                                                          : NULL;
+        if (why != NULL) {
+            conn_close(c);
+            dp_log_info(NULL, "REPL: turned away a TCP client from %s: %s", c->peer, why);
+            return;
+        }
+    }
+    if (uv_read_start(&c->h.stream, on_alloc, on_read) < 0) {
+        conn_close(c);
+        return;
+    }
+    dp_log_debug(NULL, "REPL client %llu connected%s%s", (unsigned long long)c->serial,
+                 c->tcp ? " from " : "", c->peer);
+}
+
+/* Closes TCP clients that have not said hello within HELLO_TIMEOUT: a
+ * connection that sends nothing must not hold one of the few places. */
+static void on_sweep(uv_timer_t *t)
+{
+    dp_repl_server_t *s = t->data;
+    uint64_t now = uv_now(s->loop);
+    for (conn_t *c = s->conns; c != NULL; c = c->next) {
+        if (c->tcp && !c->hello && !c->closing && now - c->accepted >= HELLO_TIMEOUT)
+            fail_conn(c, "no hello within %d s", HELLO_TIMEOUT / 1000);
+    }
 }
 
 /* ---- listeners ------------------------------------------------------------ */
@@ -1484,6 +1541,12 @@ static int listen_tcp(dp_repl_server_t *s, const dp_repl_opts_t *o, char **err)
         s->tcp_port = ntohs(bound.ss_family == AF_INET6 ? ((struct sockaddr_in6 *)&bound)->sin6_port
                                                         : ((struct sockaddr_in *)&bound)->sin_port);
     s->token = dp_xstrdup(token);
+    uv_timer_init(s->loop, &s->sweep);
+    s->sweep.data = s;
+    s->sweep_open = true;
+    s->listeners++;
+    uv_timer_start(&s->sweep, on_sweep, 1000, 1000);
+    uv_unref((uv_handle_t *)&s->sweep);
     return 0;
 }
 
@@ -1553,6 +1616,10 @@ void dp_repl_server_close(dp_repl_server_t *s)
     if (s->tcp_open) {
         uv_close((uv_handle_t *)&s->tcp, on_listener_closed);
         s->tcp_open = false;
+    }
+    if (s->sweep_open) {
+        uv_close((uv_handle_t *)&s->sweep, on_listener_closed);
+        s->sweep_open = false;
     }
     for (conn_t *c = s->conns; c != NULL; c = c->next)
         conn_close(c);

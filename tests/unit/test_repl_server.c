@@ -767,11 +767,34 @@ static void sc_tcp(world_t *w)
     free(hello);
     hello = NULL;
     tc_close(&c);
+    usleep(1100 * 1000); /* after a refusal, new TCP clients wait a second */
     if (tc_open_tcp(&c, w->tcp_port) && tc_hello(&c, "wrong-token", &hello))
         note(w, "wrong=%s", hello);
     free(hello);
     hello = NULL;
     tc_close(&c);
+    /* Within the pause even the right token is turned away at once. */
+    note(w, "paused=%s",
+         tc_open_tcp(&c, w->tcp_port) && tc_hello(&c, "s3cret", &hello) ? hello : "closed");
+    free(hello);
+    hello = NULL;
+    tc_close(&c);
+    usleep(1100 * 1000);
+    /* At most 16 TCP clients at once: the 17th is turned away. */
+    tc_t many[17];
+    for (int i = 0; i < 17; i++)
+        tc_open_tcp(&many[i], w->tcp_port);
+    usleep(200 * 1000); /* all accepted before the first hello */
+    note(w, "seventeenth=%s", tc_hello(&many[16], "s3cret", &hello) ? hello : "closed");
+    free(hello);
+    hello = NULL;
+    if (tc_hello(&many[0], "s3cret", &hello))
+        note(w, "first=%s", hello);
+    free(hello);
+    hello = NULL;
+    for (int i = 0; i < 17; i++)
+        tc_close(&many[i]);
+    usleep(200 * 1000); /* their places are free again */
     if (tc_open_tcp(&c, w->tcp_port) && tc_hello(&c, "s3cret", &hello)) {
         note(w, "right=%s", hello);
         rec_eval(w, &c, "eval", "40 + 2");
@@ -792,6 +815,9 @@ Test(repl_server, tcp_needs_the_token)
     cr_assert_gt(w.tcp_port, 0);
     expect_note(&w, "notoken", "error:a token is required");
     expect_note(&w, "wrong", "error:wrong token");
+    expect_note(&w, "paused", "closed");
+    expect_note(&w, "seventeenth", "closed");
+    expect_note(&w, "first", "hello:rt:plant");
     expect_note(&w, "right", "hello:rt:plant");
     expect_note(&w, "eval", "ok:42");
     expect_note(&w, "unix", "hello:rt:plant");
