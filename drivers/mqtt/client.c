@@ -328,7 +328,10 @@ static void connect_now(dp_mqtt_client_t *c)
     if (c->o.username != NULL)
         rc = mosquitto_username_pw_set(m, c->o.username, c->o.password);
     if (rc == MOSQ_ERR_SUCCESS && c->o.tls) {
-        rc = mosquitto_tls_set(m, c->o.ca_file, NULL, c->o.cert_file, c->o.key_file, NULL);
+        /* Without a CA file, the system's CAs (libmosquitto needs one or the
+         * other). */
+        rc = mosquitto_tls_set(m, c->o.ca_file, c->o.ca_file == NULL ? "/etc/ssl/certs" : NULL,
+                               c->o.cert_file, c->o.key_file, NULL);
         if (rc == MOSQ_ERR_SUCCESS)
             rc = mosquitto_tls_insecure_set(m, c->o.tls_insecure);
     }

@@ -1,5 +1,6 @@
 #include "mqtt.h"
 
+#include <arpa/inet.h>
 #include <inttypes.h>
 #include <lauxlib.h>
 #include <mosquitto.h>
@@ -196,7 +197,8 @@ static const dp_setting_t device_settings[] = {
      .type = DP_SET_BOOL,
      .offset = CFG(tls),
      .def = "false",
-     .doc = "Connect with TLS (implied by `tls_ca`)."},
+     .doc = "Connect with TLS (implied by `tls_ca`); without `tls_ca` the broker's "
+            "certificate is checked against the system's CAs (/etc/ssl/certs)."},
     {.name = "tls_ca",
      .type = DP_SET_STRING,
      .offset = CFG(tls_ca),
@@ -455,6 +457,15 @@ static dp_time_t now(const mqtt_t *m)
 
 /* ---- Open / points ----------------------------------------------------- */
 
+/* A broker on this machine: "localhost", 127.0.0.0/8 or ::1. */
+static bool loopback_host(const char *host)
+{
+    if (host == NULL || strcmp(host, "localhost") == 0 || strcmp(host, "::1") == 0)
+        return true;
+    struct in_addr a;
+    return inet_pton(AF_INET, host, &a) == 1 && (ntohl(a.s_addr) >> 24) == 127;
+}
+
 static int mqtt_open(dp_device_t *dev, char **err)
 {
     mqtt_cfg_t *c = dev->cfg;
@@ -467,6 +478,11 @@ static int mqtt_open(dp_device_t *dev, char **err)
         return dp_fail(err, DP_EINVAL, "give password_file or password_env, not both");
     if ((c->password_file != NULL || c->password_env != NULL) && c->username == NULL)
         return dp_fail(err, DP_EINVAL, "a password needs a username");
+    if ((c->password_file != NULL || c->password_env != NULL) && !c->tls && !loopback_host(c->host))
+        return dp_fail(err, DP_EINVAL,
+                       "a password to broker %s would travel in clear: add tls_ca (or tls = "
+                       "true for the system's CAs)",
+                       c->host != NULL ? c->host : "?");
     if (c->keepalive < 5 * DP_US_PER_SEC || c->keepalive > 65535 * DP_US_PER_SEC)
         return dp_fail(err, DP_EINVAL, "keepalive: must be between 5s and 65535s");
     if (c->reconnect_max < c->reconnect_min)

@@ -130,10 +130,12 @@ probe() {
 printf 'device "b" { driver = "mqtt", commands = { eve = "P1" } }\n' > bad1.lua
 printf 'device "b" { driver = "mqtt" }\ntwin "T" { script = "t.lua", tags = { x = { device = "b", topic = "a/#/b" } } }\n' > bad2.lua
 printf 'device "b" { driver = "mqtt", keepalive = "1s" }\n' > bad3.lua
+printf 'device "b" { driver = "mqtt", host = "10.1.2.3", username = "u", password_env = "HOME" }\n' > bad4.lua
 printf '' > t.lua
 for f in bad1:'commands: "P1": expected "twin.tag", "twin.*" or "*"' \
          bad2:'twin T, tag x: topic: "a/#/b" is not a valid subscription' \
-         bad3:'device b: keepalive: must be between 5s and 65535s'; do
+         bad3:'device b: keepalive: must be between 5s and 65535s' \
+         bad4:'device b: a password to broker 10.1.2.3 would travel in clear: add tls_ca'; do
     out=$("$DOPPEL" check "${f%%:*}.lua" 2>&1)
     if [ $? -eq 1 ] && grep -qF -- "${f#*:}" <<<"$out"; then ok "check ${f%%:*}"; else fail "check ${f%%:*}: $out"; fi
 done
@@ -290,6 +292,14 @@ wait "$LAST"
 check "TLS: a broker certificate from another CA is refused" \
     grep -aq "mqtt broker: cannot connect to 127.0.0.1:$TLSPORT" tlsbad.log
 check "TLS: never connected with the wrong CA" bash -c "! grep -aq 'connected to' tlsbad.log"
+# tls = true without tls_ca: the system's CAs, which do not know the test CA.
+sed -e 's|tls_ca = "tls/ca.crt",|tls = true,|' -e 's/gwtls/gwsys/' tls.lua > tlssys.lua
+run_doppel tlssys 2 tlssys.lua
+wait "$LAST"
+check "TLS: tls = true checks against the system's CAs" \
+    grep -aq "mqtt broker: cannot connect to 127.0.0.1:$TLSPORT" tlssys.log
+check "TLS: tls = true alone is accepted by libmosquitto" \
+    bash -c "! grep -aq 'settings refused' tlssys.log && ! grep -aq 'connected to' tlssys.log"
 
 # ---- 2b. user name and password, the password from a file or the environment
 printf 'secret-pw\n' > pw.txt
