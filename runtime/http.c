@@ -15,7 +15,9 @@
 
 #include "../drivers/driver.h"
 #include "http_int.h"
+#include "journal.h"
 #include "log.h"
+#include "persist.h"
 
 dp_guard_t *dp__http_guard(dp_plant_t *plant)
 {
@@ -895,11 +897,20 @@ static int on_req(h2o_handler_t *self, h2o_req_t *req)
         dp__http_error(&c, 404, "no asset \"%s\"", segs[1]);
         return 0;
     } else if (nsegs == 1 && strcmp(segs[0], "healthz") == 0) {
+        /* Degraded (503) when what was accepted is no longer recorded. */
+        dp_persist_t *ps = dp_plant_persist(h->plant);
+        dp_journal_stats_t js = {0};
+        if (ps != NULL && dp_persist_journal(ps) != NULL)
+            dp_journal_get_stats(dp_persist_journal(ps), &js);
         dp_jbuf_t b = {0};
-        dp_jb_puts(&b, "{\"status\":\"ok\",\"plant\":");
+        dp_jb_puts(&b, js.failed ? "{\"status\":\"degraded\",\"plant\":"
+                                 : "{\"status\":\"ok\",\"plant\":");
         dp_jb_str(&b, dp_plant_name(h->plant));
+        if (js.failed)
+            dp_jb_puts(&b, ",\"problems\":[\"journal: a write or fsync failed (disk full?); "
+                           "nothing is recorded until a restart\"]");
         dp_jb_puts(&b, "}");
-        dp__http_json(&c, 200, &b);
+        dp__http_json(&c, js.failed ? 503 : 200, &b);
         return 0;
     }
 

@@ -797,6 +797,10 @@ void dp__http_metrics(dp__http_call_t *c)
                     "Records appended but not yet durable.");
         dp_jb_printf(&b, "doppel_journal_backlog_records %llu\n",
                      (unsigned long long)(last > durable ? last - durable : 0));
+        metric_head(&b, "doppel_journal_failed", "gauge",
+                    "1 once a journal write or fsync failed (a full disk): nothing more is "
+                    "recorded until a restart.");
+        dp_jb_printf(&b, "doppel_journal_failed %d\n", js.failed ? 1 : 0);
     }
 
     metric_head(&b, "doppel_http_requests_total", "counter", "HTTP responses by status class.");

@@ -1096,7 +1096,8 @@ void dp_journal_get_stats(const dp_journal_t *j, dp_journal_stats_t *out)
                                 .commits = j->commits,
                                 .fsyncs = j->fsyncs,
                                 .segments = j->segments,
-                                .dropped = j->dropped};
+                                .dropped = j->dropped,
+                                .failed = j->failed};
     pthread_mutex_unlock((pthread_mutex_t *)&j->mu);
 }
 

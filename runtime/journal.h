@@ -146,6 +146,7 @@ typedef struct {
     uint64_t fsyncs;
     uint64_t segments; /* segment files created */
     uint64_t dropped;  /* segment files removed by retention */
+    bool failed;       /* a write or fsync failed: nothing more is recorded this run */
 } dp_journal_stats_t;
 void dp_journal_get_stats(const dp_journal_t *j, dp_journal_stats_t *out);
 

@@ -388,6 +388,39 @@ for name in secure open tls; do
         { fail "$name exit $st"; tail -5 "$name.log"; }
 done
 PIDS=()
+
+# ---- a journal that can no longer write (a full disk) ------------------------------------
+# The file size limit (bash's ulimit -f, in KiB) makes the journal's writes
+# fail with EFBIG once its segment reaches it, as a full disk would; SIGXFSZ
+# is ignored so that the write fails instead of killing the process. The log
+# goes through a pipe, out of the limit's reach.
+{
+    echo 'plant { name = "full", http = { listen = "127.0.0.1:0" }, snapshot = { every = "0s" } }'
+    pump_twin
+} >full.lua
+( echo $BASHPID >full.pid; trap '' XFSZ; ulimit -f 64
+  exec "$DOPPEL" run --data-dir "$WORK/data-full" full.lua ) 2>&1 | cat >full.log &
+FULL=$!
+url=""
+for _ in $(seq 1 100); do
+    url=$(grep -o 'listening on http://[0-9.:]*/' full.log | head -1 | cut -d' ' -f3)
+    [ -n "$url" ] && break
+    sleep 0.1
+done
+for _ in $(seq 1 300); do
+    grep -q 'journal: write to segment .* failed' full.log && break
+    sleep 0.1
+done
+grep -q 'journal: write to segment .* failed: File too large' full.log &&
+    pass "the journal's write failure is logged" || fail "no journal write failure: $(tail -3 full.log)"
+code=$(curl -s -o body -w '%{http_code}' "${url%/}/healthz")
+[ "$code" = 503 ] && grep -q '"status":"degraded".*journal: a write or fsync failed' body &&
+    pass "/healthz says degraded (503) once the journal cannot write" || fail "healthz: $code $(cat body)"
+curl -s "${url%/}/metrics" | grep -q '^doppel_journal_failed 1$' &&
+    pass "doppel_journal_failed is 1" || fail "no doppel_journal_failed 1 in /metrics"
+kill -TERM "$(cat full.pid)"
+wait "$FULL"
+
 if grep -q 'ERROR\|runtime error\|AddressSanitizer' secure.log open.log tls.log; then
     fail "errors in the server logs"
     grep 'ERROR\|runtime error\|AddressSanitizer' secure.log open.log tls.log | head
