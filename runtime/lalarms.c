@@ -16,11 +16,14 @@ static const char *twin_of(lua_State *L)
     return lua_tostring(L, lua_upvalueindex(2));
 }
 
+/* Who acts: always the twin, so a script cannot pass for an operator; a
+ * name it gives (an HMI twin relaying a button) is recorded beside it:
+ * "twin:hmi (for olga)". */
 static const char *who_of(lua_State *L, int idx)
 {
     if (lua_isnoneornil(L, idx))
         return lua_pushfstring(L, "twin:%s", twin_of(L));
-    return luaL_checkstring(L, idx);
+    return lua_pushfstring(L, "twin:%s (for %s)", twin_of(L), luaL_checkstring(L, idx));
 }
 
 /* Splits "P101.vibration_high" into twin and alarm; a name without a dot is

@@ -51,7 +51,7 @@ test.case("another twin lists, acknowledges and shelves; shelving expires", func
    t:eq(states(t), { "level_high:active", "level_high:acknowledged", "level_high:shelved",
                      "level_high:unshelved" })
    local ev = t:events("alarm")
-   t:eq(ev[2].data.by, "operator")
+   t:eq(ev[2].data.by, "twin:B (for operator)")
    t:eq(ev[4].data.by, "expiry")
 end)
 
