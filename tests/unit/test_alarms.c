@@ -448,7 +448,7 @@ Test(alarms, a_twin_drives_the_plant_list, .init = NULL, .fini = NULL)
     cr_assert_str_eq(out, "no alarm \"none\" in twin P1");
     call(p, "P2", "return st('P1.vib')", out, sizeof out);
     cr_assert_str_eq(out, "acked");
-    cr_assert_str_eq(evs[1].by, "op2");
+    cr_assert_str_eq(evs[1].by, "twin:P2 (for op2)");
 
     /* Inside the hysteresis band it stays active; below it, clears after 10 s. */
     set_num(p, "P1.vib", 6.5);
