@@ -36,6 +36,10 @@ function check(cond, what) {
     await page.goto(url);
     await page.waitForSelector("#conn.up");
     check((await page.textContent("#conn")) === "live", "live stream connected");
+    // The plant's name comes from its own request, which may answer after
+    // the stream connected (a slow, sanitized build): wait for it, bounded.
+    await page.waitForFunction(() => document.querySelector("#plant-name").textContent === "e2e")
+      .catch(() => {});
     check((await page.textContent("#plant-name")) === "e2e", "plant name shown");
     check((await page.textContent("#who")).includes("olga"), "signed in with the token");
 
