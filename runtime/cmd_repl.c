@@ -109,6 +109,19 @@ static bool is_loopback(const struct sockaddr *sa)
     return IN6_IS_ADDR_LOOPBACK(a) || (IN6_IS_ADDR_V4MAPPED(a) && a->s6_addr[12] == 127);
 }
 
+/* The host of "HOST:PORT" or "[IPv6]:PORT" (checked to have a colon), in buf. */
+static const char *host_of(const char *addr, char *buf, size_t size)
+{
+    const char *colon = strrchr(addr, ':');
+    snprintf(buf, size, "%.*s", (int)(colon - addr), addr);
+    size_t hl = strlen(buf);
+    if (hl > 2 && buf[0] == '[' && buf[hl - 1] == ']') {
+        buf[hl - 1] = '\0';
+        return buf + 1;
+    }
+    return buf;
+}
+
 /* Connects to HOST:PORT; with `plain` (no TLS) only to a loopback address,
  * so that the token never crosses a network in clear. */
 static int connect_tcp(const char *addr, bool plain)
@@ -119,13 +132,7 @@ static int connect_tcp(const char *addr, bool plain)
         return -1;
     }
     char host[256];
-    snprintf(host, sizeof host, "%.*s", (int)(colon - addr), addr);
-    size_t hl = strlen(host);
-    char *h = host;
-    if (hl > 2 && host[0] == '[' && host[hl - 1] == ']') {
-        host[hl - 1] = '\0';
-        h = host + 1;
-    }
+    const char *h = host_of(addr, host, sizeof host);
     struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM}, *res = NULL;
     int rc = getaddrinfo(h, colon + 1, &hints, &res);
     if (rc != 0) {
@@ -173,14 +180,7 @@ static const char *tls_reason(void)
 static int start_tls(client_t *cl, const char *addr, const char *ca)
 {
     char host[256];
-    const char *colon = strrchr(addr, ':');
-    snprintf(host, sizeof host, "%.*s", (int)(colon - addr), addr);
-    size_t hl = strlen(host);
-    char *h = host;
-    if (hl > 2 && host[0] == '[' && host[hl - 1] == ']') {
-        host[hl - 1] = '\0';
-        h = host + 1;
-    }
+    const char *h = host_of(addr, host, sizeof host);
     cl->tls = SSL_CTX_new(TLS_client_method());
     if (cl->tls == NULL) {
         fprintf(stderr, "doppel repl: TLS: %s\n", tls_reason());

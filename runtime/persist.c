@@ -389,20 +389,15 @@ static int recover(dp_persist_t *ps, dp_snapshot_t *snap, dp_snapshot_t **out, c
     do {
         records++;
         last = rec.seq;
-        if (rec.type == DP_JREC_EVENT && rec.kind != NULL && strcmp(rec.kind, "alarm") == 0) {
-            /* Live, the twins had seen every earlier sample before an
-             * operator could act on what they raised. */
+        bool alarm = rec.type == DP_JREC_EVENT && rec.kind != NULL && !strcmp(rec.kind, "alarm");
+        if (alarm ||
+            (rec.type == DP_JREC_EVENT && rec.kind != NULL && !strcmp(rec.kind, "guard"))) {
+            /* An operator's action, at its time: live, the twins had seen
+             * every earlier sample before anyone could act. */
             if (rec.ts > dp_clock_now(clock))
                 dp_plant_run_until(sub, rec.ts);
             dp_plant_flush(sub);
-            actions += redo_alarm_action(sub, &rec);
-            continue;
-        }
-        if (rec.type == DP_JREC_EVENT && rec.kind != NULL && strcmp(rec.kind, "guard") == 0) {
-            if (rec.ts > dp_clock_now(clock))
-                dp_plant_run_until(sub, rec.ts);
-            dp_plant_flush(sub);
-            actions += redo_guard_switch(sub, &rec);
+            actions += alarm ? redo_alarm_action(sub, &rec) : redo_guard_switch(sub, &rec);
             continue;
         }
         if (rec.type != DP_JREC_SAMPLE || (rec.flags & DP_JSAMPLE_DERIVED))
