@@ -345,9 +345,10 @@ static bool rate_ok(dp_http_t *h, const unsigned char addr[16])
     return true;
 }
 
-/* Finds the caller's role: a bearer token (header, or ?token= for
- * EventSource, which cannot set headers). Returns false after answering. */
-static bool authenticate(dp__http_call_t *c, bool loopback, bool need)
+/* Finds the caller's role: a bearer token (header, or ?token= on the live
+ * stream only, for EventSource, which cannot set headers: a token in a URL
+ * ends up in logs and history). Returns false after answering. */
+static bool authenticate(dp__http_call_t *c, bool loopback, bool need, bool query_token)
 {
     dp_http_t *h = c->http;
     h2o_req_t *req = c->req;
@@ -370,6 +371,13 @@ static bool authenticate(dp__http_call_t *c, bool loopback, bool need)
         }
     } else {
         const char *q = dp__http_param(c, "token");
+        if (q != NULL && !query_token) {
+            h->auth_failures++;
+            dp__http_error(c, 400,
+                           "?token= is only for the live stream: send \"Authorization: Bearer "
+                           "TOKEN\"");
+            return false;
+        }
         if (q != NULL) {
             tok = q;
             toklen = strlen(q);
@@ -914,7 +922,9 @@ static int on_req(h2o_handler_t *self, h2o_req_t *req)
         return 0;
     }
 
-    if (!authenticate(&c, loopback, true))
+    bool stream = nsegs == 3 && strcmp(segs[0], "api") == 0 && strcmp(segs[1], "v1") == 0 &&
+                  strcmp(segs[2], "stream") == 0;
+    if (!authenticate(&c, loopback, true, stream))
         return 0;
     if (c.role == DP_ROLE_NONE) {
         dp__http_error(&c, 403, "no access");

@@ -227,6 +227,8 @@ check 200 '"shelved":true' POST /api/v1/alarms/P1/vibration_high/shelve "$OPER" 
 check 200 '"shelved":false' POST /api/v1/alarms/P1/vibration_high/unshelve "$OPER" ''
 check 400 'tag is required' POST /api/v1/commands "$OPER" '{"value":1}'
 check 400 'value is required' POST /api/v1/commands "$OPER" '{"tag":"P1.flow"}'
+# A token in a URL is only for the live stream (EventSource cannot send headers).
+check 400 '?token= is only for the live stream' GET "/api/v1/tags?token=$VIEW"
 
 # ---- commands through the guard ----------------------------------------------------
 curl -sN --max-time 3 "$URL_secure/api/v1/stream?tags=0&token=$VIEW" >stream-cmd.txt &
