@@ -7,8 +7,6 @@
 #include <locale.h>
 #include <arpa/inet.h>
 #include <netdb.h>
-#include <openssl/err.h>
-#include <openssl/ssl.h>
 #include <openssl/x509v3.h>
 #include <poll.h>
 #include <signal.h>
@@ -24,6 +22,7 @@
 
 #include "common.h"
 #include "replproto.h"
+#include "tls.h"
 
 typedef struct {
     int fd;
@@ -97,18 +96,6 @@ static int connect_unix(const char *data_dir, char *shown, size_t size)
     return fd;
 }
 
-/* Whether an address is this machine (127.0.0.0/8, ::1, or an IPv4-mapped
- * 127.x address): plain text to it stays on the host. */
-static bool is_loopback(const struct sockaddr *sa)
-{
-    if (sa->sa_family == AF_INET)
-        return (ntohl(((const struct sockaddr_in *)sa)->sin_addr.s_addr) >> 24) == 127;
-    if (sa->sa_family != AF_INET6)
-        return false;
-    const struct in6_addr *a = &((const struct sockaddr_in6 *)sa)->sin6_addr;
-    return IN6_IS_ADDR_LOOPBACK(a) || (IN6_IS_ADDR_V4MAPPED(a) && a->s6_addr[12] == 127);
-}
-
 /* The host of "HOST:PORT" or "[IPv6]:PORT" (checked to have a colon), in buf. */
 static const char *host_of(const char *addr, char *buf, size_t size)
 {
@@ -142,7 +129,7 @@ static int connect_tcp(const char *addr, bool plain)
     int fd = -1, e = 0;
     bool remote = false;
     for (struct addrinfo *ai = res; ai != NULL && fd < 0; ai = ai->ai_next) {
-        if (plain && !is_loopback(ai->ai_addr)) {
+        if (plain && !dp_is_loopback(ai->ai_addr)) {
             remote = true;
             continue;
         }
@@ -165,15 +152,6 @@ static int connect_tcp(const char *addr, bool plain)
     return fd;
 }
 
-/* The first OpenSSL error's reason. */
-static const char *tls_reason(void)
-{
-    unsigned long e = ERR_get_error();
-    const char *r = e != 0 ? ERR_reason_error_string(e) : NULL;
-    ERR_clear_error();
-    return r != NULL ? r : "the connection was closed";
-}
-
 /* TLS over the connected socket: the plant's certificate must chain to a
  * trusted CA (`ca`, or the system's) and name the host given in `addr` (a
  * DNS name or an IP address). */
@@ -183,7 +161,7 @@ static int start_tls(client_t *cl, const char *addr, const char *ca)
     const char *h = host_of(addr, host, sizeof host);
     cl->tls = SSL_CTX_new(TLS_client_method());
     if (cl->tls == NULL) {
-        fprintf(stderr, "doppel repl: TLS: %s\n", tls_reason());
+        fprintf(stderr, "doppel repl: TLS: %s\n", dp_tls_reason("the connection was closed"));
         return -1;
     }
     SSL_CTX_set_min_proto_version(cl->tls, TLS1_2_VERSION);
@@ -194,7 +172,7 @@ static int start_tls(client_t *cl, const char *addr, const char *ca)
     if (ca != NULL ? SSL_CTX_load_verify_locations(cl->tls, ca, NULL) != 1
                    : SSL_CTX_set_default_verify_paths(cl->tls) != 1) {
         fprintf(stderr, "doppel repl: --ca %s: cannot load the CA certificates: %s\n",
-                ca != NULL ? ca : "(system)", tls_reason());
+                ca != NULL ? ca : "(system)", dp_tls_reason("the connection was closed"));
         return -1;
     }
     cl->ssl = SSL_new(cl->tls);
@@ -217,7 +195,7 @@ static int start_tls(client_t *cl, const char *addr, const char *ca)
             fprintf(stderr,
                     "doppel repl: TLS with %s failed: %s (is the plant listening with "
                     "--repl-cert?)\n",
-                    addr, tls_reason());
+                    addr, dp_tls_reason("the connection was closed"));
         return -1;
     }
     return 0;

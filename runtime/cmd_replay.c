@@ -241,17 +241,10 @@ static void payload_str(const char *data, size_t len, const char *key, char *buf
         return;
     msgpack_unpacked u;
     msgpack_unpacked_init(&u);
-    if (msgpack_unpack_next(&u, data, len, NULL) == MSGPACK_UNPACK_SUCCESS &&
-        u.data.type == MSGPACK_OBJECT_MAP) {
-        size_t klen = strlen(key);
-        for (uint32_t i = 0; i < u.data.via.map.size; i++) {
-            const msgpack_object_kv *kv = &u.data.via.map.ptr[i];
-            if (kv->key.type == MSGPACK_OBJECT_STR && kv->key.via.str.size == klen &&
-                memcmp(kv->key.via.str.ptr, key, klen) == 0 && kv->val.type == MSGPACK_OBJECT_STR) {
-                snprintf(buf, size, "%.*s", (int)kv->val.via.str.size, kv->val.via.str.ptr);
-                break;
-            }
-        }
+    if (msgpack_unpack_next(&u, data, len, NULL) == MSGPACK_UNPACK_SUCCESS) {
+        const msgpack_object *v = dp_mp_map_get(&u.data, key);
+        if (v != NULL && v->type == MSGPACK_OBJECT_STR)
+            snprintf(buf, size, "%.*s", (int)v->via.str.size, v->via.str.ptr);
     }
     msgpack_unpacked_destroy(&u);
 }

@@ -2,13 +2,13 @@
 #include "command.h"
 
 #include <math.h>
-#include <msgpack.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "common.h"
 #include "fmtnum.h"
+#include "lmsgpack.h"
 #include "log.h"
 
 typedef struct {
@@ -155,12 +155,6 @@ void dp_guard_on_switch(dp_guard_t *g, dp_event_cb cb, void *ud)
     g->on_switch_ud = ud;
 }
 
-static void pack_key(msgpack_packer *pk, const char *s)
-{
-    msgpack_pack_str(pk, strlen(s));
-    msgpack_pack_str_body(pk, s, strlen(s));
-}
-
 /* Logs a switch that changed and raises it as a "guard" event. */
 static void switched(dp_guard_t *g, const char *text, const char *who)
 {
@@ -172,18 +166,12 @@ static void switched(dp_guard_t *g, const char *text, const char *who)
     msgpack_packer pk;
     msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
     msgpack_pack_map(&pk, 3);
-    pack_key(&pk, "by");
-    pack_key(&pk, who);
-    pack_key(&pk, "shadow");
-    if (g->shadow)
-        msgpack_pack_true(&pk);
-    else
-        msgpack_pack_false(&pk);
-    pack_key(&pk, "writes");
-    if (g->writes)
-        msgpack_pack_true(&pk);
-    else
-        msgpack_pack_false(&pk);
+    dp_mp_pack_str(&pk, "by");
+    dp_mp_pack_str(&pk, who);
+    dp_mp_pack_str(&pk, "shadow");
+    dp_mp_pack_bool(&pk, g->shadow);
+    dp_mp_pack_str(&pk, "writes");
+    dp_mp_pack_bool(&pk, g->writes);
     char line[320];
     snprintf(line, sizeof line, "%s by %s", text, who);
     dp_event_t ev = {.ts = dp_clock_now(g->clock),

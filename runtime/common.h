@@ -2,6 +2,7 @@
 #ifndef DP_COMMON_H
 #define DP_COMMON_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -40,6 +41,13 @@ void *dp_xcalloc(size_t n, size_t size);
 void *dp_xrealloc(void *p, size_t n);
 char *dp_xstrdup(const char *s);
 char *dp_xasprintf(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+
+struct sockaddr;
+/* True for 127.0.0.0/8, ::1 and ::ffff:127.x.x.x: this machine, where plain
+ * text and token-less access stay on the host. */
+bool dp_is_loopback(const struct sockaddr *sa);
+/* "ADDRESS:PORT" of an IPv4 or IPv6 socket address ("?" for another kind). */
+void dp_sockaddr_name(const struct sockaddr *sa, char *buf, size_t size);
 
 #define DP_ARRAY_LEN(a) (sizeof(a) / sizeof((a)[0]))
 

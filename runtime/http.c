@@ -6,7 +6,6 @@
 #include <ctype.h>
 #include <fnmatch.h>
 #include <signal.h>
-#include <openssl/err.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -18,6 +17,7 @@
 #include "journal.h"
 #include "log.h"
 #include "persist.h"
+#include "tls.h"
 
 dp_guard_t *dp__http_guard(dp_plant_t *plant)
 {
@@ -290,17 +290,6 @@ int dp__http_body(dp__http_call_t *c, dp_jobj_t *out)
 
 /* ---- rate limit and auth ------------------------------------------------ */
 
-bool dp_http_is_loopback(const struct sockaddr *sa)
-{
-    if (sa->sa_family == AF_INET)
-        return (ntohl(((const struct sockaddr_in *)sa)->sin_addr.s_addr) >> 24) == 127;
-    if (sa->sa_family == AF_INET6) {
-        const struct in6_addr *a = &((const struct sockaddr_in6 *)sa)->sin6_addr;
-        return IN6_IS_ADDR_LOOPBACK(a) || (IN6_IS_ADDR_V4MAPPED(a) && a->s6_addr[12] == 127);
-    }
-    return false;
-}
-
 static bool peer_addr(h2o_req_t *req, unsigned char addr[16], bool *loopback)
 {
     struct sockaddr_storage ss;
@@ -316,7 +305,7 @@ static bool peer_addr(h2o_req_t *req, unsigned char addr[16], bool *loopback)
     } else if (ss.ss_family == AF_INET6) {
         memcpy(addr, &((const struct sockaddr_in6 *)&ss)->sin6_addr, 16);
     }
-    *loopback = dp_http_is_loopback((const struct sockaddr *)&ss);
+    *loopback = dp_is_loopback((const struct sockaddr *)&ss);
     return true;
 }
 
@@ -938,7 +927,7 @@ static int on_req(h2o_handler_t *self, h2o_req_t *req)
         return 0;
     }
     if (nsegs >= 2 && strcmp(segs[0], "api") == 0 && strcmp(segs[1], "v1") == 0) {
-        if (nsegs == 3 && strcmp(segs[2], "stream") == 0) {
+        if (stream) {
             if (strcmp(method, "GET") != 0)
                 dp__http_error(&c, 405, "use GET");
             else
@@ -1039,38 +1028,17 @@ static char *resolve(const dp_http_cfg_t *cfg, const char *path)
     return dp_xasprintf("%s/%s", cfg->dir, path);
 }
 
-/* The reason of the first OpenSSL error that has one (a system error, such
- * as a file that cannot be opened, has none). */
-static const char *ssl_reason(void)
-{
-    const char *r = NULL;
-    unsigned long e;
-    while (r == NULL && (e = ERR_get_error()) != 0)
-        r = ERR_reason_error_string(e);
-    return r != NULL ? r : "not a readable PEM file";
-}
-
 static int tls_open(dp_http_t *h, char **err)
 {
     char *cert = resolve(h->cfg, h->cfg->cert), *key = resolve(h->cfg, h->cfg->key);
-    int rc = 0;
-    h->ssl = SSL_CTX_new(TLS_server_method());
-    SSL_CTX_set_min_proto_version(h->ssl, TLS1_2_VERSION);
-    SSL_CTX_set_options(h->ssl, SSL_OP_NO_COMPRESSION);
-    if (SSL_CTX_use_certificate_chain_file(h->ssl, cert) != 1)
-        rc = dp_fail(err, DP_EINVAL, "tls: cannot load certificate %s: %s", cert, ssl_reason());
-    else if (SSL_CTX_use_PrivateKey_file(h->ssl, key, SSL_FILETYPE_PEM) != 1)
-        rc = dp_fail(err, DP_EINVAL, "tls: cannot load key %s: %s", key, ssl_reason());
-    else if (SSL_CTX_check_private_key(h->ssl) != 1)
-        rc = dp_fail(err, DP_EINVAL, "tls: key %s does not match certificate %s", key, cert);
-    ERR_clear_error();
-    if (rc == 0) {
+    h->ssl = dp_tls_server_new(cert, key, "tls", err);
+    if (h->ssl != NULL) {
         h2o_ssl_register_alpn_protocols(h->ssl, h2o_http2_alpn_protocols);
         h->accept_ctx.ssl_ctx = h->ssl;
     }
     free(cert);
     free(key);
-    return rc;
+    return h->ssl != NULL ? 0 : DP_EINVAL;
 }
 
 dp_http_t *dp_http_start(uv_loop_t *loop, dp_plant_t *plant, const dp_http_cfg_t *cfg, char **err)

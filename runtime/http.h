@@ -73,9 +73,6 @@ int dp_role_parse(const char *s); /* DP_ROLE_* or DP_EINVAL */
 /* SHA-256 as 64 lowercase hex digits into out[65]. */
 void dp_sha256_hex(const void *data, size_t len, char out[65]);
 int dp_hex_decode(const char *hex, unsigned char *out, size_t n);
-/* True for 127.0.0.0/8, ::1 and ::ffff:127.x.x.x: the only peers allowed
- * (read-only) when no token is configured. */
-bool dp_http_is_loopback(const struct sockaddr *sa);
 
 typedef struct dp_http dp_http_t;
 

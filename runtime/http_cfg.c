@@ -345,8 +345,7 @@ int dp_http_cfg_check(const dp_http_cfg_t *cfg, char **err)
     if (rc < 0)
         return rc;
     /* Anything reachable beyond this machine needs TLS and a token. */
-    if (!dp_http_is_loopback((const struct sockaddr *)&ss) &&
-        (cfg->cert == NULL || cfg->ntokens == 0))
+    if (!dp_is_loopback((const struct sockaddr *)&ss) && (cfg->cert == NULL || cfg->ntokens == 0))
         return dp_fail(err, DP_EINVAL,
                        "http: listen \"%s\" is not a loopback address: it needs tls = { cert =, "
                        "key = } and tokens (docs/http.md)",

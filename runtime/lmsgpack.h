@@ -43,6 +43,9 @@ int dp_mp_parse(const char *buf, size_t len, msgpack_zone *zone, msgpack_object 
 
 /* Packs a C string (NULL: nil). */
 void dp_mp_pack_str(msgpack_packer *pk, const char *s);
+void dp_mp_pack_bool(msgpack_packer *pk, bool b);
+/* The value under string key `key` in a map, or NULL (not a map, no key). */
+const msgpack_object *dp_mp_map_get(const msgpack_object *map, const char *key);
 /* Packs a store value: number as float 64, bool, string, or nil. */
 void dp_mp_pack_value(msgpack_packer *pk, const dp_value_t *v);
 

@@ -229,22 +229,10 @@ static void flush_warnings(warnings_t *w)
     w->n = w->dropped = 0;
 }
 
-/* The value under `key` in a msgpack map, or NULL. */
-static const msgpack_object *map_get(const msgpack_object *map, const char *key)
-{
-    size_t n = strlen(key);
-    for (uint32_t i = 0; i < map->via.map.size; i++) {
-        const msgpack_object_kv *kv = &map->via.map.ptr[i];
-        if (kv->key.type == MSGPACK_OBJECT_STR && kv->key.via.str.size == n &&
-            memcmp(kv->key.via.str.ptr, key, n) == 0)
-            return &kv->val;
-    }
-    return NULL;
-}
-
+/* The string under `key` in a msgpack map, into out. */
 static bool map_str(const msgpack_object *map, const char *key, char *out, size_t size)
 {
-    const msgpack_object *v = map_get(map, key);
+    const msgpack_object *v = dp_mp_map_get(map, key);
     if (v == NULL || v->type != MSGPACK_OBJECT_STR || v->via.str.size >= size)
         return false;
     memcpy(out, v->via.str.ptr, v->via.str.size);
@@ -276,7 +264,7 @@ static bool redo_alarm_action(dp_plant_t *sub, const dp_jrec_t *rec)
     if (strcmp(state, "acknowledged") == 0) {
         ok = dp_alarms_ack(alarms, rec->twin, name, by, &err) == 0;
     } else if (strcmp(state, "shelved") == 0) {
-        const msgpack_object *until = map_get(&map, "until");
+        const msgpack_object *until = dp_mp_map_get(&map, "until");
         int64_t u = 0;
         if (until != NULL && until->type == MSGPACK_OBJECT_POSITIVE_INTEGER)
             u = (int64_t)until->via.u64;
@@ -311,7 +299,8 @@ static bool redo_guard_switch(dp_plant_t *sub, const dp_jrec_t *rec)
     bool ok = false;
     if (dp_mp_parse(rec->payload, rec->payload_len, &zone, &map, NULL) == 0 &&
         map.type == MSGPACK_OBJECT_MAP) {
-        const msgpack_object *w = map_get(&map, "writes"), *sh = map_get(&map, "shadow");
+        const msgpack_object *w = dp_mp_map_get(&map, "writes"),
+                             *sh = dp_mp_map_get(&map, "shadow");
         map_str(&map, "by", by, sizeof by);
         if (w != NULL && w->type == MSGPACK_OBJECT_BOOLEAN && sh != NULL &&
             sh->type == MSGPACK_OBJECT_BOOLEAN) {

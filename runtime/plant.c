@@ -238,28 +238,20 @@ static const dp_setting_t tag_settings[] = {
 static void emit(dp_twin_host_t *host, const dp_event_t *ev)
 {
     dp_plant_t *p = (dp_plant_t *)((char *)host - offsetof(dp_plant_t, twin_host));
-    /* Reloads and faults are logged where they happen; other events here. */
+    /* Reloads, faults and guard switches are logged where they happen;
+     * other events here. */
     if (strcmp(ev->kind, "reload") != 0 && strcmp(ev->kind, "fault") != 0 &&
-        strcmp(ev->kind, "suspended") != 0)
+        strcmp(ev->kind, "suspended") != 0 && strcmp(ev->kind, "guard") != 0)
         dp_log_info(ev->twin, "%s: %s", ev->kind, ev->text);
     for (int i = 0; i < p->nlisteners; i++)
         p->listeners[i].cb(ev, p->listeners[i].ud);
 }
 
-/* Alarm transitions go out like every twin event: log and listeners. */
-static void alarm_emit(const dp_event_t *ev, void *ud)
+/* Alarm transitions and guard switches go out like every twin event. */
+static void plant_emit(const dp_event_t *ev, void *ud)
 {
     dp_plant_t *p = ud;
     emit(&p->twin_host, ev);
-}
-
-/* Guard switches: the guard logs them itself; listeners (the journal, the
- * HTTP and REPL streams) get the event. */
-static void guard_emit(const dp_event_t *ev, void *ud)
-{
-    dp_plant_t *p = ud;
-    for (int i = 0; i < p->nlisteners; i++)
-        p->listeners[i].cb(ev, p->listeners[i].ud);
 }
 
 static void on_alarm_tick(dp_timer_t *t)
@@ -931,7 +923,7 @@ dp_plant_t *dp_plant_open(const dp_plant_opts_t *opts, char **err)
     p->store = dp_store_new();
     p->ingest = opts->loop != NULL ? dp_ingest_new(opts->loop, p->store, 0) : NULL;
     p->guard = dp_guard_new(p->store, p->clock, opts->loop);
-    dp_guard_on_switch(p->guard, guard_emit, p);
+    dp_guard_on_switch(p->guard, plant_emit, p);
     p->host = (dp_host_t){.loop = opts->loop,
                           .clock = p->clock,
                           .store = p->store,
@@ -948,7 +940,7 @@ dp_plant_t *dp_plant_open(const dp_plant_opts_t *opts, char **err)
         dp_plant_on_event(p, opts->on_event, opts->event_ud);
     if (opts->on_command != NULL)
         dp_guard_on_command(p->guard, opts->on_command, opts->command_ud);
-    p->alarms = dp_alarms_new(p->clock, alarm_emit, p);
+    p->alarms = dp_alarms_new(p->clock, plant_emit, p);
     p->twin_host.alarms = p->alarms;
     dp_timer_init(p->clock, &p->alarm_tick);
     p->alarm_tick.data = p;

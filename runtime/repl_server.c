@@ -5,8 +5,6 @@
 #include <arpa/inet.h>
 #include <fnmatch.h>
 #include <libgen.h>
-#include <openssl/err.h>
-#include <openssl/ssl.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -22,6 +20,7 @@
 #include "log.h"
 #include "repl_eval.h"
 #include "replproto.h"
+#include "tls.h"
 
 #define RING_LINES      500
 #define RING_LINE_LEN   600
@@ -1225,15 +1224,6 @@ static void on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf)
     *buf = uv_buf_init(c->buf + c->len, (unsigned)(c->cap - c->len));
 }
 
-/* The first OpenSSL error's reason, for the log. */
-static const char *tls_reason(void)
-{
-    unsigned long e = ERR_get_error();
-    const char *r = e != 0 ? ERR_reason_error_string(e) : NULL;
-    ERR_clear_error();
-    return r != NULL ? r : "connection closed";
-}
-
 /* Decrypts what arrived into `buf` (after the handshake). -1: the
  * connection is closed. */
 static int tls_read(conn_t *c, size_t nread)
@@ -1248,7 +1238,7 @@ static int tls_read(conn_t *c, size_t nread)
             /* Closed before logging: the log line must not come back here. */
             conn_close(c);
             dp_log_info(NULL, "REPL client %llu from %s: TLS handshake failed: %s",
-                        (unsigned long long)c->serial, c->peer, tls_reason());
+                        (unsigned long long)c->serial, c->peer, dp_tls_reason("connection closed"));
             return -1;
         }
         if (rc <= 0)
@@ -1270,7 +1260,7 @@ static int tls_read(conn_t *c, size_t nread)
         conn_close(c);
         if (e != SSL_ERROR_ZERO_RETURN)
             dp_log_info(NULL, "REPL client %llu: TLS error: %s", (unsigned long long)c->serial,
-                        tls_reason());
+                        dp_tls_reason("connection closed"));
         return -1;
     }
 }
@@ -1353,18 +1343,10 @@ static void on_connection(uv_stream_t *server, int status)
     if (c->tcp) {
         struct sockaddr_storage ss;
         int len = sizeof ss;
-        char ip[INET6_ADDRSTRLEN] = "?";
-        int port = 0;
-        if (uv_tcp_getpeername(&c->h.tcp, (struct sockaddr *)&ss, &len) == 0) {
-            if (ss.ss_family == AF_INET6) {
-                uv_ip6_name((struct sockaddr_in6 *)&ss, ip, sizeof ip);
-                port = ntohs(((struct sockaddr_in6 *)&ss)->sin6_port);
-            } else {
-                uv_ip4_name((struct sockaddr_in *)&ss, ip, sizeof ip);
-                port = ntohs(((struct sockaddr_in *)&ss)->sin_port);
-            }
-        }
-        snprintf(c->peer, sizeof c->peer, "%s:%d", ip, port);
+        if (uv_tcp_getpeername(&c->h.tcp, (struct sockaddr *)&ss, &len) == 0)
+            dp_sockaddr_name((const struct sockaddr *)&ss, c->peer, sizeof c->peer);
+        else
+            snprintf(c->peer, sizeof c->peer, "?");
         const char *why = s->ntcp > MAX_TCP_CLIENTS       ? "too many TCP clients"
                           : c->accepted < s->refuse_until ? "a wrong token was just given"
                                                           : NULL;
@@ -1463,29 +1445,13 @@ static int listen_unix(dp_repl_server_t *s, const char *path, char **err)
 
 static int tls_open(dp_repl_server_t *s, const char *cert, const char *key, char **err)
 {
-    s->tls = SSL_CTX_new(TLS_server_method());
+    s->tls = dp_tls_server_new(cert, key, "REPL TLS", err);
     if (s->tls == NULL)
-        return dp_fail(err, DP_EIO, "REPL TLS: %s", tls_reason());
-    SSL_CTX_set_min_proto_version(s->tls, TLS1_2_VERSION);
-    SSL_CTX_set_options(s->tls, SSL_OP_NO_COMPRESSION);
+        return DP_EINVAL;
     /* No session tickets: nothing to resume, and a client reading with a
      * blocking socket then never meets a record without data. */
     SSL_CTX_set_num_tickets(s->tls, 0);
-    if (SSL_CTX_use_certificate_chain_file(s->tls, cert) != 1)
-        return dp_fail(err, DP_EINVAL, "REPL TLS: cannot load certificate %s: %s", cert,
-                       tls_reason());
-    if (SSL_CTX_use_PrivateKey_file(s->tls, key, SSL_FILETYPE_PEM) != 1)
-        return dp_fail(err, DP_EINVAL, "REPL TLS: cannot load key %s: %s", key, tls_reason());
-    if (SSL_CTX_check_private_key(s->tls) != 1)
-        return dp_fail(err, DP_EINVAL, "REPL TLS: key %s does not match certificate %s", key, cert);
     return 0;
-}
-
-static bool is_loopback(const struct sockaddr_storage *ss)
-{
-    if (ss->ss_family == AF_INET)
-        return (ntohl(((const struct sockaddr_in *)ss)->sin_addr.s_addr) >> 24) == 127;
-    return IN6_IS_ADDR_LOOPBACK(&((const struct sockaddr_in6 *)ss)->sin6_addr);
 }
 
 static int listen_tcp(dp_repl_server_t *s, const dp_repl_opts_t *o, char **err)
@@ -1518,7 +1484,7 @@ static int listen_tcp(dp_repl_server_t *s, const dp_repl_opts_t *o, char **err)
     }
     if (rc < 0)
         return dp_fail(err, DP_EINVAL, "REPL listen address \"%s\": not an IP address", addr);
-    if (o->cert == NULL && !is_loopback(&ss))
+    if (o->cert == NULL && !dp_is_loopback((const struct sockaddr *)&ss))
         return dp_fail(err, DP_EINVAL,
                        "REPL listen address %s is not a loopback address: it needs TLS "
                        "(--repl-cert and --repl-key), or reach a loopback listener through an "

@@ -80,7 +80,6 @@ void dp_snapshot_free(dp_snapshot_t *s)
         free(a->name);
         free(a->message);
         free(a->group);
-        free(a->acked_by);
     }
     free(s->tags);
     free(s->twins);
@@ -90,20 +89,12 @@ void dp_snapshot_free(dp_snapshot_t *s)
 }
 
 /* Points the entry's info at its owned strings. */
-static void alarm_own(dp_snap_alarm_t *a, const char *twin, size_t twin_len, const char *name,
-                      size_t name_len, const char *message, size_t message_len, const char *group,
-                      size_t group_len, const char *acked_by, size_t acked_len)
+static void alarm_point(dp_snap_alarm_t *a)
 {
-    a->twin = xstrndup(twin, twin_len);
-    a->name = xstrndup(name, name_len);
-    a->message = xstrndup(message, message_len);
-    a->group = xstrndup(group, group_len);
-    a->acked_by = xstrndup(acked_by, acked_len);
     a->info.twin = a->twin;
     a->info.name = a->name;
     a->info.message = a->message;
     a->info.group = a->group;
-    snprintf(a->info.acked_by, sizeof a->info.acked_by, "%s", a->acked_by);
 }
 
 int dp_snapshot_capture(struct dp_plant *plant, uint64_t seq, dp_snapshot_t **out, char **err)
@@ -143,9 +134,11 @@ int dp_snapshot_capture(struct dp_plant *plant, uint64_t seq, dp_snapshot_t **ou
             continue;
         dp_snap_alarm_t *a = &s->alarms[s->nalarms++];
         a->info = info;
-        alarm_own(a, info.twin, strlen(info.twin), info.name, strlen(info.name), info.message,
-                  strlen(info.message), info.group, strlen(info.group), info.acked_by,
-                  strlen(info.acked_by));
+        a->twin = dp_xstrdup(info.twin);
+        a->name = dp_xstrdup(info.name);
+        a->message = dp_xstrdup(info.message);
+        a->group = dp_xstrdup(info.group);
+        alarm_point(a);
     }
     dp_store_t *store = dp_plant_store(plant);
     int ntags = dp_store_count(store);
@@ -199,14 +192,6 @@ static void pack_sample(msgpack_packer *pk, const dp_sample_t *s)
     msgpack_pack_uint8(pk, s->quality);
 }
 
-static void pack_bool(msgpack_packer *pk, bool b)
-{
-    if (b)
-        msgpack_pack_true(pk);
-    else
-        msgpack_pack_false(pk);
-}
-
 void dp_snapshot_encode(const dp_snapshot_t *s, char **out, size_t *len)
 {
     buf_t b = {0};
@@ -252,18 +237,18 @@ void dp_snapshot_encode(const dp_snapshot_t *s, char **out, size_t *len)
         msgpack_pack_int(&pk, a->priority);
         msgpack_pack_double(&pk, a->limit);
         msgpack_pack_int(&pk, (int)a->state);
-        pack_bool(&pk, a->active);
-        pack_bool(&pk, a->shelved);
+        dp_mp_pack_bool(&pk, a->active);
+        dp_mp_pack_bool(&pk, a->shelved);
         msgpack_pack_int64(&pk, a->shelved_until);
-        pack_bool(&pk, a->suppressed);
-        pack_bool(&pk, a->first_out);
+        dp_mp_pack_bool(&pk, a->suppressed);
+        dp_mp_pack_bool(&pk, a->first_out);
         msgpack_pack_int64(&pk, a->since);
         msgpack_pack_double(&pk, a->value);
         dp_mp_pack_str(&pk, a->acked_by);
     }
     msgpack_pack_array(&pk, 2);
-    pack_bool(&pk, s->writes);
-    pack_bool(&pk, s->shadow);
+    dp_mp_pack_bool(&pk, s->writes);
+    dp_mp_pack_bool(&pk, s->shadow);
     size_t body = b.len - HDR_LEN;
     memcpy(b.data, MAGIC, MAGIC_LEN);
     uint32_t blen = (uint32_t)body, crc = dp_crc32(0, b.data + HDR_LEN, body);
@@ -372,9 +357,12 @@ static const char *decode_alarm(const msgpack_object *o, dp_snap_alarm_t *a)
     i->severity = (dp_severity_t)severity;
     i->priority = (int)priority;
     i->state = (dp_alarm_state_t)state;
-    alarm_own(a, g[0].via.str.ptr, g[0].via.str.size, g[1].via.str.ptr, g[1].via.str.size,
-              g[2].via.str.ptr, g[2].via.str.size, g[3].via.str.ptr, g[3].via.str.size,
-              g[15].via.str.ptr, g[15].via.str.size);
+    a->twin = xstrndup(g[0].via.str.ptr, g[0].via.str.size);
+    a->name = xstrndup(g[1].via.str.ptr, g[1].via.str.size);
+    a->message = xstrndup(g[2].via.str.ptr, g[2].via.str.size);
+    a->group = xstrndup(g[3].via.str.ptr, g[3].via.str.size);
+    snprintf(i->acked_by, sizeof i->acked_by, "%.*s", (int)g[15].via.str.size, g[15].via.str.ptr);
+    alarm_point(a);
     return NULL;
 }
 

@@ -35,9 +35,10 @@ typedef struct {
     size_t len;
 } dp_snap_twin_t;
 
-/* An alarm's operator-visible state; info's strings point at the owned ones. */
+/* An alarm's operator-visible state; info's strings point at the owned ones
+ * (info.acked_by is an array of its own). */
 typedef struct {
-    char *twin, *name, *message, *group, *acked_by;
+    char *twin, *name, *message, *group;
     dp_alarm_info_t info;
 } dp_snap_alarm_t;
 

@@ -527,18 +527,8 @@ static void on_connection(uv_stream_t *server, int status)
     struct sockaddr_storage ss;
     int len = sizeof ss;
     snprintf(cn->peer, sizeof cn->peer, "?");
-    if (uv_tcp_getpeername(&cn->tcp, (struct sockaddr *)&ss, &len) == 0) {
-        char ip[48] = "?";
-        int port = 0;
-        if (ss.ss_family == AF_INET) {
-            uv_ip4_name((struct sockaddr_in *)&ss, ip, sizeof ip);
-            port = ntohs(((struct sockaddr_in *)&ss)->sin_port);
-        } else {
-            uv_ip6_name((struct sockaddr_in6 *)&ss, ip, sizeof ip);
-            port = ntohs(((struct sockaddr_in6 *)&ss)->sin6_port);
-        }
-        snprintf(cn->peer, sizeof cn->peer, "%s:%d", ip, port);
-    }
+    if (uv_tcp_getpeername(&cn->tcp, (struct sockaddr *)&ss, &len) == 0)
+        dp_sockaddr_name((const struct sockaddr *)&ss, cn->peer, sizeof cn->peer);
     cn->srv = s;
     cn->next = s->conns;
     s->conns = cn;

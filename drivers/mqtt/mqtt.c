@@ -1,6 +1,5 @@
 #include "mqtt.h"
 
-#include <arpa/inet.h>
 #include <inttypes.h>
 #include <lauxlib.h>
 #include <mosquitto.h>
@@ -457,13 +456,15 @@ static dp_time_t now(const mqtt_t *m)
 
 /* ---- Open / points ----------------------------------------------------- */
 
-/* A broker on this machine: "localhost", 127.0.0.0/8 or ::1. */
+/* A broker on this machine: "localhost" or a loopback address. */
 static bool loopback_host(const char *host)
 {
-    if (host == NULL || strcmp(host, "localhost") == 0 || strcmp(host, "::1") == 0)
+    struct sockaddr_storage ss;
+    if (host == NULL || strcmp(host, "localhost") == 0)
         return true;
-    struct in_addr a;
-    return inet_pton(AF_INET, host, &a) == 1 && (ntohl(a.s_addr) >> 24) == 127;
+    return (uv_ip4_addr(host, 0, (struct sockaddr_in *)&ss) == 0 ||
+            uv_ip6_addr(host, 0, (struct sockaddr_in6 *)&ss) == 0) &&
+           dp_is_loopback((const struct sockaddr *)&ss);
 }
 
 static int mqtt_open(dp_device_t *dev, char **err)

@@ -421,20 +421,6 @@ static const cJSON *json_path(const cJSON *j, const char *path, char **err)
     return j;
 }
 
-static const msgpack_object *mp_get(const msgpack_object *o, const char *key)
-{
-    if (o->type != MSGPACK_OBJECT_MAP)
-        return NULL;
-    size_t n = strlen(key);
-    for (uint32_t i = 0; i < o->via.map.size; i++) {
-        const msgpack_object *k = &o->via.map.ptr[i].key;
-        if (k->type == MSGPACK_OBJECT_STR && k->via.str.size == n &&
-            memcmp(k->via.str.ptr, key, n) == 0)
-            return &o->via.map.ptr[i].val;
-    }
-    return NULL;
-}
-
 static const msgpack_object *mp_path(const msgpack_object *o, const char *path, char **err)
 {
     step_t st;
@@ -451,7 +437,7 @@ static const msgpack_object *mp_path(const msgpack_object *o, const char *path, 
                     ? &o->via.array.ptr[st.index]
                     : NULL;
         else
-            o = mp_get(o, st.key);
+            o = dp_mp_map_get(o, st.key);
     }
     if (o == NULL)
         dp_fail(err, DP_EINVAL, "no field \"%s\"", path);
@@ -559,8 +545,8 @@ static int doppel_item_json(const cJSON *it, dp_mqtt_sample_t *s, char **err)
 
 static int doppel_item_mp(const msgpack_object *it, dp_mqtt_sample_t *s, char **owned, char **err)
 {
-    const msgpack_object *v = mp_get(it, "v"), *ts = mp_get(it, "ts"), *q = mp_get(it, "q"),
-                         *seq = mp_get(it, "seq");
+    const msgpack_object *v = dp_mp_map_get(it, "v"), *ts = dp_mp_map_get(it, "ts"),
+                         *q = dp_mp_map_get(it, "q"), *seq = dp_mp_map_get(it, "seq");
     if (v == NULL || ts == NULL || q == NULL || seq == NULL ||
         (ts->type != MSGPACK_OBJECT_POSITIVE_INTEGER) || q->type != MSGPACK_OBJECT_STR ||
         seq->type != MSGPACK_OBJECT_POSITIVE_INTEGER)
@@ -622,7 +608,7 @@ static int decode_doppel(const void *payload, size_t len, dp_mqtt_sample_cb cb, 
         return dp_fail(err, DP_EINVAL, "neither a JSON object nor one msgpack map");
     }
     char *owned = NULL;
-    const msgpack_object *items = mp_get(&u.data, "items");
+    const msgpack_object *items = dp_mp_map_get(&u.data, "items");
     if (items != NULL) {
         if (items->type != MSGPACK_OBJECT_ARRAY)
             rc = dp_fail(err, DP_EINVAL, "\"items\" is not an array");
@@ -783,8 +769,8 @@ int dp_mqtt_decode_command(const void *payload, size_t len, char **tag, dp_value
         msgpack_unpacked_destroy(&u);
         return dp_fail(err, DP_EINVAL, "neither a JSON object nor one msgpack map");
     }
-    const msgpack_object *t = mp_get(&u.data, "tag"), *val = mp_get(&u.data, "value"),
-                         *i = mp_get(&u.data, "id");
+    const msgpack_object *t = dp_mp_map_get(&u.data, "tag"), *val = dp_mp_map_get(&u.data, "value"),
+                         *i = dp_mp_map_get(&u.data, "id");
     char *owned = NULL;
     if (t == NULL || t->type != MSGPACK_OBJECT_STR)
         rc = dp_fail(err, DP_EINVAL, "\"tag\" is missing or not a string");

@@ -212,7 +212,7 @@ static bool loopback(const char *ip)
         a->sin_family = AF_INET;
         cr_assert_eq(inet_pton(AF_INET, ip, &a->sin_addr), 1, "%s", ip);
     }
-    return dp_http_is_loopback((struct sockaddr *)&ss);
+    return dp_is_loopback((struct sockaddr *)&ss);
 }
 
 /* Without tokens only loopback peers may read: the classification decides. */
