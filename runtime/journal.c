@@ -1306,6 +1306,7 @@ static uint64_t resync(dp_jreader_t *r, uint64_t from, uint64_t end)
  * header is still being written), <0: error. */
 static int open_next(dp_jreader_t *r, char **err)
 {
+    uint64_t rechecked = 0; /* the segment whose short header was read again */
     for (;;) {
         ssize_t i = next_segment(r);
         if (i < 0) {
@@ -1340,13 +1341,18 @@ static int open_next(dp_jreader_t *r, char **err)
         uint64_t first = r->segs[i].first;
         if (got >= 0 && got < MAGIC_LEN) {
             /* Being created, or cut short by a crash: only a newer segment
-             * tells which. */
+             * tells which. The writer finishes a header before it creates
+             * the next segment, so once a newer one is seen the header is
+             * read once more: a header written meanwhile is not a crash. */
             uint64_t saved = r->cur_first;
             r->cur_first = first;
             bool later = has_later(r);
-            if (!later) {
+            if (!later || rechecked != first + 1) {
                 r->cur_first = saved;
-                return 0;
+                if (!later)
+                    return 0;
+                rechecked = first + 1;
+                continue;
             }
             reader_warn(r, "journal: %s: incomplete segment header; skipped", path);
         } else {
