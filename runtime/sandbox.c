@@ -73,8 +73,13 @@ static void *sb_alloc(void *ud, void *ptr, size_t osize, size_t nsize)
         sb->mem_used -= old;
         return NULL;
     }
-    if (nsize > old && sb->mem_used + (nsize - old) > sb->mem_limit) {
-        if (sb->in_call && !sb->aborting) {
+    /* The cap stops what scripts allocate, in their calls. Between calls
+     * the host builds their arguments (a handler's value, tag objects, an
+     * on_update list), outside any protected call: refusing that would
+     * abort the process. It is let through, bounded by one batch, and the
+     * next allocation the twin makes in a call faults it. */
+    if (nsize > old && sb->mem_used + (nsize - old) > sb->mem_limit && sb->in_call) {
+        if (!sb->aborting) {
             sb->aborting = true;
             sb->abort_status = DP_SB_MEMORY;
             snprintf(sb->abort_where, sizeof sb->abort_where, "memory cap of %zu KiB reached",
@@ -583,6 +588,27 @@ static int sb_require(lua_State *L)
     return 1;
 }
 
+/* setmetatable without finalizers: the collector runs a __gc wherever it
+ * finishes the object, also between calls (a host allocation's GC step),
+ * where no instruction budget applies, so one endless finalizer would stop
+ * the whole plant. Lua marks an object for finalization only when its
+ * metatable has __gc as it is set, so checking here is enough. */
+static int sb_setmetatable(lua_State *L)
+{
+    if (lua_type(L, 2) == LUA_TTABLE) {
+        lua_pushliteral(L, "__gc");
+        bool gc = lua_rawget(L, 2) != LUA_TNIL;
+        lua_pop(L, 1);
+        if (gc)
+            return luaL_error(L, "setmetatable: a __gc finalizer is not allowed in a twin "
+                                 "(it would run outside the instruction budget)");
+    }
+    lua_pushvalue(L, lua_upvalueindex(1));
+    lua_insert(L, 1);
+    lua_call(L, lua_gettop(L) - 1, 1);
+    return 1;
+}
+
 static void wrap_upvalue(lua_State *L, int table, const char *field, lua_CFunction fn)
 {
     lua_getfield(L, table, field);
@@ -624,6 +650,7 @@ static int open_sandbox(lua_State *L)
     lua_setfield(L, g, "require");
     wrap_upvalue(L, g, "load", sb_load);
     wrap_upvalue(L, g, "collectgarbage", sb_collectgarbage);
+    wrap_upvalue(L, g, "setmetatable", sb_setmetatable);
 
     lua_getfield(L, g, LUA_STRLIBNAME);
     static const char *const unsafe_string[] = {"dump", NULL};
@@ -725,6 +752,11 @@ dp_sb_status_t dp_sandbox_call_h(dp_sandbox_t *sb, int handler, int nargs, int n
     bool outer = !sb->in_call;
     int depth = ncalls;
     if (outer) {
+        /* Over the cap with what the host built between calls (see
+         * sb_alloc): collect first, so that garbage is not taken for the
+         * twin's own use and faulted on its first allocation. */
+        if (sb->mem_used > sb->mem_limit)
+            lua_gc(L, LUA_GCCOLLECT);
         if (watch_restart) {
             watch_restart = 0;
             watch_start();

@@ -43,21 +43,37 @@ typedef struct {
     double deadband;
 } watch_t;
 
+/* Where a tag is in an on_update handler's changed list: `pos` is valid
+ * while `batch` is the batch being delivered. */
+typedef struct {
+    uint32_t batch;
+    uint32_t pos;
+} umark_t;
+
 /* A twin.on_update handler: called once per delivered batch in which any of
  * its tags changed, with the changed tags (each once, in order of change). */
 typedef struct {
     int ref;
     int first_tag; /* named in error reports */
-    int *changed;  /* this batch's changed tag handles */
+    /* The arguments built for the handler: 2, or fewer when it declares
+     * fewer parameters (and no `...`): a rule that reads the tags itself
+     * then costs no table building per call. */
+    int nargs;
+    /* This batch's changed tags, in order of their first change: for each,
+     * its last change record (whose value the handler gets). */
+    const dp_change_t **changed;
     int nchanged, cap;
-    uint32_t *mark; /* by tag handle: the batch that last added it */
+    umark_t *mark; /* by tag handle */
     int nmark;
 } update_t;
 
-/* The on_update handlers that watch one tag (indices into version.updates). */
+/* The on_update handlers that watch one tag (indices into version.updates),
+ * the first one in place: most tags have one, and following a pointer per
+ * change costs a cache miss on a plant of thousands of tags. */
 typedef struct {
-    int *h;
+    int first;
     int n;
+    int *more; /* handlers 2..n */
 } uwatch_t;
 
 struct version {
@@ -68,7 +84,9 @@ struct version {
     int *handlers; /* by tag handle: LUA_NOREF, a function ref or a table-of-functions ref */
     int nhandlers;
     watch_t *watches;
-    int nwatches;
+    int nwatches, watches_cap;
+    int *watch_of; /* by tag handle: 1 + its index in watches, 0: none */
+    int nwatch_of;
     update_t *updates;
     int nupdates;
     uwatch_t *uwatch; /* by tag handle */
@@ -420,15 +438,27 @@ static void add_watch(version_t *ver, int id, double deadband)
 {
     if (deadband < 0)
         deadband = dp_store_get(ver->twin->host->store, id)->deadband;
-    for (int i = 0; i < ver->nwatches; i++) {
-        if (ver->watches[i].tag == id) {
-            if (deadband < ver->watches[i].deadband)
-                ver->watches[i].deadband = deadband;
-            return;
-        }
+    if (id >= ver->nwatch_of) {
+        int n = dp_store_count(ver->twin->host->store);
+        if (n <= id)
+            n = id + 1;
+        ver->watch_of = dp_xrealloc(ver->watch_of, sizeof *ver->watch_of * (size_t)n);
+        memset(ver->watch_of + ver->nwatch_of, 0,
+               sizeof *ver->watch_of * (size_t)(n - ver->nwatch_of));
+        ver->nwatch_of = n;
     }
-    ver->watches = dp_xrealloc(ver->watches, sizeof *ver->watches * (size_t)(ver->nwatches + 1));
+    if (ver->watch_of[id] > 0) {
+        watch_t *w = &ver->watches[ver->watch_of[id] - 1];
+        if (deadband < w->deadband)
+            w->deadband = deadband;
+        return;
+    }
+    if (ver->nwatches == ver->watches_cap) {
+        ver->watches_cap = ver->watches_cap ? 2 * ver->watches_cap : 16;
+        ver->watches = dp_xrealloc(ver->watches, sizeof *ver->watches * (size_t)ver->watches_cap);
+    }
     ver->watches[ver->nwatches++] = (watch_t){id, deadband};
+    ver->watch_of[id] = ver->nwatches;
 }
 
 static void add_handler(lua_State *L, version_t *ver, int id, int fn_idx)
@@ -519,24 +549,35 @@ static int api_on_change(lua_State *L)
 /* Adds handler `h` to the on_update handlers of tag `id`. */
 static void add_update_watch(version_t *ver, int h, int id)
 {
+    /* Sized for every tag the store has, so a list of thousands of tags
+     * does not grow these arrays one tag at a time. */
+    int want = dp_store_count(ver->twin->host->store);
+    if (want <= id)
+        want = id + 1;
     if (id >= ver->nuwatch) {
-        int n = id + 1;
-        ver->uwatch = dp_xrealloc(ver->uwatch, sizeof *ver->uwatch * (size_t)n);
-        memset(ver->uwatch + ver->nuwatch, 0, sizeof *ver->uwatch * (size_t)(n - ver->nuwatch));
-        ver->nuwatch = n;
+        ver->uwatch = dp_xrealloc(ver->uwatch, sizeof *ver->uwatch * (size_t)want);
+        memset(ver->uwatch + ver->nuwatch, 0, sizeof *ver->uwatch * (size_t)(want - ver->nuwatch));
+        ver->nuwatch = want;
     }
     uwatch_t *w = &ver->uwatch[id];
-    for (int i = 0; i < w->n; i++) {
-        if (w->h[i] == h)
+    if (w->n > 0 && w->first == h)
+        return;
+    for (int i = 0; i + 1 < w->n; i++) {
+        if (w->more[i] == h)
             return;
     }
-    w->h = dp_xrealloc(w->h, sizeof *w->h * (size_t)(w->n + 1));
-    w->h[w->n++] = h;
+    if (w->n == 0) {
+        w->first = h;
+    } else {
+        w->more = dp_xrealloc(w->more, sizeof *w->more * (size_t)w->n);
+        w->more[w->n - 1] = h;
+    }
+    w->n++;
     update_t *u = &ver->updates[h];
     if (id >= u->nmark) {
-        u->mark = dp_xrealloc(u->mark, sizeof *u->mark * (size_t)(id + 1));
-        memset(u->mark + u->nmark, 0, sizeof *u->mark * (size_t)(id + 1 - u->nmark));
-        u->nmark = id + 1;
+        u->mark = dp_xrealloc(u->mark, sizeof *u->mark * (size_t)want);
+        memset(u->mark + u->nmark, 0, sizeof *u->mark * (size_t)(want - u->nmark));
+        u->nmark = want;
     }
 }
 
@@ -551,8 +592,13 @@ static int api_on_update(lua_State *L)
     int h = ver->nupdates;
     ver->updates = dp_xrealloc(ver->updates, sizeof *ver->updates * (size_t)(h + 1));
     ver->nupdates++;
+    lua_Debug ar;
     lua_pushvalue(L, 2);
-    ver->updates[h] = (update_t){.ref = luaL_ref(L, LUA_REGISTRYINDEX), .first_tag = ids[0]};
+    lua_getinfo(L, ">u", &ar);
+    int nargs = ar.isvararg || ar.nparams > 2 ? 2 : ar.nparams;
+    lua_pushvalue(L, 2);
+    ver->updates[h] =
+        (update_t){.ref = luaL_ref(L, LUA_REGISTRYINDEX), .first_tag = ids[0], .nargs = nargs};
     for (lua_Integer i = 0; i < n; i++) {
         add_update_watch(ver, h, ids[i]);
         add_watch(ver, ids[i], deadband);
@@ -1113,13 +1159,14 @@ static void version_free(version_t *ver)
     dp_sandbox_free(ver->sb);
     free(ver->handlers);
     free(ver->watches);
+    free(ver->watch_of);
     for (int i = 0; i < ver->nupdates; i++) {
         free(ver->updates[i].changed);
         free(ver->updates[i].mark);
     }
     free(ver->updates);
     for (int i = 0; i < ver->nuwatch; i++)
-        free(ver->uwatch[i].h);
+        free(ver->uwatch[i].more);
     free(ver->uwatch);
     free(ver);
 }
@@ -1309,7 +1356,10 @@ static void dispatch(version_t *ver, const dp_change_t *c, int handler, int cach
 }
 
 /* Calls each on_update handler with changes in this batch, in registration
- * order: fn(changed), the changed tag objects in order of their first change. */
+ * order: fn(changed, values), the changed tag objects in order of their first
+ * change and the value of each one's last sample in the batch (what
+ * changed[i].value reads, without a metamethod call per read: a rule over
+ * thousands of registers spends most of its time there otherwise). */
 static void dispatch_updates(version_t *ver, int handler, int cache)
 {
     lua_State *L = ver->L;
@@ -1323,13 +1373,22 @@ static void dispatch_updates(version_t *ver, int handler, int cache)
         if (ver->twin->stats.suspended)
             continue;
         lua_rawgeti(L, LUA_REGISTRYINDEX, u->ref);
-        lua_createtable(L, n, 0);
-        for (int i = 0; i < n; i++) {
-            push_cached_tag(L, ver, cache, u->changed[i]);
-            lua_rawseti(L, -2, i + 1);
+        if (u->nargs >= 1) {
+            lua_createtable(L, n, 0);
+            for (int i = 0; i < n; i++) {
+                push_cached_tag(L, ver, cache, u->changed[i]->tag);
+                lua_rawseti(L, -2, i + 1);
+            }
+        }
+        if (u->nargs >= 2) {
+            lua_createtable(L, n, 0);
+            for (int i = 0; i < n; i++) {
+                dp_lua_push_value(L, &u->changed[i]->v);
+                lua_rawseti(L, -2, i + 1);
+            }
         }
         ver->twin->stats.calls++;
-        dp_sb_status_t st = dp_sandbox_call_h(ver->sb, handler, 1, 0, &msg, &trace);
+        dp_sb_status_t st = dp_sandbox_call_h(ver->sb, handler, u->nargs, 0, &msg, &trace);
         if (st != DP_SB_OK) {
             char what[160];
             snprintf(what, sizeof what, "on_update(%s)",
@@ -1354,7 +1413,13 @@ static void on_batch(dp_sub_t *sub, const dp_change_t *changes, size_t n, void *
     int handler = dp_sandbox_push_handler(ver->sb);
     lua_rawgeti(L, LUA_REGISTRYINDEX, ver->tagcache_ref);
     int cache = lua_gettop(L);
-    uint32_t batch = ++ver->batch;
+    if (++ver->batch == 0) {
+        /* Wrapped: no mark may look as if it were from this batch. */
+        for (int h = 0; h < ver->nupdates; h++)
+            memset(ver->updates[h].mark, 0, sizeof(umark_t) * (size_t)ver->updates[h].nmark);
+        ver->batch = 1;
+    }
+    uint32_t batch = ver->batch;
     bool updated = false;
     for (size_t i = 0; i < n && !tw->stats.suspended; i++) {
         const dp_change_t *c = &changes[i];
@@ -1363,15 +1428,18 @@ static void on_batch(dp_sub_t *sub, const dp_change_t *changes, size_t n, void *
         if (c->tag < ver->nuwatch) {
             const uwatch_t *w = &ver->uwatch[c->tag];
             for (int k = 0; k < w->n; k++) {
-                update_t *u = &ver->updates[w->h[k]];
-                if (u->mark[c->tag] == batch)
+                update_t *u = &ver->updates[k == 0 ? w->first : w->more[k - 1]];
+                umark_t *m = &u->mark[c->tag];
+                if (m->batch == batch) {
+                    u->changed[m->pos] = c; /* a later sample of the tag */
                     continue;
-                u->mark[c->tag] = batch;
+                }
                 if (u->nchanged == u->cap) {
                     u->cap = u->cap ? 2 * u->cap : 8;
                     u->changed = dp_xrealloc(u->changed, sizeof *u->changed * (size_t)u->cap);
                 }
-                u->changed[u->nchanged++] = c->tag;
+                *m = (umark_t){.batch = batch, .pos = (uint32_t)u->nchanged};
+                u->changed[u->nchanged++] = c;
                 updated = true;
             }
         }

@@ -14,7 +14,8 @@
  *   by the store. This is the cost of the driver, ingest and store alone.
  * - doppel, with rule: the same plant, whose twin's rule watches every tag
  *   with twin.on_update: one Lua call per delivered batch (a poll response or
- *   more), which reads the value of every register that changed in it.
+ *   more), which reads the value of every register that changed in it (from
+ *   its `values` list) and keeps a running maximum.
  *
  * For 1 device and for 50, the three figures take turns, ROUNDS rounds of
  * SECONDS each, and each is the sum of its rounds: a machine whose speed
@@ -284,10 +285,10 @@ static int open_plant(run_t *r, int ndev, const char *every, bool rule)
                    "state.max = 0\n"
                    "local names = {}\n"
                    "for name in pairs(tags) do names[#names + 1] = name end\n"
-                   "twin.on_update(names, function(changed)\n"
+                   "twin.on_update(names, function(changed, values)\n"
                    "  local m = state.max\n"
                    "  for i = 1, #changed do\n"
-                   "    local v = changed[i].value\n"
+                   "    local v = values[i]\n"
                    "    if v > m then m = v end\n"
                    "  end\n"
                    "  state.max = m\n"

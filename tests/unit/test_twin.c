@@ -56,13 +56,21 @@ Test(twin, on_update_runs_once_per_batch_with_the_changed_tags)
              "twin 'A' { script = 'a.lua', tags = { x = {}, y = {}, z = {} } }\n");
     th_write(dir, "a.lua",
              "state.calls, state.seen, state.sum = 0, '', 0\n"
-             "twin.on_update({ 'x', 'y' }, function(changed)\n"
+             "twin.on_update({ 'x', 'y' }, function(changed, values)\n"
              "  state.calls = state.calls + 1\n"
              "  local names = {}\n"
-             "  for i, t in ipairs(changed) do names[i] = t.name end\n"
+             "  for i, t in ipairs(changed) do\n"
+             "    assert(values[i] == t.value, 'values[i] is the last sample')\n"
+             "    names[i] = t.name .. '=' .. string.format('%g', values[i])\n"
+             "  end\n"
+             "  assert(#values == #changed)\n"
              "  state.seen = state.seen .. table.concat(names, '+') .. ';'\n"
              "  state.sum = tags.x.value + tags.y.value\n"
-             "end)\n");
+             "end)\n"
+             "state.bare = 0\n"
+             "twin.on_update('x', function() state.bare = state.bare + 1 end)\n"
+             "state.va = 0\n"
+             "twin.on_update('x', function(...) state.va = select('#', ...) end)\n");
     dp_plant_t *p = th_open(dir);
     /* One batch: y, x, y again (seen once), z (not watched). */
     th_set(p, "A.y", 1, T0 + 1);
@@ -72,7 +80,9 @@ Test(twin, on_update_runs_once_per_batch_with_the_changed_tags)
     dp_plant_flush(p);
     cr_assert_eq(th_eval(p, "A", "state.calls"), 1);
     cr_assert_eq(th_eval(p, "A", "state.sum"), 12, "the handler saw the whole batch");
-    cr_assert_eq(th_eval(p, "A", "state.seen == 'A.y+A.x;' and 1 or 0"), 1);
+    cr_assert_eq(th_eval(p, "A", "state.seen == 'A.y=2+A.x=10;' and 1 or 0"), 1);
+    cr_assert_eq(th_eval(p, "A", "state.bare"), 1, "a handler without parameters runs");
+    cr_assert_eq(th_eval(p, "A", "state.va"), 2, "a vararg handler gets both lists");
     /* A batch of only an unwatched tag: no call. */
     th_set(p, "A.z", 6, T0 + 2);
     dp_plant_flush(p);
@@ -81,7 +91,7 @@ Test(twin, on_update_runs_once_per_batch_with_the_changed_tags)
     th_set(p, "A.x", 20, T0 + 3);
     dp_plant_flush(p);
     cr_assert_eq(th_eval(p, "A", "state.calls"), 2);
-    cr_assert_eq(th_eval(p, "A", "state.seen == 'A.y+A.x;A.x;' and 1 or 0"), 1);
+    cr_assert_eq(th_eval(p, "A", "state.seen == 'A.y=2+A.x=10;A.x=20;' and 1 or 0"), 1);
     cr_assert_eq(th_eval(p, "A", "state.sum"), 22);
     dp_plant_free(p);
 }
@@ -476,4 +486,87 @@ Test(twin, bad_plant_files_are_refused_with_a_clear_message)
     plant_error("plant { name = 'x' }\nlocal y = nil + 1", "plant.lua:2:");
     plant_error("twin 'A' { script = 'a.lua', params = { f = function() end } }",
                 "twin A: params.f: cannot store a function");
+}
+
+/* The arguments of a handler are built by the host between calls, outside
+ * the sandbox's protected call. A twin that has used up its memory cap must
+ * not take the process down there (an unprotected allocation error aborts):
+ * the cap stops what a script allocates in its calls, and the host's
+ * arguments are let through. */
+Test(twin, handler_arguments_at_the_memory_cap_do_not_abort)
+{
+    th_write(dir, "plant.lua",
+             "plant { name = 'test' }\n"
+             "local tags = {}\n"
+             "for i = 1, 4000 do tags['t' .. i] = {} end\n"
+             "tags.s = {}\n"
+             "twin 'bad' { script = 'bad.lua', memory_mb = 2, tags = tags }\n"
+             "twin 'good' { script = 'good.lua' }\n");
+    /* At 1 s the twin fills its cap, keeping what it took (an upvalue of its
+     * handlers): a fault. At 2 s a batch of 4,000 changes needs 64 KiB lists
+     * for the on_update handler and a string for on_change, which allocate
+     * nothing themselves. At 3 s, with the lists collected, it reports. */
+    th_write(dir, "bad.lua",
+             "local hog, seen, sum, text = {}, 0, 0, nil\n"
+             "local names = {}\n"
+             "for i = 1, 4000 do names[i] = 't' .. i end\n"
+             "twin.on_update(names, function(changed, values)\n"
+             "  seen = #changed + #hog * 0; sum = values[1] + values[4000]\n"
+             "end)\n"
+             "twin.on_change('s', function(v, tag) text = v end)\n"
+             "twin.after('1s', function()\n"
+             "  collectgarbage('collect')\n"
+             "  while true do hog[#hog + 1] = string.rep('x', 2000) .. #hog end\n"
+             "end)\n"
+             "twin.after('3s', function()\n"
+             "  hog = nil; collectgarbage('collect')\n"
+             "  state.n, state.sum, state.text = seen, sum, text\n"
+             "end)\n");
+    th_write(dir, "good.lua",
+             "state.n = 0\n"
+             "twin.every('1s', function() state.n = state.n + 1 end)\n");
+    dp_plant_t *p = th_open(dir);
+    dp_plant_run_until(p, T0 + 2 * DP_US_PER_SEC);
+    for (int i = 1; i <= 4000; i++) {
+        char name[32];
+        snprintf(name, sizeof name, "bad.t%d", i);
+        th_set(p, name, i, T0 + 2 * DP_US_PER_SEC);
+    }
+    dp_value_t v = dp_str("a string value, which the host allocates");
+    dp_store_write(dp_plant_store(p), dp_store_find(dp_plant_store(p), "bad.s"), &v,
+                   T0 + 2 * DP_US_PER_SEC, DP_Q_GOOD);
+    dp_plant_flush(p);
+    dp_plant_run_until(p, T0 + 5 * DP_US_PER_SEC);
+    cr_assert_eq(th_eval(p, "good", "state.n"), 5, "the other twin kept running");
+    cr_assert_eq(th_eval(p, "bad", "state.n"), 4000, "on_update got its list");
+    cr_assert_eq(th_eval(p, "bad", "state.sum"), 1 + 4000);
+    cr_assert_eq(th_eval(p, "bad", "#state.text"), strlen(v.u.s), "on_change got its value");
+    dp_twin_stats_t st;
+    dp_twin_get_stats(dp_plant_twin(p, "bad"), &st);
+    cr_assert_eq(st.faults, 1, "only the hog's call faults");
+    dp_plant_free(p);
+}
+
+/* A finalizer would run wherever the collector happens to finish an object,
+ * also between calls where no budget applies: a script cannot set one. */
+Test(twin, finalizers_cannot_escape_the_budget)
+{
+    th_write(dir, "plant.lua",
+             "plant { name = 'test' }\n"
+             "twin 'bad' { script = 'bad.lua' }\n"
+             "twin 'good' { script = 'good.lua' }\n");
+    th_write(dir, "bad.lua",
+             "local ok, err = pcall(function()\n"
+             "  setmetatable({}, { __gc = function() while true do end end })\n"
+             "end)\n"
+             "state.refused = tostring(err)\n"
+             "twin.after('1s', function() while true do end end)\n");
+    th_write(dir, "good.lua",
+             "state.n = 0\n"
+             "twin.every('1s', function() state.n = state.n + 1 end)\n");
+    dp_plant_t *p = th_open(dir);
+    dp_plant_run_until(p, T0 + 3 * DP_US_PER_SEC);
+    cr_assert_eq(th_eval(p, "good", "state.n"), 3);
+    cr_assert_eq(th_eval(p, "bad", "state.refused:find('__gc', 1, true) and 1 or 0"), 1);
+    dp_plant_free(p);
 }
