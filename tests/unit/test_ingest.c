@@ -145,6 +145,22 @@ Test(ingest, batches_and_reasons)
     cr_assert_eq(dp_ingest_push_many(in, &good, 1), DP_OK);
     dp_ingest_drain(in);
     cr_assert_null(tb->reason);
+    /* A value with a reason (an uncertain reading that says why), also at
+     * the capacity's edge: it takes two records, counted as one sample. */
+    dp_ingest_sample_t why[4] = {
+        {.tag = a, .quality = DP_Q_GOOD, .v = dp_num(6), .ts = 21},
+        {.tag = a, .quality = DP_Q_GOOD, .v = dp_num(7), .ts = 22},
+        {.tag = b, .quality = DP_Q_GOOD, .v = dp_num(8), .ts = 23},
+        {.tag = b, .quality = DP_Q_UNCERTAIN, .v = dp_num(9), .ts = 24, .reason = "overrange"},
+    };
+    cr_assert_eq(dp_ingest_push_many(in, why, 4), DP_OK);
+    cr_assert_eq(dp_ingest_pushed(in) - dp_ingest_drained(in), 4);
+    cr_assert_eq(dp_ingest_drain(in), 4);
+    cr_assert_eq(tb->v.u.n, 9);
+    cr_assert_eq(tb->ts, 24);
+    cr_assert_eq(tb->quality, DP_Q_UNCERTAIN);
+    cr_assert_str_eq(tb->reason, "overrange");
+    cr_assert_eq(dp_ingest_pushed(in), dp_ingest_drained(in));
     /* A malformed batch queues nothing. */
     dp_ingest_sample_t bad[2] = {{.tag = a, .quality = DP_Q_GOOD, .v = dp_num(9)},
                                  {.tag = a, .quality = 7, .v = dp_num(9)}};
