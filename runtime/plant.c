@@ -260,6 +260,11 @@ static void on_alarm_tick(dp_timer_t *t)
     dp_alarms_tick(p->alarms);
 }
 
+void dp_plant_event(dp_plant_t *p, const dp_event_t *ev)
+{
+    emit(&p->twin_host, ev);
+}
+
 void dp_plant_on_event(dp_plant_t *p, dp_event_cb cb, void *ud)
 {
     p->listeners = dp_xrealloc(p->listeners, sizeof *p->listeners * (size_t)(p->nlisteners + 1));

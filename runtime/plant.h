@@ -72,6 +72,9 @@ int dp_plant_file_changed(dp_plant_t *plant, const char *path);
 
 /* Listeners for events; called on the loop thread in the order added. */
 void dp_plant_on_event(dp_plant_t *plant, dp_event_cb cb, void *ud);
+/* Raises an event of the plant's own (logged at info, then handed to every
+ * listener: journal, HTTP stream, MQTT): the REPL's audit records. */
+void dp_plant_event(dp_plant_t *plant, const dp_event_t *ev);
 
 const char *dp_plant_name(const dp_plant_t *plant);
 /* The data directory (journal in DIR/journal). */

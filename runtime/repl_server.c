@@ -17,6 +17,7 @@
 #include "../drivers/driver.h"
 #include "alarms.h"
 #include "command.h"
+#include "lmsgpack.h"
 #include "log.h"
 #include "repl_eval.h"
 #include "replproto.h"
@@ -104,6 +105,7 @@ struct dp_repl_server {
     /* Output of the request being handled goes to this client. */
     conn_t *cap;
     uint64_t cap_id;
+    bool cap_ok;        /* the result of that request, once sent */
     size_t cap_bytes;   /* output sent for the request so far */
     size_t cap_dropped; /* output bytes over MAX_REQUEST_OUT, not sent */
     bool cap_mute;      /* the request reports its own outcome: its log lines are not sent */
@@ -212,6 +214,8 @@ static void send_out(conn_t *c, uint64_t id, const char *text)
 
 static void send_result(conn_t *c, uint64_t id, bool ok, const char *text)
 {
+    if (c == c->s->cap && id == c->s->cap_id)
+        c->s->cap_ok = ok;
     dp_repl_msg_t m = {.type = DP_RM_RESULT,
                        .id = id,
                        .ok = ok,
@@ -997,6 +1001,58 @@ static dp_sandbox_t *conn_sandbox(conn_t *c, char **why)
     return sb;
 }
 
+/* The audit record of one request: a plant "repl" event (journaled, logged
+ * at info) with the client, where it ran, what was typed and whether it
+ * succeeded. Everything typed is recorded, Lua and commands alike: Lua at
+ * the REPL can change a twin's rules and state as much as a command can. */
+#define AUDIT_CODE_MAX 4096
+
+static void audit(conn_t *c, const char *where, const char *text, bool ok)
+{
+    size_t len = strlen(text);
+    while (len > 0 && isspace((unsigned char)text[len - 1]))
+        len--;
+    bool cut = len > AUDIT_CODE_MAX;
+    if (cut)
+        len = AUDIT_CODE_MAX;
+    char client[96];
+    snprintf(client, sizeof client, "client %llu (%s%s)", (unsigned long long)c->serial,
+             c->tcp ? "tcp " : "socket", c->tcp ? c->peer : "");
+    msgpack_sbuffer sb;
+    msgpack_sbuffer_init(&sb);
+    msgpack_packer pk;
+    msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
+    msgpack_pack_map(&pk, 6);
+    dp_mp_pack_str(&pk, "by");
+    dp_mp_pack_str(&pk, "repl");
+    dp_mp_pack_str(&pk, "client");
+    dp_mp_pack_str(&pk, client);
+    dp_mp_pack_str(&pk, "where");
+    dp_mp_pack_str(&pk, where != NULL ? where : "plant");
+    dp_mp_pack_str(&pk, "code");
+    msgpack_pack_str(&pk, len);
+    msgpack_pack_str_body(&pk, text, len);
+    dp_mp_pack_str(&pk, "cut");
+    dp_mp_pack_bool(&pk, cut);
+    dp_mp_pack_str(&pk, "ok");
+    dp_mp_pack_bool(&pk, ok);
+    /* The log line: the first line of what was typed, shortened. */
+    size_t first = strcspn(text, "\n");
+    int shown = (int)(first < 160 ? first : 160);
+    char line[400];
+    snprintf(line, sizeof line, "%s at %s: %.*s%s%s", client, where != NULL ? where : "plant",
+             shown, text, first > (size_t)shown || first < len ? " ..." : "",
+             ok ? "" : " (failed)");
+    dp_event_t ev = {.ts = dp_clock_now(dp_plant_clock(c->s->plant)),
+                     .twin = where,
+                     .kind = "repl",
+                     .text = line,
+                     .payload = sb.data,
+                     .payload_len = sb.size};
+    dp_plant_event(c->s->plant, &ev);
+    msgpack_sbuffer_destroy(&sb);
+}
+
 static void handle_eval(conn_t *c, uint64_t id, const char *text)
 {
     dp_repl_server_t *s = c->s;
@@ -1005,7 +1061,11 @@ static void handle_eval(conn_t *c, uint64_t id, const char *text)
         p++;
     s->cap = c;
     s->cap_id = id;
+    s->cap_ok = false;
     s->cap_bytes = s->cap_dropped = 0;
+    /* Where it runs: a `.use` changes that. The connection may be gone
+     * after a command (its close waits for the loop), never freed here. */
+    char *where = c->where != NULL ? dp_xstrdup(c->where) : NULL;
     if (*p == '.' && !isdigit((unsigned char)p[1])) {
         run_command(c, id, p);
     } else if (*p == '\0') {
@@ -1030,6 +1090,9 @@ static void handle_eval(conn_t *c, uint64_t id, const char *text)
         free(why);
         free(out);
     }
+    if (*p != '\0')
+        audit(c, where, p, s->cap_ok);
+    free(where);
     s->cap = NULL;
 }
 

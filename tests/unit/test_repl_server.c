@@ -17,6 +17,8 @@
 #include <uv.h>
 
 #include "harness.h"
+#include "runtime/journal.h"
+#include "runtime/lmsgpack.h"
 #include "runtime/repl_server.h"
 #include "runtime/replproto.h"
 
@@ -331,6 +333,36 @@ static void run_world(world_t *w, scenario_fn fn, const char *listen, const char
     dp_log_set_level(DP_LOG_INFO);
 }
 
+/* The REPL's audit records in the world's journal, one "twin|text" line
+ * each (twin "-" at plant level), the `code` of the last one in *last. */
+static char *repl_audit(world_t *w, char **last)
+{
+    char dir[512], *err = NULL;
+    snprintf(dir, sizeof dir, "%s/journal", w->dir);
+    dp_jreader_t *r = dp_jreader_open(dir, NULL, NULL, NULL, &err);
+    cr_assert_not_null(r, "%s", err);
+    char *all = dp_xstrdup("");
+    dp_jrec_t rec;
+    while (dp_jreader_next(r, &rec, &err) == 1) {
+        if (rec.type != DP_JREC_EVENT || strcmp(rec.kind, "repl") != 0)
+            continue;
+        char *more = dp_xasprintf("%s%s|%s\n", all, rec.twin ? rec.twin : "-", rec.text);
+        free(all);
+        all = more;
+        msgpack_unpacked u;
+        msgpack_unpacked_init(&u);
+        cr_assert_eq(msgpack_unpack_next(&u, rec.payload, rec.payload_len, NULL),
+                     MSGPACK_UNPACK_SUCCESS);
+        const msgpack_object *code = dp_mp_map_get(&u.data, "code");
+        cr_assert(code != NULL && code->type == MSGPACK_OBJECT_STR);
+        free(*last);
+        *last = strndup(code->via.str.ptr, code->via.str.size);
+        msgpack_unpacked_destroy(&u);
+    }
+    dp_jreader_free(r);
+    return all;
+}
+
 static void free_world(world_t *w)
 {
     for (int i = 0; i < w->nnotes; i++)
@@ -520,6 +552,19 @@ Test(repl_server, evaluation_printing_commands_and_completion)
     expect_note(&w, "complete.cmd", "items:.watch");
     expect_note(&w, "complete.use", "items:P1");
     expect_note(&w, "complete.watch", "items:P1.doubled");
+    /* Everything typed is in the journal, with where it ran and how it
+     * ended; completion requests are not. */
+    char *last = NULL, *audit = repl_audit(&w, &last);
+    cr_assert(strstr(audit, "-|client 1 (socket) at plant: 1 + 1\n") != NULL, "%s", audit);
+    cr_assert(strstr(audit, "-|client 1 (socket) at plant: error('boom') (failed)\n") != NULL, "%s",
+              audit);
+    cr_assert(strstr(audit, "P1|client 1 (socket) at P1: greet('repl')\n") != NULL, "%s", audit);
+    cr_assert(strstr(audit, "at plant: .write P1.sp 50\n") != NULL, "%s", audit);
+    cr_assert(strstr(audit, "at plant: .write P1.sp 500 (failed)\n") != NULL, "%s", audit);
+    cr_assert(strstr(audit, "string.up") == NULL, "%s", audit);
+    cr_assert_str_eq(last, ".shadow maybe");
+    free(audit);
+    free(last);
     free_world(&w);
 }
 
