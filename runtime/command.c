@@ -55,6 +55,8 @@ struct dp_guard {
     bool dry_run;
     dp_event_cb on_switch;
     void *on_switch_ud;
+    dp_cmd_authorize_fn authorize;
+    void *authorize_ud;
     uint64_t next_id;
     pending_t **pending;
     size_t npending, cpending;
@@ -147,6 +149,12 @@ int dp_guard_get_limits(const dp_guard_t *g, int tag, dp_guard_limits_t *out)
         return DP_ENOENT;
     *out = t->lim;
     return 0;
+}
+
+void dp_guard_set_authorize(dp_guard_t *g, dp_cmd_authorize_fn fn, void *ud)
+{
+    g->authorize = fn;
+    g->authorize_ud = ud;
 }
 
 void dp_guard_on_switch(dp_guard_t *g, dp_event_cb cb, void *ud)
@@ -381,6 +389,8 @@ uint64_t dp_guard_submit(dp_guard_t *g, const char *origin, const char *tag, con
     uint64_t id = p->cmd.id;
     char buf[256];
     const char *why = check(g, p->cmd.tag_id, &p->cmd.value, buf, sizeof buf);
+    if (why == NULL && g->authorize != NULL)
+        why = g->authorize(p->origin, p->tag, g->authorize_ud, buf, sizeof buf);
     if (why != NULL) {
         finish(g, p, DP_CMD_REJECTED, why);
         return id;

@@ -111,6 +111,13 @@ void dp_guard_complete(dp_guard_t *g, uint64_t id, dp_cmd_outcome_t outcome, con
 /* Listeners for every finished command, called in the order added. */
 void dp_guard_on_command(dp_guard_t *g, dp_cmd_cb cb, void *ud);
 
+/* Who may command what, asked for every command that passes the guard's
+ * own checks: NULL lets it through, a reason (written into buf, or static)
+ * rejects it. The plant uses it for twins' `commands` lists. */
+typedef const char *(*dp_cmd_authorize_fn)(const char *origin, const char *tag, void *ud, char *buf,
+                                           size_t size);
+void dp_guard_set_authorize(dp_guard_t *g, dp_cmd_authorize_fn fn, void *ud);
+
 typedef struct {
     uint64_t submitted, done, rejected, failed, shadow;
     uint64_t pending; /* sent to a writer, no outcome yet */

@@ -104,6 +104,25 @@ char *dp_xasprintf(const char *fmt, ...)
     return s;
 }
 
+int dp_tag_pattern_check(const char *p, char **err)
+{
+    if (strcmp(p, "*") == 0)
+        return 0;
+    const char *dot = strchr(p, '.');
+    if (dot == NULL || dot == p || dot[1] == '\0' || strchr(dot + 1, '.') != NULL ||
+        (strchr(p, '*') != NULL && strcmp(dot + 1, "*") != 0))
+        return dp_fail(err, DP_EINVAL, "\"%s\": expected \"twin.tag\", \"twin.*\" or \"*\"", p);
+    return 0;
+}
+
+bool dp_tag_pattern_match(const char *pattern, const char *tag)
+{
+    if (strcmp(pattern, "*") == 0 || strcmp(pattern, tag) == 0)
+        return true;
+    size_t n = strlen(pattern);
+    return n >= 2 && strcmp(pattern + n - 2, ".*") == 0 && strncmp(pattern, tag, n - 1) == 0;
+}
+
 bool dp_is_loopback(const struct sockaddr *sa)
 {
     if (sa->sa_family == AF_INET)

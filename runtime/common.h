@@ -45,6 +45,11 @@ char *dp_xasprintf(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 struct sockaddr;
 /* True for 127.0.0.0/8, ::1 and ::ffff:127.x.x.x: this machine, where plain
  * text and token-less access stay on the host. */
+/* Patterns of tag names in access lists (an MQTT client's or a twin's
+ * `commands`): "twin.tag", "twin.*" or "*". */
+int dp_tag_pattern_check(const char *pattern, char **err);
+bool dp_tag_pattern_match(const char *pattern, const char *tag);
+
 bool dp_is_loopback(const struct sockaddr *sa);
 /* "ADDRESS:PORT" of an IPv4 or IPv6 socket address ("?" for another kind). */
 void dp_sockaddr_name(const struct sockaddr *sa, char *buf, size_t size);

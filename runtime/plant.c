@@ -141,7 +141,45 @@ typedef struct {
     char *description;
     int64_t budget;
     int64_t memory_mb;
+    char **commands; /* NULL-terminated tag patterns */
 } twin_cfg_t;
+
+static void patterns_free(void *field)
+{
+    char ***v = field;
+    for (char **p = *v; p != NULL && *p != NULL; p++)
+        free(*p);
+    free(*v);
+    *v = NULL;
+}
+
+/* commands = "P102.speed_sp" or { "P102.speed_sp", "P103.*", ... } */
+static int patterns_parse(lua_State *L, int idx, void *field, char **err)
+{
+    char ***v = field;
+    idx = lua_absindex(L, idx);
+    bool one = lua_type(L, idx) == LUA_TSTRING;
+    if (!one && !lua_istable(L, idx))
+        return dp_fail(err, DP_EINVAL, "expected a tag pattern or a list of them");
+    lua_Integer n = one ? 1 : (lua_Integer)lua_rawlen(L, idx);
+    *v = dp_xcalloc((size_t)n + 1, sizeof **v);
+    for (lua_Integer i = 1; i <= n; i++) {
+        if (!one)
+            lua_rawgeti(L, idx, i);
+        int rc = lua_type(L, -1) != LUA_TSTRING
+                     ? dp_fail(err, DP_EINVAL, "element %lld is not a string", (long long)i)
+                     : dp_tag_pattern_check(lua_tostring(L, -1), err);
+        if (rc == 0)
+            (*v)[i - 1] = dp_xstrdup(lua_tostring(L, -1));
+        if (!one)
+            lua_pop(L, 1);
+        if (rc < 0) {
+            patterns_free(field);
+            return rc;
+        }
+    }
+    return 0;
+}
 
 static const dp_setting_t twin_settings[] = {
     {.name = "class",
@@ -168,6 +206,14 @@ static const dp_setting_t twin_settings[] = {
      .min = 1,
      .max = 65536,
      .doc = "Memory cap in MiB (default: the plant's)."},
+    {.name = "commands",
+     .type = DP_SET_CUSTOM,
+     .offset = offsetof(twin_cfg_t, commands),
+     .parse = patterns_parse,
+     .free = patterns_free,
+     .doc = "Other twins' tags this twin may command (twin.write): \"twin.tag\", \"twin.*\" or "
+            "\"*\", one or a list. Its own tags it always may; others are rejected by the "
+            "guard."},
     DP_SETTINGS_END,
 };
 static const char *const twin_fields_elsewhere[] = {"params", "tags", NULL};
@@ -245,6 +291,22 @@ static void emit(dp_twin_host_t *host, const dp_event_t *ev)
         dp_log_info(ev->twin, "%s: %s", ev->kind, ev->text);
     for (int i = 0; i < p->nlisteners; i++)
         p->listeners[i].cb(ev, p->listeners[i].ud);
+}
+
+/* A twin commands its own tags and those its `commands` list names. */
+static const char *authorize(const char *origin, const char *tag, void *ud, char *buf, size_t size)
+{
+    dp_plant_t *p = ud;
+    if (strncmp(origin, "twin:", 5) != 0)
+        return NULL; /* other origins are checked where they come in */
+    dp_twin_t *tw = dp_plant_twin(p, origin + 5);
+    if (tw == NULL || dp_twin_may_command(tw, tag))
+        return NULL;
+    snprintf(buf, size,
+             "twin %s may command its own tags and those its commands list names; %s is "
+             "neither (twin \"%s\" { commands = { \"%s\" } } allows it)",
+             origin + 5, tag, origin + 5, tag);
+    return buf;
 }
 
 /* Alarm transitions and guard switches go out like every twin event. */
@@ -695,6 +757,7 @@ static int add_twin(dp_plant_t *p, lua_State *L, const char *name, int spec, con
         .memory = (size_t)(c.memory_mb ? c.memory_mb : pc->memory_mb) << 20,
         .max_faults = (int)pc->max_faults,
         .fault_window = pc->fault_window,
+        .commands = (const char *const *)c.commands,
     };
     dp_twin_t *tw = dp_twin_new(&p->twin_host, &to);
     p->twins = dp_xrealloc(p->twins, sizeof *p->twins * (size_t)(p->ntwins + 1));
@@ -929,6 +992,7 @@ dp_plant_t *dp_plant_open(const dp_plant_opts_t *opts, char **err)
     p->ingest = opts->loop != NULL ? dp_ingest_new(opts->loop, p->store, 0) : NULL;
     p->guard = dp_guard_new(p->store, p->clock, opts->loop);
     dp_guard_on_switch(p->guard, plant_emit, p);
+    dp_guard_set_authorize(p->guard, authorize, p);
     p->host = (dp_host_t){.loop = opts->loop,
                           .clock = p->clock,
                           .store = p->store,

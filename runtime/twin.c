@@ -109,6 +109,7 @@ struct dp_twin {
     size_t memory;
     int max_faults;
     dp_time_t fault_window;
+    char **commands; /* NULL-terminated patterns; see dp_twin_may_command */
     dp_twin_host_t *host;
     dp_sub_t *sub;
     version_t *cur;
@@ -1489,6 +1490,12 @@ dp_twin_t *dp_twin_new(dp_twin_host_t *host, const dp_twin_opts_t *opts)
     tw->memory = opts->memory;
     tw->max_faults = opts->max_faults > 0 ? opts->max_faults : 3;
     tw->fault_window = opts->fault_window > 0 ? opts->fault_window : 600 * DP_US_PER_SEC;
+    size_t nc = 0;
+    while (opts->commands != NULL && opts->commands[nc] != NULL)
+        nc++;
+    tw->commands = dp_xcalloc(nc + 1, sizeof *tw->commands);
+    for (size_t i = 0; i < nc; i++)
+        tw->commands[i] = dp_xstrdup(opts->commands[i]);
     tw->host = host;
     tw->sub = dp_store_sub_new(host->store, on_batch, tw);
     return tw;
@@ -1504,7 +1511,22 @@ void dp_twin_free(dp_twin_t *tw)
     free(tw->script);
     free(tw->module_dir);
     free(tw->params);
+    for (char **c = tw->commands; *c != NULL; c++)
+        free(*c);
+    free(tw->commands);
     free(tw);
+}
+
+bool dp_twin_may_command(const dp_twin_t *tw, const char *tag)
+{
+    size_t n = strlen(tw->name);
+    if (strncmp(tag, tw->name, n) == 0 && tag[n] == '.')
+        return true;
+    for (char **c = tw->commands; *c != NULL; c++) {
+        if (dp_tag_pattern_match(*c, tag))
+            return true;
+    }
+    return false;
 }
 
 int dp_twin_state(dp_twin_t *tw, char **out, size_t *len, char **err)

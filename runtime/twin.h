@@ -49,6 +49,10 @@ typedef struct {
     size_t memory;          /* bytes; 0: default */
     int max_faults;         /* faults within fault_window that suspend the twin; 0: 3 */
     dp_time_t fault_window; /* 0: 10 minutes */
+    /* Tags of other twins it may command (twin.write), as patterns (see
+     * dp_tag_pattern_match), NULL-terminated; copied. Its own tags it always
+     * may. NULL: none. */
+    const char *const *commands;
 } dp_twin_opts_t;
 
 typedef struct {
@@ -62,6 +66,10 @@ typedef struct {
     bool suspended;
     uint64_t generation; /* increases with every successful load */
 } dp_twin_stats_t;
+
+/* Whether the twin may command `tag` (a full name): one of its own tags, or
+ * one its `commands` patterns name. */
+bool dp_twin_may_command(const dp_twin_t *tw, const char *tag);
 
 /* Store values to and from Lua: a number, boolean, string or nil. Reading
  * returns DP_EINVAL for any other Lua type; a string is borrowed from L. */

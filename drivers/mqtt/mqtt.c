@@ -91,18 +91,6 @@ static void acl_add(acl_t *a, const char *client, const char *pattern)
     a->rules[a->n++] = (acl_rule_t){dp_xstrdup(client), dp_xstrdup(pattern)};
 }
 
-static int check_pattern(const char *p, char **err)
-{
-    /* "*", "twin.*" or "twin.tag". */
-    if (strcmp(p, "*") == 0)
-        return 0;
-    const char *dot = strchr(p, '.');
-    if (dot == NULL || dot == p || dot[1] == '\0' || strchr(dot + 1, '.') != NULL ||
-        (strchr(p, '*') != NULL && strcmp(dot + 1, "*") != 0))
-        return dp_fail(err, DP_EINVAL, "\"%s\": expected \"twin.tag\", \"twin.*\" or \"*\"", p);
-    return 0;
-}
-
 static int acl_parse(lua_State *L, int idx, void *field, char **err)
 {
     acl_t *a = field;
@@ -119,7 +107,7 @@ static int acl_parse(lua_State *L, int idx, void *field, char **err)
             if (client[0] == '\0' || strpbrk(client, "/+#") != NULL) {
                 rc = dp_fail(err, DP_EINVAL, "client \"%s\": not usable in a topic level", client);
             } else if (lua_type(L, -1) == LUA_TSTRING) {
-                if ((rc = check_pattern(lua_tostring(L, -1), err)) == 0)
+                if ((rc = dp_tag_pattern_check(lua_tostring(L, -1), err)) == 0)
                     acl_add(a, client, lua_tostring(L, -1));
             } else if (lua_istable(L, -1)) {
                 lua_Integer n = (lua_Integer)lua_rawlen(L, -1);
@@ -128,7 +116,7 @@ static int acl_parse(lua_State *L, int idx, void *field, char **err)
                     if (lua_type(L, -1) != LUA_TSTRING)
                         rc = dp_fail(err, DP_EINVAL, "client %s: element %lld is not a string",
                                      client, (long long)i);
-                    else if ((rc = check_pattern(lua_tostring(L, -1), err)) == 0)
+                    else if ((rc = dp_tag_pattern_check(lua_tostring(L, -1), err)) == 0)
                         acl_add(a, client, lua_tostring(L, -1));
                     lua_pop(L, 1);
                 }
@@ -874,12 +862,7 @@ static bool acl_allows(const acl_t *a, const char *client, const char *tag)
 {
     for (size_t i = 0; i < a->n; i++) {
         const acl_rule_t *r = &a->rules[i];
-        if (strcmp(r->client, client) != 0)
-            continue;
-        if (strcmp(r->pattern, "*") == 0 || strcmp(r->pattern, tag) == 0)
-            return true;
-        size_t n = strlen(r->pattern);
-        if (n >= 2 && strcmp(r->pattern + n - 2, ".*") == 0 && strncmp(r->pattern, tag, n - 1) == 0)
+        if (strcmp(r->client, client) == 0 && dp_tag_pattern_match(r->pattern, tag))
             return true;
     }
     return false;

@@ -311,6 +311,62 @@ Test(twin_write, outcomes_reach_the_callback_after_the_call)
     th_rmdir(dir);
 }
 
+/* Least privilege: a twin commands its own tags and the other twins' tags
+ * its `commands` list names; the guard rejects the rest, on the record. */
+Test(twin_write, a_twin_commands_its_own_tags_and_those_it_is_given)
+{
+    char *dir = th_tmpdir();
+    th_write(dir, "plant.lua",
+             "plant { name = 't' }\n"
+             "twin 'A' { script = 'w.lua', tags = { sp = { writable = true } } }\n"
+             "twin 'B' { script = 'idle.lua',\n"
+             "  tags = { sp = { writable = true }, valve = { writable = true } } }\n"
+             "twin 'C' { script = 'w.lua', commands = 'A.sp',\n"
+             "  tags = { sp = { writable = true } } }\n"
+             "twin 'D' { script = 'w.lua', commands = { 'B.*', 'A.sp' },\n"
+             "  tags = { sp = { writable = true } } }\n");
+    th_write(dir, "idle.lua", "\n");
+    th_write(dir, "w.lua",
+             "state.log = {}\n"
+             "local function try(name, v)\n"
+             "  twin.write(name, v, function(r)\n"
+             "    state.log[#state.log + 1] = name .. '=' .. r.outcome\n"
+             "    if r.outcome == 'rejected' then state.why = r.reason end\n"
+             "  end)\n"
+             "end\n"
+             "twin.on_start(function()\n"
+             "  try('sp', 1); try('A.sp', 2); try('B.sp', 3); try('B.valve', 4)\n"
+             "end)\n");
+    dp_plant_t *p = th_open(dir);
+    dp_plant_run_until(p, T0 + 1000);
+    cr_assert_eq(th_eval(p, "A",
+                         "table.concat(state.log, ' ') == "
+                         "'sp=done A.sp=done B.sp=rejected B.valve=rejected' and 1 or 0"),
+                 1);
+    cr_assert_eq(th_eval(p, "A",
+                         "state.why:find('twin A may command its own tags and those its "
+                         "commands list names; B.valve is neither', 1, true) and 1 or 0"),
+                 1);
+    cr_assert_eq(th_eval(p, "C",
+                         "table.concat(state.log, ' ') == "
+                         "'sp=done A.sp=done B.sp=rejected B.valve=rejected' and 1 or 0"),
+                 1);
+    cr_assert_eq(th_eval(p, "D",
+                         "table.concat(state.log, ' ') == "
+                         "'sp=done A.sp=done B.sp=done B.valve=done' and 1 or 0"),
+                 1);
+    cr_assert_eq(th_num(p, "B.valve"), 4);
+    cr_assert_eq(th_num(p, "A.sp"), 2);
+    /* A malformed pattern is refused at load, naming the twin and the field. */
+    th_write(dir, "plant.lua", "twin 'A' { script = 'idle.lua', commands = { 'B.sp.x' } }\n");
+    char *err = th_open_fails(dir);
+    cr_assert(strstr(err, "commands") && strstr(err, "\"B.sp.x\": expected \"twin.tag\""), "%s",
+              err);
+    free(err);
+    dp_plant_free(p);
+    th_rmdir(dir);
+}
+
 Test(twin_write, bad_declarations_are_refused)
 {
     char *dir = th_tmpdir();
