@@ -62,6 +62,8 @@ struct dp_guard {
     size_t npending, cpending;
     listener_t *listeners;
     int nlisteners;
+    listener_t *sent; /* see dp_guard_on_sent */
+    int nsent;
     dp_guard_stats_t stats;
     /* Completions from writer threads, handed to the loop by `async`. */
     uv_async_t *async;
@@ -231,6 +233,12 @@ void dp_guard_on_command(dp_guard_t *g, dp_cmd_cb cb, void *ud)
 {
     g->listeners = dp_xrealloc(g->listeners, sizeof *g->listeners * (size_t)(g->nlisteners + 1));
     g->listeners[g->nlisteners++] = (listener_t){cb, ud};
+}
+
+void dp_guard_on_sent(dp_guard_t *g, dp_cmd_cb cb, void *ud)
+{
+    g->sent = dp_xrealloc(g->sent, sizeof *g->sent * (size_t)(g->nsent + 1));
+    g->sent[g->nsent++] = (listener_t){cb, ud};
 }
 
 void dp_guard_get_stats(const dp_guard_t *g, dp_guard_stats_t *out)
@@ -422,6 +430,10 @@ uint64_t dp_guard_submit(dp_guard_t *g, const char *origin, const char *tag, con
         g->pending = dp_xrealloc(g->pending, sizeof *g->pending * g->cpending);
     }
     g->pending[g->npending++] = p;
+    p->cmd.outcome = DP_CMD_PENDING;
+    p->cmd.reason = "";
+    for (int i = 0; i < g->nsent; i++)
+        g->sent[i].cb(&p->cmd, g->sent[i].ud);
     char *err = NULL;
     int rc = t->fn(t->ctx, id, p->cmd.tag_id, &p->cmd.value, &err);
     if (rc < 0) {
@@ -483,18 +495,25 @@ static void free_async(uv_handle_t *h)
     free(h);
 }
 
-void dp_guard_free(dp_guard_t *g)
+void dp_guard_settle(dp_guard_t *g)
 {
     if (g == NULL)
         return;
-    if (g->async != NULL) {
+    if (g->async != NULL)
         drain(g->async);
-        uv_close((uv_handle_t *)g->async, free_async);
-    }
     while (g->npending > 0) {
         pending_t *p = g->pending[--g->npending];
         finish(g, p, DP_CMD_FAILED, "shutting down");
     }
+}
+
+void dp_guard_free(dp_guard_t *g)
+{
+    if (g == NULL)
+        return;
+    dp_guard_settle(g);
+    if (g->async != NULL)
+        uv_close((uv_handle_t *)g->async, free_async);
     for (size_t i = 0; i < g->nqueue; i++)
         free(g->queue[i].reason);
     free(g->queue);
@@ -502,5 +521,6 @@ void dp_guard_free(dp_guard_t *g)
     free(g->pending);
     free(g->tags);
     free(g->listeners);
+    free(g->sent);
     free(g);
 }

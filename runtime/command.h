@@ -108,8 +108,18 @@ uint64_t dp_guard_submit(dp_guard_t *g, const char *origin, const char *tag, con
  * (the command was already finished, e.g. at shutdown). */
 void dp_guard_complete(dp_guard_t *g, uint64_t id, dp_cmd_outcome_t outcome, const char *reason);
 
+/* Loop thread, once the writers have stopped: takes the outcomes they
+ * reported and fails every command still without one ("shutting down"), so
+ * that listeners (the journal) hear of each before they close. */
+void dp_guard_settle(dp_guard_t *g);
+
 /* Listeners for every finished command, called in the order added. */
 void dp_guard_on_command(dp_guard_t *g, dp_cmd_cb cb, void *ud);
+/* Listeners for every command handed to a device's writer (outcome
+ * DP_CMD_PENDING), called just before it is handed over: the journal
+ * records it, so a command in flight when the process dies is on the
+ * record. Its outcome follows through dp_guard_on_command. */
+void dp_guard_on_sent(dp_guard_t *g, dp_cmd_cb cb, void *ud);
 
 /* Who may command what, asked for every command that passes the guard's
  * own checks: NULL lets it through, a reason (written into buf, or static)

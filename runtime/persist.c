@@ -516,8 +516,11 @@ static void on_command(const dp_cmd_t *cmd, void *ud)
     /* The issuer: "twin:P101" gives the twin; other origins go in the detail. */
     const char *twin = strncmp(cmd->origin, "twin:", 5) == 0 ? cmd->origin + 5 : NULL;
     char *detail = twin != NULL ? NULL : dp_xasprintf("%s (by %s)", cmd->reason, cmd->origin);
-    dp_journal_append_command(ps->journal, cmd->done_ts, twin, cmd->tag, &cmd->value,
-                              dp_cmd_outcome_name(cmd->outcome),
+    /* A command handed to a device is "sent" (at its submission time); its
+     * outcome is a second record. */
+    bool sent = cmd->outcome == DP_CMD_PENDING;
+    dp_journal_append_command(ps->journal, sent ? cmd->ts : cmd->done_ts, twin, cmd->tag,
+                              &cmd->value, sent ? "sent" : dp_cmd_outcome_name(cmd->outcome),
                               detail != NULL ? detail : cmd->reason);
     free(detail);
 }
@@ -658,8 +661,10 @@ int dp_persist_start(dp_persist_t *ps, struct dp_plant *plant)
     dp_store_on_write(ps->store, on_write, ps);
     dp_plant_on_event(plant, on_event, ps);
     dp_guard_t *g = dp_plant_guard(plant);
-    if (g != NULL)
+    if (g != NULL) {
         dp_guard_on_command(g, on_command, ps);
+        dp_guard_on_sent(g, on_command, ps);
+    }
     dp_journal_on_durable(ps->journal, on_durable, ps);
     if (ps->loop != NULL && ps->cfg.snapshot_every > 0) {
         uv_timer_init(ps->loop, &ps->snap_timer);

@@ -1137,6 +1137,9 @@ void dp_plant_stop(dp_plant_t *p)
         p->host.ingest = NULL;
         dp_plant_flush(p);
     }
+    /* The devices have reported what they wrote: every command's outcome
+     * reaches the journal before it closes. */
+    dp_guard_settle(p->guard);
     dp_persist_stop(p->persist);
     if (p->handles_open) {
         uv_close((uv_handle_t *)&p->prepare, NULL);

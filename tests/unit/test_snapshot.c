@@ -367,6 +367,13 @@ Test(snapshot, journal_settings_are_checked)
     free(err);
 }
 
+/* A device writer that never answers. */
+static int no_answer(void *ctx, uint64_t id, int tag, const dp_value_t *v, char **err)
+{
+    (void)ctx, (void)id, (void)tag, (void)v, (void)err;
+    return 0;
+}
+
 Test(snapshot, commands_are_journaled_with_their_outcome)
 {
     th_write(dir, "plant.lua",
@@ -381,6 +388,11 @@ Test(snapshot, commands_are_journaled_with_their_outcome)
     dp_value_t ok = dp_num(42), bad = dp_num(500);
     dp_guard_submit(g, "twin:P1", "P1.sp", &ok, NULL, NULL);
     dp_guard_submit(g, "repl", "P1.sp", &bad, NULL, NULL);
+    /* A command handed to a device whose answer never comes: its "sent"
+     * record is in the journal, then at the stop its failure. */
+    dp_guard_set_writer(g, dp_store_find(dp_plant_store(p), "P1.sp"), no_answer, NULL);
+    dp_value_t lost = dp_num(7);
+    dp_guard_submit(g, "http:olga", "P1.sp", &lost, NULL, NULL);
     close_live(p, &loop, true);
     cr_assert_eq(uv_loop_close(&loop), 0);
 
@@ -405,15 +417,21 @@ Test(snapshot, commands_are_journaled_with_their_outcome)
             cr_assert_str_eq(rec.kind, "done");
             cr_assert_str_eq(rec.twin, "P1");
             cr_assert_eq(rec.value.u.n, 42);
-        } else {
+        } else if (commands == 2) {
             cr_assert_str_eq(rec.kind, "rejected");
             cr_assert_null(rec.twin);
             cr_assert(strstr(rec.text, "(by repl)") != NULL, "%s", rec.text);
             cr_assert_eq(rec.value.u.n, 500);
+        } else {
+            cr_assert_str_eq(rec.kind, commands == 3 ? "sent" : "failed");
+            cr_assert(strstr(rec.text, "(by http:olga)") != NULL, "%s", rec.text);
+            if (commands == 4)
+                cr_assert(strstr(rec.text, "shutting down") != NULL, "%s", rec.text);
+            cr_assert_eq(rec.value.u.n, 7);
         }
     }
     dp_jreader_free(r);
-    cr_assert_eq(commands, 2);
+    cr_assert_eq(commands, 4);
     cr_assert_eq(samples, 1);
 }
 
