@@ -654,6 +654,12 @@ static int srv_start(dp_device_t *dev, char **err)
                                                : ((struct sockaddr_in6 *)&bound)->sin6_port);
     dp_log_info(NULL, "device %s: Modbus TCP server on %s:%d (%zu tags)", dev->name, host, s->port,
                 s->cfg->map.n);
+    if (!dp_is_loopback((const struct sockaddr *)&addr))
+        dp_log_warn(NULL,
+                    "device %s: Modbus TCP has no authentication or encryption: every host "
+                    "that reaches %s:%d reads the mapped tags and may command the writable "
+                    "ones (through the guard); keep it on the control network",
+                    dev->name, host, s->port);
     return 0;
 }
 
