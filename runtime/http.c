@@ -904,8 +904,11 @@ static int on_req(h2o_handler_t *self, h2o_req_t *req)
                                  : "{\"status\":\"ok\",\"plant\":");
         dp_jb_str(&b, dp_plant_name(h->plant));
         if (js.failed)
-            dp_jb_puts(&b, ",\"problems\":[\"journal: a write or fsync failed (disk full?); "
-                           "nothing is recorded until a restart\"]");
+            dp_jb_puts(&b, js.broken ? ",\"problems\":[\"journal: a write or fsync failed (disk "
+                                       "full?); nothing is recorded until a restart\"]"
+                                     : ",\"problems\":[\"journal: a write or fsync failed (disk "
+                                       "full?); what the plant accepts is kept in memory and "
+                                       "written again every 2 s until the disk takes it\"]");
         dp_jb_puts(&b, "}");
         dp__http_json(&c, js.failed ? 503 : 200, &b);
         return 0;

@@ -798,8 +798,8 @@ void dp__http_metrics(dp__http_call_t *c)
         dp_jb_printf(&b, "doppel_journal_backlog_records %llu\n",
                      (unsigned long long)(last > durable ? last - durable : 0));
         metric_head(&b, "doppel_journal_failed", "gauge",
-                    "1 once a journal write or fsync failed (a full disk): nothing more is "
-                    "recorded until a restart.");
+                    "1 while journal writes fail (a full disk): what is accepted is kept in "
+                    "memory and written again every 2 s; 0 once the disk takes it again.");
         dp_jb_printf(&b, "doppel_journal_failed %d\n", js.failed ? 1 : 0);
     }
 

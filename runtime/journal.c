@@ -510,10 +510,12 @@ struct dp_journal {
     batch_t *head, *tail;
     uint64_t queued; /* bytes handed to the writer and not written yet */
     bool stop;
-    bool failed;
-    uint64_t written; /* highest seq written to the OS */
-    uint64_t durable; /* highest seq accepted per the policy */
-    uint64_t synced;  /* highest seq fsynced */
+    bool failed;         /* writes fail now (kept and retried), or broken */
+    bool broken;         /* a failure that could not be retried: nothing more is written */
+    bool failing_logged; /* the current run of failures was logged */
+    uint64_t written;    /* highest seq written to the OS */
+    uint64_t durable;    /* highest seq accepted per the policy */
+    uint64_t synced;     /* highest seq fsynced */
     uint64_t protect;
     uint64_t fsyncs, segments, dropped;
     pthread_t thread;
@@ -622,54 +624,158 @@ static void batch_free(batch_t *b)
     free(b);
 }
 
+/* While writes fail (a full disk), the writer keeps the batches it could not
+ * write, in order, and tries them again every RETRY_MS; what is appended
+ * meanwhile waits behind them. Past RETRY_CAP bytes kept, the oldest are
+ * dropped (a gap in the sequence, logged with its range): memory is bounded,
+ * and the newest records are the ones a restart after the outage needs. */
+#define RETRY_MS  2000
+#define RETRY_CAP (UINT64_C(256) << 20)
+
+/* Writer thread: puts the current segment back to `size` bytes (what was
+ * written whole before a round that failed), so the round can be written
+ * again after it without a torn stretch in between. */
+static int rewind_segment(dp_journal_t *j, uint64_t size)
+{
+    if (j->fd < 0 || j->nsegs == 0)
+        return 0;
+    if (ftruncate(j->fd, (off_t)size) < 0 || lseek(j->fd, (off_t)size, SEEK_SET) < 0)
+        return DP_EIO;
+    j->segs[j->nsegs - 1].size = size;
+    return 0;
+}
+
+/* Writer thread: writes a round of batches and fsyncs once (group commit).
+ * Returns 0 or DP_EIO. *last gets the last seq written, *did_fsync whether
+ * it was fsynced. After a failure *rewound says whether the segment was put
+ * back as it was before the round (so the round can be written again whole):
+ * not when the round started a new segment. */
+static int write_round(dp_journal_t *j, batch_t *list, uint64_t *last, bool *did_fsync,
+                       bool *rewound)
+{
+    uint64_t first_seg = j->fd_first, size0 = j->nsegs > 0 ? j->segs[j->nsegs - 1].size : 0;
+    bool had_fd = j->fd >= 0, crossed = false, force = false;
+    int rc = 0;
+    *last = 0;
+    *did_fsync = false;
+    *rewound = false;
+    for (batch_t *b = list; b != NULL && rc == 0; b = b->next) {
+        if (b->new_segment != 0) {
+            crossed = true;
+            rc = start_segment(j, b->new_segment);
+        }
+        if (rc == 0 && b->data.len > 0) {
+            int w = write_all(j->fd, b->data.data, b->data.len);
+            if (w < 0) {
+                if (!j->failing_logged)
+                    dp_log_error(NULL, "journal: write to segment %020" PRIu64 " failed: %s",
+                                 j->fd_first, strerror(-w));
+                rc = DP_EIO;
+            } else if (j->nsegs > 0) {
+                j->segs[j->nsegs - 1].size += b->data.len;
+                j->segs[j->nsegs - 1].mtime = (int64_t)time(NULL);
+            }
+        }
+        if (rc == 0 && b->last_seq != 0)
+            *last = b->last_seq;
+        force = force || b->force_fsync;
+    }
+    if (rc == 0 && j->fd >= 0 && (force || j->opts.fsync != DP_JFSYNC_NEVER)) {
+        if (fdatasync(j->fd) < 0) {
+            if (!j->failing_logged)
+                dp_log_error(NULL, "journal: fsync failed: %s", strerror(errno));
+            rc = DP_EIO;
+        } else {
+            *did_fsync = true;
+        }
+    }
+    if (rc < 0) {
+        /* The round is written again whole later, from where it began: only
+         * possible within the segment it began in. */
+        *rewound = !crossed && had_fd && j->fd_first == first_seg && rewind_segment(j, size0) == 0;
+    }
+    return rc;
+}
+
+static uint64_t batches_bytes(const batch_t *b)
+{
+    uint64_t n = 0;
+    for (; b != NULL; b = b->next)
+        n += b->data.len;
+    return n;
+}
+
 static void *writer_main(void *arg)
 {
     dp_journal_t *j = arg;
+    batch_t *retry = NULL; /* batches kept after a failed round, oldest first */
+    uint64_t retry_at = 0; /* uv_hrtime() of the next attempt */
+    uint64_t gap_end = 0;  /* the last seq dropped at the cap */
     pthread_mutex_lock(&j->mu);
     for (;;) {
-        while (j->head == NULL && !j->stop)
-            pthread_cond_wait(&j->cond_work, &j->mu);
-        if (j->head == NULL && j->stop)
+        for (;;) {
+            if ((retry == NULL && j->head != NULL) || j->stop)
+                break;
+            if (retry != NULL && uv_hrtime() >= retry_at)
+                break;
+            if (retry == NULL) {
+                pthread_cond_wait(&j->cond_work, &j->mu);
+            } else {
+                struct timespec ts;
+                clock_gettime(CLOCK_REALTIME, &ts);
+                ts.tv_sec += RETRY_MS / 1000;
+                ts.tv_nsec += (long)(RETRY_MS % 1000) * 1000000L;
+                if (ts.tv_nsec >= 1000000000L) {
+                    ts.tv_sec++;
+                    ts.tv_nsec -= 1000000000L;
+                }
+                pthread_cond_timedwait(&j->cond_work, &j->mu, &ts);
+            }
+        }
+        if (j->head == NULL && retry == NULL && j->stop)
             break;
-        /* Group commit: take every queued batch, write them all, fsync once. */
+        /* Group commit: take every queued batch (behind those kept from a
+         * failed round), write them all, fsync once. */
         batch_t *list = j->head;
         j->head = j->tail = NULL;
-        uint64_t taken = 0;
-        for (batch_t *b = list; b != NULL; b = b->next)
-            taken += b->data.len;
-        bool failed = j->failed;
+        if (retry != NULL) {
+            batch_t *t = retry;
+            while (t->next != NULL)
+                t = t->next;
+            t->next = list;
+            list = retry;
+            retry = NULL;
+        }
+        bool broken = j->broken, stopping = j->stop;
         pthread_mutex_unlock(&j->mu);
 
         uint64_t last = 0;
-        bool force = false;
-        int rc = failed ? DP_EIO : 0;
-        for (batch_t *b = list; b != NULL && rc == 0; b = b->next) {
-            if (b->new_segment != 0)
-                rc = start_segment(j, b->new_segment);
-            if (rc == 0 && b->data.len > 0) {
-                int w = write_all(j->fd, b->data.data, b->data.len);
-                if (w < 0) {
-                    dp_log_error(NULL, "journal: write to segment %020" PRIu64 " failed: %s",
-                                 j->fd_first, strerror(-w));
-                    rc = DP_EIO;
-                } else if (j->nsegs > 0) {
-                    j->segs[j->nsegs - 1].size += b->data.len;
-                    j->segs[j->nsegs - 1].mtime = (int64_t)time(NULL);
+        bool did_fsync = false, rewound = false;
+        int rc = broken ? DP_EIO : write_round(j, list, &last, &did_fsync, &rewound);
+        uint64_t dropped_records = 0, drop_from = 0, drop_to = 0;
+        if (rc < 0 && rewound && !stopping) {
+            /* Keep the round for the next attempt, within the cap. */
+            retry = list;
+            list = NULL;
+            uint64_t kept = batches_bytes(retry);
+            while (retry != NULL && retry->next != NULL && kept > RETRY_CAP) {
+                batch_t *b = retry;
+                retry = b->next;
+                kept -= b->data.len;
+                if (b->last_seq != 0) {
+                    if (drop_from == 0)
+                        drop_from = (gap_end > j->written ? gap_end : j->written) + 1;
+                    drop_to = gap_end = b->last_seq;
                 }
+                if (b->new_segment != 0 && retry->new_segment == 0)
+                    retry->new_segment = b->new_segment;
+                batch_free(b);
             }
-            if (rc == 0 && b->last_seq != 0)
-                last = b->last_seq;
-            force = force || b->force_fsync;
+            if (drop_to != 0)
+                dropped_records = drop_to - drop_from + 1;
+            retry_at = uv_hrtime() + (uint64_t)RETRY_MS * 1000000u;
         }
-        bool did_fsync = false;
-        if (rc == 0 && j->fd >= 0 && (force || j->opts.fsync != DP_JFSYNC_NEVER)) {
-            if (fdatasync(j->fd) < 0) {
-                dp_log_error(NULL, "journal: fsync failed: %s", strerror(errno));
-                rc = DP_EIO;
-            } else {
-                did_fsync = true;
-            }
-        }
+        uint64_t freed = batches_bytes(list);
         while (list != NULL) {
             batch_t *next = list->next;
             batch_free(list);
@@ -677,26 +783,60 @@ static void *writer_main(void *arg)
         }
 
         pthread_mutex_lock(&j->mu);
-        j->queued -= taken;
-        if (rc < 0) {
+        j->queued -= freed;
+        if (rc < 0 && retry == NULL) {
+            /* Could not be kept for a retry (a rotation was under way, or
+             * the plant is stopping): nothing more is recorded this run. */
+            if (!j->broken)
+                dp_log_error(NULL,
+                             "journal %s: records after seq %" PRIu64
+                             " were not written; nothing more is recorded until a restart",
+                             j->dir, j->written);
+            j->broken = true;
             j->failed = true;
-        } else if (last != 0) {
-            j->written = last;
-            if (did_fsync) {
-                j->synced = last;
+        } else if (rc < 0) {
+            if (!j->failing_logged)
+                dp_log_error(NULL,
+                             "journal %s: writes fail: the records since seq %" PRIu64
+                             " are kept in memory (up to %" PRIu64
+                             " MiB) and written again every %d s until the disk takes them",
+                             j->dir, j->written + 1, RETRY_CAP >> 20, RETRY_MS / 1000);
+            j->failing_logged = true;
+            j->failed = true;
+            if (dropped_records > 0)
+                dp_log_error(NULL,
+                             "journal %s: dropped %" PRIu64 " records (seq %" PRIu64 "-%" PRIu64
+                             ") kept while the disk was failing: over %" PRIu64 " MiB",
+                             j->dir, dropped_records, drop_from, drop_to, RETRY_CAP >> 20);
+        } else {
+            if (j->failed && !j->broken)
+                dp_log_info(NULL, "journal %s: writing again; nothing kept in memory was lost",
+                            j->dir);
+            j->failed = false;
+            j->failing_logged = false;
+            if (last != 0) {
+                j->written = last;
+                if (did_fsync) {
+                    j->synced = last;
+                    j->fsyncs++;
+                }
+            } else if (did_fsync) {
+                j->synced = j->written;
                 j->fsyncs++;
             }
-            j->durable = j->opts.fsync == DP_JFSYNC_NEVER ? j->written : j->synced;
-        } else if (did_fsync) {
-            j->synced = j->written;
-            j->fsyncs++;
-            j->durable = j->opts.fsync == DP_JFSYNC_NEVER ? j->written : j->synced;
+            if (did_fsync || last != 0)
+                j->durable = j->opts.fsync == DP_JFSYNC_NEVER ? j->written : j->synced;
         }
         pthread_cond_broadcast(&j->cond_done);
         if (j->loop != NULL && !j->stop)
             uv_async_send(&j->async);
     }
     pthread_mutex_unlock(&j->mu);
+    while (retry != NULL) {
+        batch_t *next = retry->next;
+        batch_free(retry);
+        retry = next;
+    }
     return NULL;
 }
 
@@ -1097,7 +1237,8 @@ void dp_journal_get_stats(const dp_journal_t *j, dp_journal_stats_t *out)
                                 .fsyncs = j->fsyncs,
                                 .segments = j->segments,
                                 .dropped = j->dropped,
-                                .failed = j->failed};
+                                .failed = j->failed,
+                                .broken = j->broken};
     pthread_mutex_unlock((pthread_mutex_t *)&j->mu);
 }
 

@@ -146,7 +146,10 @@ typedef struct {
     uint64_t fsyncs;
     uint64_t segments; /* segment files created */
     uint64_t dropped;  /* segment files removed by retention */
-    bool failed;       /* a write or fsync failed: nothing more is recorded this run */
+    bool failed;       /* writes fail (what is appended is kept in memory and retried), or
+                          failed in a way that cannot be retried (nothing more is recorded
+                          this run; the log says which) */
+    bool broken;       /* failed for good this run (see failed) */
 } dp_journal_stats_t;
 void dp_journal_get_stats(const dp_journal_t *j, dp_journal_stats_t *out);
 

@@ -6,7 +6,9 @@
 #include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <signal.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -710,6 +712,52 @@ Test(journal, follower_thread_while_writing_and_rotating)
     dp_journal_close(j);
     cr_assert_not(f.bad, "the follower saw a wrong record after %llu", (unsigned long long)f.seen);
     cr_assert_eq(f.seen, 20000u);
+    th_rmdir(dir);
+}
+
+/* A full disk (here the file size limit, which fails writes with EFBIG the
+ * way ENOSPC would): what is appended is kept and written again once the
+ * disk takes it, with nothing lost and no torn stretch left in between. */
+Test(journal, writes_resume_after_the_disk_was_full)
+{
+    char *dir = th_tmpdir();
+    signal(SIGXFSZ, SIG_IGN);
+    struct rlimit was;
+    cr_assert_eq(getrlimit(RLIMIT_FSIZE, &was), 0);
+    dp_journal_opts_t o = {.fsync = DP_JFSYNC_ALWAYS, .segment_size = 1 << 20};
+    dp_journal_t *j = jopen(dir, &o);
+    append_n(j, 1, 100);
+    cr_assert_eq(dp_journal_sync(j), 0);
+    char seg[600];
+    newest_segment(dir, seg, sizeof seg);
+    struct rlimit full = {.rlim_cur = (rlim_t)file_size(seg) + 1000, .rlim_max = was.rlim_max};
+    cr_assert_eq(setrlimit(RLIMIT_FSIZE, &full), 0);
+    /* Several commits while the disk is full: the first fails half way. */
+    for (int k = 0; k < 5; k++) {
+        append_n(j, 101 + k * 100, 100);
+        dp_journal_commit(j);
+    }
+    cr_assert_eq(dp_journal_sync(j), DP_EIO);
+    dp_journal_stats_t st;
+    dp_journal_get_stats(j, &st);
+    cr_assert(st.failed);
+    cr_assert(th_logged(&logs, "are kept in memory"), "no report of the failing disk");
+    cr_assert_leq(file_size(seg), (off_t)full.rlim_cur);
+    /* The disk takes writes again: the next attempt writes everything. */
+    cr_assert_eq(setrlimit(RLIMIT_FSIZE, &was), 0);
+    append_n(j, 601, 100);
+    dp_journal_commit(j);
+    for (int i = 0; i < 100 && st.failed; i++) {
+        usleep(100000);
+        dp_journal_get_stats(j, &st);
+    }
+    cr_assert(!st.failed, "still failing after 10 s");
+    cr_assert_eq(dp_journal_sync(j), 0);
+    cr_assert(th_logged(&logs, "writing again"));
+    dp_journal_close(j);
+    warns_t w = {0};
+    cr_assert_eq(read_all(dir, 1, &w), 700);
+    cr_assert_eq(w.n, 0, "the reader skipped something: %s", w.msgs[0]);
     th_rmdir(dir);
 }
 
