@@ -646,32 +646,44 @@ static int rewind_segment(dp_journal_t *j, uint64_t size)
 }
 
 /* Writer thread: writes a round of batches and fsyncs once (group commit).
- * Returns 0 or DP_EIO. *last gets the last seq written, *did_fsync whether
- * it was fsynced. After a failure *rewound says whether the segment was put
- * back as it was before the round (so the round can be written again whole):
- * not when the round started a new segment. */
+ * A round stays within one segment: only its first batch may start one (the
+ * writer cuts rounds at rotations), so a failed round can always be put back.
+ * Returns 0 or DP_EIO. *last gets the last seq written, *did_fsync whether it
+ * was fsynced. After a failure *rewound says whether the segment was put back
+ * as it was before the round (so the round can be written again whole). */
 static int write_round(dp_journal_t *j, batch_t *list, uint64_t *last, bool *did_fsync,
                        bool *rewound)
 {
-    uint64_t first_seg = j->fd_first, size0 = j->nsegs > 0 ? j->segs[j->nsegs - 1].size : 0;
-    bool had_fd = j->fd >= 0, crossed = false, force = false;
-    int rc = 0;
     *last = 0;
     *did_fsync = false;
     *rewound = false;
-    for (batch_t *b = list; b != NULL && rc == 0; b = b->next) {
-        if (b->new_segment != 0) {
-            crossed = true;
-            rc = start_segment(j, b->new_segment);
+    /* A segment started by an earlier attempt of this round is kept. */
+    if (list->new_segment != 0 && (j->fd < 0 || j->fd_first != list->new_segment)) {
+        if (start_segment(j, list->new_segment) < 0) {
+            *rewound = true; /* nothing of the round was written */
+            return DP_EIO;
         }
-        if (rc == 0 && b->data.len > 0) {
+    }
+    if (j->fd < 0 || j->nsegs == 0) {
+        /* No segment yet: only a sync of an empty journal gets here. */
+        for (batch_t *b = list; b != NULL; b = b->next) {
+            if (b->data.len > 0)
+                return DP_EIO;
+        }
+        return 0;
+    }
+    uint64_t size0 = j->segs[j->nsegs - 1].size;
+    bool force = false;
+    int rc = 0;
+    for (batch_t *b = list; b != NULL && rc == 0; b = b->next) {
+        if (b->data.len > 0) {
             int w = write_all(j->fd, b->data.data, b->data.len);
             if (w < 0) {
                 if (!j->failing_logged)
                     dp_log_error(NULL, "journal: write to segment %020" PRIu64 " failed: %s",
                                  j->fd_first, strerror(-w));
                 rc = DP_EIO;
-            } else if (j->nsegs > 0) {
+            } else {
                 j->segs[j->nsegs - 1].size += b->data.len;
                 j->segs[j->nsegs - 1].mtime = (int64_t)time(NULL);
             }
@@ -680,7 +692,7 @@ static int write_round(dp_journal_t *j, batch_t *list, uint64_t *last, bool *did
             *last = b->last_seq;
         force = force || b->force_fsync;
     }
-    if (rc == 0 && j->fd >= 0 && (force || j->opts.fsync != DP_JFSYNC_NEVER)) {
+    if (rc == 0 && (force || j->opts.fsync != DP_JFSYNC_NEVER)) {
         if (fdatasync(j->fd) < 0) {
             if (!j->failing_logged)
                 dp_log_error(NULL, "journal: fsync failed: %s", strerror(errno));
@@ -689,11 +701,10 @@ static int write_round(dp_journal_t *j, batch_t *list, uint64_t *last, bool *did
             *did_fsync = true;
         }
     }
-    if (rc < 0) {
-        /* The round is written again whole later, from where it began: only
-         * possible within the segment it began in. */
-        *rewound = !crossed && had_fd && j->fd_first == first_seg && rewind_segment(j, size0) == 0;
-    }
+    /* The round is written again whole later, from where it began (after a
+     * failed fsync too: the page cache is not trusted then). */
+    if (rc < 0)
+        *rewound = rewind_segment(j, size0) == 0;
     return rc;
 }
 
@@ -709,12 +720,13 @@ static void *writer_main(void *arg)
 {
     dp_journal_t *j = arg;
     batch_t *retry = NULL; /* batches kept after a failed round, oldest first */
+    batch_t *carry = NULL; /* batches taken but left for the next round (a rotation) */
     uint64_t retry_at = 0; /* uv_hrtime() of the next attempt */
     uint64_t gap_end = 0;  /* the last seq dropped at the cap */
     pthread_mutex_lock(&j->mu);
     for (;;) {
         for (;;) {
-            if ((retry == NULL && j->head != NULL) || j->stop)
+            if ((retry == NULL && (j->head != NULL || carry != NULL)) || j->stop)
                 break;
             if (retry != NULL && uv_hrtime() >= retry_at)
                 break;
@@ -732,12 +744,20 @@ static void *writer_main(void *arg)
                 pthread_cond_timedwait(&j->cond_work, &j->mu, &ts);
             }
         }
-        if (j->head == NULL && retry == NULL && j->stop)
+        if (j->head == NULL && retry == NULL && carry == NULL && j->stop)
             break;
         /* Group commit: take every queued batch (behind those kept from a
-         * failed round), write them all, fsync once. */
+         * failed round or left by the last one), write them, fsync once. */
         batch_t *list = j->head;
         j->head = j->tail = NULL;
+        if (carry != NULL) {
+            batch_t *t = carry;
+            while (t->next != NULL)
+                t = t->next;
+            t->next = list;
+            list = carry;
+            carry = NULL;
+        }
         if (retry != NULL) {
             batch_t *t = retry;
             while (t->next != NULL)
@@ -745,6 +765,14 @@ static void *writer_main(void *arg)
             t->next = list;
             list = retry;
             retry = NULL;
+        }
+        /* A round ends before the next rotation (see write_round). */
+        for (batch_t *b = list; b != NULL && b->next != NULL; b = b->next) {
+            if (b->next->new_segment != 0) {
+                carry = b->next;
+                b->next = NULL;
+                break;
+            }
         }
         bool broken = j->broken, stopping = j->stop;
         pthread_mutex_unlock(&j->mu);
@@ -754,9 +782,17 @@ static void *writer_main(void *arg)
         int rc = broken ? DP_EIO : write_round(j, list, &last, &did_fsync, &rewound);
         uint64_t dropped_records = 0, drop_from = 0, drop_to = 0;
         if (rc < 0 && rewound && !stopping) {
-            /* Keep the round for the next attempt, within the cap. */
+            /* Keep the round, and what follows it, for the next attempt,
+             * within the cap. */
             retry = list;
             list = NULL;
+            if (carry != NULL) {
+                batch_t *t = retry;
+                while (t->next != NULL)
+                    t = t->next;
+                t->next = carry;
+                carry = NULL;
+            }
             uint64_t kept = batches_bytes(retry);
             while (retry != NULL && retry->next != NULL && kept > RETRY_CAP) {
                 batch_t *b = retry;
@@ -785,8 +821,9 @@ static void *writer_main(void *arg)
         pthread_mutex_lock(&j->mu);
         j->queued -= freed;
         if (rc < 0 && retry == NULL) {
-            /* Could not be kept for a retry (a rotation was under way, or
-             * the plant is stopping): nothing more is recorded this run. */
+            /* Could not be kept for a retry (the segment could not be put
+             * back, or the plant is stopping): nothing more is recorded this
+             * run. */
             if (!j->broken)
                 dp_log_error(NULL,
                              "journal %s: records after seq %" PRIu64
@@ -836,6 +873,11 @@ static void *writer_main(void *arg)
         batch_t *next = retry->next;
         batch_free(retry);
         retry = next;
+    }
+    while (carry != NULL) {
+        batch_t *next = carry->next;
+        batch_free(carry);
+        carry = next;
     }
     return NULL;
 }

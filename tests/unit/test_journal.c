@@ -761,6 +761,45 @@ Test(journal, writes_resume_after_the_disk_was_full)
     th_rmdir(dir);
 }
 
+/* The same across segment rotations decided while the disk is full: the
+ * segments that could not even be created are created once it takes writes
+ * again, each commit within one segment. */
+Test(journal, writes_resume_across_rotations_after_the_disk_was_full)
+{
+    char *dir = th_tmpdir();
+    signal(SIGXFSZ, SIG_IGN);
+    struct rlimit was;
+    cr_assert_eq(getrlimit(RLIMIT_FSIZE, &was), 0);
+    dp_journal_opts_t o = {.fsync = DP_JFSYNC_INTERVAL, .segment_size = 1024};
+    dp_journal_t *j = jopen(dir, &o);
+    append_n(j, 1, 100);
+    cr_assert_eq(dp_journal_sync(j), 0);
+    int before = count_files(dir, ".seg");
+    /* Nothing can be written, not even a new segment's header. */
+    struct rlimit full = {.rlim_cur = 4, .rlim_max = was.rlim_max};
+    cr_assert_eq(setrlimit(RLIMIT_FSIZE, &full), 0);
+    for (int k = 0; k < 6; k++) {
+        append_n(j, 101 + k * 50, 50);
+        dp_journal_commit(j);
+    }
+    cr_assert_eq(dp_journal_sync(j), DP_EIO);
+    cr_assert_eq(setrlimit(RLIMIT_FSIZE, &was), 0);
+    dp_journal_stats_t st = {.failed = true};
+    for (int i = 0; i < 100 && st.failed; i++) {
+        usleep(100000);
+        dp_journal_get_stats(j, &st);
+    }
+    cr_assert(!st.failed, "still failing after 10 s");
+    cr_assert(!st.broken);
+    cr_assert_eq(dp_journal_sync(j), 0);
+    dp_journal_close(j);
+    cr_assert_gt(count_files(dir, ".seg"), before + 2, "no rotation after the outage");
+    warns_t w = {0};
+    cr_assert_eq(read_all(dir, 1, &w), 400);
+    cr_assert_eq(w.n, 0, "the reader skipped something: %s", w.msgs[0]);
+    th_rmdir(dir);
+}
+
 Test(journal, one_writer_per_directory)
 {
     char *dir = th_tmpdir();
