@@ -769,6 +769,34 @@ out:
     return rc;
 }
 
+/* Every twin's `commands` names something that exists: a writable tag
+ * ("twin.tag") or a twin ("twin.*"), so that a typo is found at load
+ * instead of as a rejected command in the field. */
+static int check_commands(dp_plant_t *p, char **err)
+{
+    for (int i = 0; i < p->ntwins; i++) {
+        const char *name = dp_twin_name(p->twins[i]);
+        for (const char *const *c = dp_twin_commands(p->twins[i]); *c != NULL; c++) {
+            size_t n = strlen(*c);
+            if (strcmp(*c, "*") == 0)
+                continue;
+            if (n >= 2 && strcmp(*c + n - 2, ".*") == 0) {
+                char twin[256];
+                snprintf(twin, sizeof twin, "%.*s", (int)(n - 2), *c);
+                if (dp_plant_twin(p, twin) == NULL)
+                    return dp_fail(err, DP_EINVAL, "twin %s: commands: \"%s\": no twin %s", name,
+                                   *c, twin);
+                continue;
+            }
+            int id = dp_store_find(p->store, *c);
+            if (id < 0 || !dp_guard_writable(p->guard, id))
+                return dp_fail(err, DP_EINVAL, "twin %s: commands: \"%s\": %s", name, *c,
+                               id < 0 ? "no such tag" : "not a writable tag");
+        }
+    }
+    return 0;
+}
+
 /* Runs the plant file and builds devices, tags and twins from it. */
 static int read_plant_file(dp_plant_t *p, char **err)
 {
@@ -868,6 +896,8 @@ static int read_plant_file(dp_plant_t *p, char **err)
         }
     }
     lua_pop(L, 1);
+    if (rc == 0)
+        rc = check_commands(p, err);
 out:
     dp_settings_free(plant_settings, &pc);
     free(msg);

@@ -1517,6 +1517,11 @@ void dp_twin_free(dp_twin_t *tw)
     free(tw);
 }
 
+const char *const *dp_twin_commands(const dp_twin_t *tw)
+{
+    return (const char *const *)tw->commands;
+}
+
 bool dp_twin_may_command(const dp_twin_t *tw, const char *tag)
 {
     size_t n = strlen(tw->name);

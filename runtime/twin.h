@@ -70,6 +70,8 @@ typedef struct {
 /* Whether the twin may command `tag` (a full name): one of its own tags, or
  * one its `commands` patterns name. */
 bool dp_twin_may_command(const dp_twin_t *tw, const char *tag);
+/* Its `commands` patterns, NULL-terminated. */
+const char *const *dp_twin_commands(const dp_twin_t *tw);
 
 /* Store values to and from Lua: a number, boolean, string or nil. Reading
  * returns DP_EINVAL for any other Lua type; a string is borrowed from L. */

@@ -357,12 +357,25 @@ Test(twin_write, a_twin_commands_its_own_tags_and_those_it_is_given)
                  1);
     cr_assert_eq(th_num(p, "B.valve"), 4);
     cr_assert_eq(th_num(p, "A.sp"), 2);
-    /* A malformed pattern is refused at load, naming the twin and the field. */
-    th_write(dir, "plant.lua", "twin 'A' { script = 'idle.lua', commands = { 'B.sp.x' } }\n");
-    char *err = th_open_fails(dir);
-    cr_assert(strstr(err, "commands") && strstr(err, "\"B.sp.x\": expected \"twin.tag\""), "%s",
-              err);
-    free(err);
+    /* A malformed pattern, or one that names nothing commandable (a typo),
+     * is refused at load, naming the twin and the field. */
+    static const char *const bad[][2] = {
+        {"{ 'B.sp.x' }", "\"B.sp.x\": expected \"twin.tag\""},
+        {"'B.nope'", "twin A: commands: \"B.nope\": no such tag"},
+        {"{ 'B.sp', 'B.x' }", "twin A: commands: \"B.x\": not a writable tag"},
+        {"'Z.*'", "twin A: commands: \"Z.*\": no twin Z"},
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        char text[300];
+        snprintf(text, sizeof text,
+                 "twin 'A' { script = 'idle.lua', commands = %s }\n"
+                 "twin 'B' { script = 'idle.lua', tags = { sp = { writable = true }, x = {} } }\n",
+                 bad[i][0]);
+        th_write(dir, "plant.lua", text);
+        char *err = th_open_fails(dir);
+        cr_assert(strstr(err, bad[i][1]) != NULL, "%s: %s", bad[i][0], err);
+        free(err);
+    }
     dp_plant_free(p);
     th_rmdir(dir);
 }
