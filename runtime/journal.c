@@ -716,21 +716,44 @@ static uint64_t batches_bytes(const batch_t *b)
     return n;
 }
 
+/* List `a` followed by list `b`. */
+static batch_t *batches_join(batch_t *a, batch_t *b)
+{
+    if (a == NULL)
+        return b;
+    batch_t *t = a;
+    while (t->next != NULL)
+        t = t->next;
+    t->next = b;
+    return a;
+}
+
+static void batches_free(batch_t *b)
+{
+    while (b != NULL) {
+        batch_t *next = b->next;
+        batch_free(b);
+        b = next;
+    }
+}
+
 static void *writer_main(void *arg)
 {
     dp_journal_t *j = arg;
-    batch_t *retry = NULL; /* batches kept after a failed round, oldest first */
-    batch_t *carry = NULL; /* batches taken but left for the next round (a rotation) */
-    uint64_t retry_at = 0; /* uv_hrtime() of the next attempt */
+    /* Batches taken from the queue and not written yet, oldest first: what
+     * follows a rotation, left for the next round, and after a failed round
+     * that round and all behind it, tried again at retry_at. */
+    batch_t *kept = NULL;
+    uint64_t retry_at = 0; /* uv_hrtime() of the next attempt; 0: not failing */
     uint64_t gap_end = 0;  /* the last seq dropped at the cap */
     pthread_mutex_lock(&j->mu);
     for (;;) {
-        for (;;) {
-            if ((retry == NULL && (j->head != NULL || carry != NULL)) || j->stop)
+        while (!j->stop) {
+            if (retry_at == 0 && (j->head != NULL || kept != NULL))
                 break;
-            if (retry != NULL && uv_hrtime() >= retry_at)
+            if (retry_at != 0 && uv_hrtime() >= retry_at)
                 break;
-            if (retry == NULL) {
+            if (retry_at == 0) {
                 pthread_cond_wait(&j->cond_work, &j->mu);
             } else {
                 struct timespec ts;
@@ -744,32 +767,16 @@ static void *writer_main(void *arg)
                 pthread_cond_timedwait(&j->cond_work, &j->mu, &ts);
             }
         }
-        if (j->head == NULL && retry == NULL && carry == NULL && j->stop)
+        if (j->head == NULL && kept == NULL && j->stop)
             break;
-        /* Group commit: take every queued batch (behind those kept from a
-         * failed round or left by the last one), write them, fsync once. */
-        batch_t *list = j->head;
+        /* Group commit: take every queued batch (behind those kept), write
+         * them up to the next rotation (see write_round), fsync once. */
+        batch_t *list = batches_join(kept, j->head);
         j->head = j->tail = NULL;
-        if (carry != NULL) {
-            batch_t *t = carry;
-            while (t->next != NULL)
-                t = t->next;
-            t->next = list;
-            list = carry;
-            carry = NULL;
-        }
-        if (retry != NULL) {
-            batch_t *t = retry;
-            while (t->next != NULL)
-                t = t->next;
-            t->next = list;
-            list = retry;
-            retry = NULL;
-        }
-        /* A round ends before the next rotation (see write_round). */
-        for (batch_t *b = list; b != NULL && b->next != NULL; b = b->next) {
+        kept = NULL;
+        for (batch_t *b = list; b->next != NULL; b = b->next) {
             if (b->next->new_segment != 0) {
-                carry = b->next;
+                kept = b->next;
                 b->next = NULL;
                 break;
             }
@@ -780,31 +787,26 @@ static void *writer_main(void *arg)
         uint64_t last = 0;
         bool did_fsync = false, rewound = false;
         int rc = broken ? DP_EIO : write_round(j, list, &last, &did_fsync, &rewound);
+        bool retrying = rc < 0 && rewound && !stopping;
         uint64_t dropped_records = 0, drop_from = 0, drop_to = 0;
-        if (rc < 0 && rewound && !stopping) {
+        retry_at = 0;
+        if (retrying) {
             /* Keep the round, and what follows it, for the next attempt,
              * within the cap. */
-            retry = list;
+            kept = batches_join(list, kept);
             list = NULL;
-            if (carry != NULL) {
-                batch_t *t = retry;
-                while (t->next != NULL)
-                    t = t->next;
-                t->next = carry;
-                carry = NULL;
-            }
-            uint64_t kept = batches_bytes(retry);
-            while (retry != NULL && retry->next != NULL && kept > RETRY_CAP) {
-                batch_t *b = retry;
-                retry = b->next;
-                kept -= b->data.len;
+            uint64_t bytes = batches_bytes(kept);
+            while (kept->next != NULL && bytes > RETRY_CAP) {
+                batch_t *b = kept;
+                kept = b->next;
+                bytes -= b->data.len;
                 if (b->last_seq != 0) {
                     if (drop_from == 0)
                         drop_from = (gap_end > j->written ? gap_end : j->written) + 1;
                     drop_to = gap_end = b->last_seq;
                 }
-                if (b->new_segment != 0 && retry->new_segment == 0)
-                    retry->new_segment = b->new_segment;
+                if (b->new_segment != 0 && kept->new_segment == 0)
+                    kept->new_segment = b->new_segment;
                 batch_free(b);
             }
             if (drop_to != 0)
@@ -812,15 +814,11 @@ static void *writer_main(void *arg)
             retry_at = uv_hrtime() + (uint64_t)RETRY_MS * 1000000u;
         }
         uint64_t freed = batches_bytes(list);
-        while (list != NULL) {
-            batch_t *next = list->next;
-            batch_free(list);
-            list = next;
-        }
+        batches_free(list);
 
         pthread_mutex_lock(&j->mu);
         j->queued -= freed;
-        if (rc < 0 && retry == NULL) {
+        if (rc < 0 && !retrying) {
             /* Could not be kept for a retry (the segment could not be put
              * back, or the plant is stopping): nothing more is recorded this
              * run. */
@@ -869,16 +867,7 @@ static void *writer_main(void *arg)
             uv_async_send(&j->async);
     }
     pthread_mutex_unlock(&j->mu);
-    while (retry != NULL) {
-        batch_t *next = retry->next;
-        batch_free(retry);
-        retry = next;
-    }
-    while (carry != NULL) {
-        batch_t *next = carry->next;
-        batch_free(carry);
-        carry = next;
-    }
+    batches_free(kept);
     return NULL;
 }
 

@@ -144,43 +144,6 @@ typedef struct {
     char **commands; /* NULL-terminated tag patterns */
 } twin_cfg_t;
 
-static void patterns_free(void *field)
-{
-    char ***v = field;
-    for (char **p = *v; p != NULL && *p != NULL; p++)
-        free(*p);
-    free(*v);
-    *v = NULL;
-}
-
-/* commands = "P102.speed_sp" or { "P102.speed_sp", "P103.*", ... } */
-static int patterns_parse(lua_State *L, int idx, void *field, char **err)
-{
-    char ***v = field;
-    idx = lua_absindex(L, idx);
-    bool one = lua_type(L, idx) == LUA_TSTRING;
-    if (!one && !lua_istable(L, idx))
-        return dp_fail(err, DP_EINVAL, "expected a tag pattern or a list of them");
-    lua_Integer n = one ? 1 : (lua_Integer)lua_rawlen(L, idx);
-    *v = dp_xcalloc((size_t)n + 1, sizeof **v);
-    for (lua_Integer i = 1; i <= n; i++) {
-        if (!one)
-            lua_rawgeti(L, idx, i);
-        int rc = lua_type(L, -1) != LUA_TSTRING
-                     ? dp_fail(err, DP_EINVAL, "element %lld is not a string", (long long)i)
-                     : dp_tag_pattern_check(lua_tostring(L, -1), err);
-        if (rc == 0)
-            (*v)[i - 1] = dp_xstrdup(lua_tostring(L, -1));
-        if (!one)
-            lua_pop(L, 1);
-        if (rc < 0) {
-            patterns_free(field);
-            return rc;
-        }
-    }
-    return 0;
-}
-
 static const dp_setting_t twin_settings[] = {
     {.name = "class",
      .type = DP_SET_STRING,
@@ -209,8 +172,8 @@ static const dp_setting_t twin_settings[] = {
     {.name = "commands",
      .type = DP_SET_CUSTOM,
      .offset = offsetof(twin_cfg_t, commands),
-     .parse = patterns_parse,
-     .free = patterns_free,
+     .parse = dp_settings_patterns_parse,
+     .free = dp_settings_patterns_free,
      .doc = "Other twins' tags this twin may command (twin.write): \"twin.tag\", \"twin.*\" or "
             "\"*\", one or a list. Its own tags it always may; others are rejected by the "
             "guard."},

@@ -241,3 +241,45 @@ void dp_settings_doc(const dp_setting_t *desc, FILE *out)
                 d->doc ? d->doc : "");
     }
 }
+
+void dp_settings_patterns_free(void *field)
+{
+    char ***v = field;
+    for (char **p = *v; p != NULL && *p != NULL; p++)
+        free(*p);
+    free(*v);
+    *v = NULL;
+}
+
+int dp_settings_patterns(lua_State *L, int idx, const char *who, char ***out, char **err)
+{
+    const char *pre = who != NULL ? who : "", *sep = who != NULL ? ": " : "";
+    idx = lua_absindex(L, idx);
+    bool one = lua_type(L, idx) == LUA_TSTRING;
+    if (!one && !lua_istable(L, idx))
+        return dp_fail(err, DP_EINVAL, "%s%sexpected a tag pattern or a list of them", pre, sep);
+    lua_Integer n = one ? 1 : (lua_Integer)lua_rawlen(L, idx);
+    *out = dp_xcalloc((size_t)n + 1, sizeof **out);
+    for (lua_Integer i = 1; i <= n; i++) {
+        if (!one)
+            lua_rawgeti(L, idx, i);
+        int rc = lua_type(L, -1) != LUA_TSTRING
+                     ? dp_fail(err, DP_EINVAL, "%s%selement %lld is not a string", pre, sep,
+                               (long long)i)
+                     : dp_tag_pattern_check(lua_tostring(L, -1), err);
+        if (rc == 0)
+            (*out)[i - 1] = dp_xstrdup(lua_tostring(L, -1));
+        if (!one)
+            lua_pop(L, 1);
+        if (rc < 0) {
+            dp_settings_patterns_free(out);
+            return rc;
+        }
+    }
+    return 0;
+}
+
+int dp_settings_patterns_parse(lua_State *L, int idx, void *field, char **err)
+{
+    return dp_settings_patterns(L, idx, NULL, field, err);
+}

@@ -48,6 +48,14 @@ int dp_settings_parse(lua_State *L, int idx, const dp_setting_t *desc, void *out
                       const char *const *ignore, const char *context, char **err);
 /* Frees strings and custom fields parsed into `out`. */
 void dp_settings_free(const dp_setting_t *desc, void *out);
+
+/* A DP_SET_CUSTOM field that is a NULL-terminated list of tag patterns
+ * (char **; see dp_tag_pattern_check): one pattern or a list of them. */
+int dp_settings_patterns_parse(lua_State *L, int idx, void *field, char **err);
+void dp_settings_patterns_free(void *field);
+/* The same, for callers with several lists: `who` ("client eve"; NULL: none)
+ * prefixes the errors about the list's shape. */
+int dp_settings_patterns(lua_State *L, int idx, const char *who, char ***out, char **err);
 /* Writes a Markdown table of the descriptor (used to generate driver docs). */
 void dp_settings_doc(const dp_setting_t *desc, FILE *out);
 

@@ -436,19 +436,27 @@ static int tags_pairs(lua_State *L)
 
 /* ---- twin API --------------------------------------------------------- */
 
+/* Grows an array indexed by tag handle (`*n` elements of `size` bytes) to
+ * hold `id`: to every tag the store has, so that registering thousands of
+ * tags does not grow it one at a time. New elements are zeroed. */
+static void *grow_by_tag(version_t *ver, void *a, int *n, size_t size, int id)
+{
+    if (id < *n)
+        return a;
+    int want = dp_store_count(ver->twin->host->store);
+    if (want <= id)
+        want = id + 1;
+    a = dp_xrealloc(a, size * (size_t)want);
+    memset((char *)a + size * (size_t)*n, 0, size * (size_t)(want - *n));
+    *n = want;
+    return a;
+}
+
 static void add_watch(version_t *ver, int id, double deadband)
 {
     if (deadband < 0)
         deadband = dp_store_get(ver->twin->host->store, id)->deadband;
-    if (id >= ver->nwatch_of) {
-        int n = dp_store_count(ver->twin->host->store);
-        if (n <= id)
-            n = id + 1;
-        ver->watch_of = dp_xrealloc(ver->watch_of, sizeof *ver->watch_of * (size_t)n);
-        memset(ver->watch_of + ver->nwatch_of, 0,
-               sizeof *ver->watch_of * (size_t)(n - ver->nwatch_of));
-        ver->nwatch_of = n;
-    }
+    ver->watch_of = grow_by_tag(ver, ver->watch_of, &ver->nwatch_of, sizeof *ver->watch_of, id);
     if (ver->watch_of[id] > 0) {
         watch_t *w = &ver->watches[ver->watch_of[id] - 1];
         if (deadband < w->deadband)
@@ -465,15 +473,10 @@ static void add_watch(version_t *ver, int id, double deadband)
 
 static void add_handler(lua_State *L, version_t *ver, int id, int fn_idx)
 {
-    if (id >= ver->nhandlers) {
-        int n = dp_store_count(ver->twin->host->store);
-        if (n <= id)
-            n = id + 1;
-        ver->handlers = dp_xrealloc(ver->handlers, sizeof *ver->handlers * (size_t)n);
-        for (int i = ver->nhandlers; i < n; i++)
-            ver->handlers[i] = LUA_NOREF;
-        ver->nhandlers = n;
-    }
+    int had = ver->nhandlers;
+    ver->handlers = grow_by_tag(ver, ver->handlers, &ver->nhandlers, sizeof *ver->handlers, id);
+    for (int i = had; i < ver->nhandlers; i++)
+        ver->handlers[i] = LUA_NOREF;
     int ref = ver->handlers[id];
     if (ref == LUA_NOREF) {
         lua_pushvalue(L, fn_idx);
@@ -551,16 +554,7 @@ static int api_on_change(lua_State *L)
 /* Adds handler `h` to the on_update handlers of tag `id`. */
 static void add_update_watch(version_t *ver, int h, int id)
 {
-    /* Sized for every tag the store has, so a list of thousands of tags
-     * does not grow these arrays one tag at a time. */
-    int want = dp_store_count(ver->twin->host->store);
-    if (want <= id)
-        want = id + 1;
-    if (id >= ver->nuwatch) {
-        ver->uwatch = dp_xrealloc(ver->uwatch, sizeof *ver->uwatch * (size_t)want);
-        memset(ver->uwatch + ver->nuwatch, 0, sizeof *ver->uwatch * (size_t)(want - ver->nuwatch));
-        ver->nuwatch = want;
-    }
+    ver->uwatch = grow_by_tag(ver, ver->uwatch, &ver->nuwatch, sizeof *ver->uwatch, id);
     uwatch_t *w = &ver->uwatch[id];
     if (w->n > 0 && w->first == h)
         return;
@@ -576,11 +570,7 @@ static void add_update_watch(version_t *ver, int h, int id)
     }
     w->n++;
     update_t *u = &ver->updates[h];
-    if (id >= u->nmark) {
-        u->mark = dp_xrealloc(u->mark, sizeof *u->mark * (size_t)want);
-        memset(u->mark + u->nmark, 0, sizeof *u->mark * (size_t)(want - u->nmark));
-        u->nmark = want;
-    }
+    u->mark = grow_by_tag(ver, u->mark, &u->nmark, sizeof *u->mark, id);
 }
 
 /* twin.on_update(name | {names}, fn [, {deadband = x}]) */

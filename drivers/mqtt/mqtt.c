@@ -106,22 +106,14 @@ static int acl_parse(lua_State *L, int idx, void *field, char **err)
             const char *client = lua_tostring(L, -2);
             if (client[0] == '\0' || strpbrk(client, "/+#") != NULL) {
                 rc = dp_fail(err, DP_EINVAL, "client \"%s\": not usable in a topic level", client);
-            } else if (lua_type(L, -1) == LUA_TSTRING) {
-                if ((rc = dp_tag_pattern_check(lua_tostring(L, -1), err)) == 0)
-                    acl_add(a, client, lua_tostring(L, -1));
-            } else if (lua_istable(L, -1)) {
-                lua_Integer n = (lua_Integer)lua_rawlen(L, -1);
-                for (lua_Integer i = 1; rc == 0 && i <= n; i++) {
-                    lua_rawgeti(L, -1, i);
-                    if (lua_type(L, -1) != LUA_TSTRING)
-                        rc = dp_fail(err, DP_EINVAL, "client %s: element %lld is not a string",
-                                     client, (long long)i);
-                    else if ((rc = dp_tag_pattern_check(lua_tostring(L, -1), err)) == 0)
-                        acl_add(a, client, lua_tostring(L, -1));
-                    lua_pop(L, 1);
-                }
             } else {
-                rc = dp_fail(err, DP_EINVAL, "client %s: expected a list of tag patterns", client);
+                char who[160], **pats = NULL;
+                snprintf(who, sizeof who, "client %s", client);
+                if ((rc = dp_settings_patterns(L, -1, who, &pats, err)) == 0) {
+                    for (char **p = pats; *p != NULL; p++)
+                        acl_add(a, client, *p);
+                    dp_settings_patterns_free(&pats);
+                }
             }
         }
         lua_pop(L, 1);
