@@ -3,6 +3,7 @@
 #include <ctype.h>
 #include <errno.h>
 #include <lauxlib.h>
+#include <limits.h>
 #include <lualib.h>
 #include <pthread.h>
 #include <signal.h>
@@ -13,6 +14,7 @@
 
 #include "embed.h"
 #include "log.h"
+#include "lpattern.h"
 #include "stdlib/signal.h"
 
 /* Instructions between two runs of the count hook. Small enough that a
@@ -105,9 +107,41 @@ dp_sandbox_t *dp_sandbox_of(lua_State *L)
     return ud;
 }
 
-/* Charges instructions to the current entry. Once a fault is declared the
- * hook runs after every instruction and raises each time, so no Lua code can
- * make progress until the stack is unwound back to C. */
+/* Declares a budget fault (once) and raises it. From then on the hook runs
+ * after every instruction, on the running coroutine and the main state, and
+ * raises each time, so no Lua code can make progress until the stack is
+ * unwound back to C. */
+static int budget_fault(lua_State *L, dp_sandbox_t *sb)
+{
+    if (!sb->aborting) {
+        sb->aborting = true;
+        sb->abort_status = DP_SB_BUDGET;
+        /* Where in the script: from a library function (pattern matching),
+         * the Lua line that called it. */
+        lua_Debug info = {.currentline = 0};
+        int level = 0;
+        while (lua_getstack(L, level, &info) && lua_getinfo(L, "Sl", &info) &&
+               info.currentline <= 0 && level < 2)
+            level++;
+        if (info.currentline > 0) {
+            snprintf(sb->abort_where, sizeof sb->abort_where,
+                     "instruction budget of %llu exceeded at %s:%d", (unsigned long long)sb->budget,
+                     info.short_src, info.currentline);
+        } else {
+            snprintf(sb->abort_where, sizeof sb->abort_where, "instruction budget of %llu exceeded",
+                     (unsigned long long)sb->budget);
+        }
+    }
+    sb->armed = true;
+    if (lua_gethookcount(L) != 1)
+        lua_sethook(L, sb_hook, LUA_MASKCOUNT, 1);
+    if (L != sb->L && lua_gethookcount(sb->L) != 1)
+        lua_sethook(sb->L, sb_hook, LUA_MASKCOUNT, 1);
+    lua_pushstring(L, sb->abort_where);
+    return lua_error(L);
+}
+
+/* Charges instructions to the current entry. */
 static void sb_hook(lua_State *L, lua_Debug *ar)
 {
     (void)ar;
@@ -121,26 +155,21 @@ static void sb_hook(lua_State *L, lua_Debug *ar)
         sb->used += (uint64_t)step;
         if (sb->used <= sb->budget)
             return;
-        sb->aborting = true;
-        sb->abort_status = DP_SB_BUDGET;
-        lua_Debug info;
-        if (lua_getstack(L, 0, &info) && lua_getinfo(L, "Sl", &info) && info.currentline > 0) {
-            snprintf(sb->abort_where, sizeof sb->abort_where,
-                     "instruction budget of %llu exceeded at %s:%d", (unsigned long long)sb->budget,
-                     info.short_src, info.currentline);
-        } else {
-            snprintf(sb->abort_where, sizeof sb->abort_where, "instruction budget of %llu exceeded",
-                     (unsigned long long)sb->budget);
-        }
     }
-    if (step != 1)
-        lua_sethook(L, sb_hook, LUA_MASKCOUNT, 1);
-    if (L != sb->L && lua_gethookcount(sb->L) != 1) {
-        sb->armed = true;
-        lua_sethook(sb->L, sb_hook, LUA_MASKCOUNT, 1);
-    }
-    lua_pushstring(L, sb->abort_where);
-    lua_error(L);
+    budget_fault(L, sb);
+}
+
+/* Charges the steps of a pattern match (see lpattern.h), which no count hook
+ * sees, to the current entry: from the start of the call, one step as one
+ * instruction. */
+static void sb_charge(lua_State *L, unsigned steps)
+{
+    dp_sandbox_t *sb = dp_sandbox_of(L);
+    if (!sb->in_call)
+        return;
+    sb->used += steps;
+    if (sb->used > sb->budget || sb->aborting)
+        budget_fault(L, sb);
 }
 
 /* ---- the watchdog ---------------------------------------------------- */
@@ -404,6 +433,28 @@ static int sb_load(lua_State *L)
     return 1;
 }
 
+/* table.sort runs in C: sorting n elements is charged n * log2(n) steps up
+ * front, as the budget would count the work of a sort written in Lua. */
+static int sb_sort(lua_State *L)
+{
+    lua_Integer n = lua_type(L, 1) == LUA_TTABLE ? luaL_len(L, 1) : 0; /* else sort says why */
+    if (n > 1) {
+        uint64_t steps = (uint64_t)n, log2n = 0;
+        while ((UINT64_C(1) << log2n) < steps && log2n < 63)
+            log2n++;
+        steps *= log2n;
+        while (steps > 0) {
+            unsigned part = steps > UINT_MAX ? UINT_MAX : (unsigned)steps;
+            sb_charge(L, part);
+            steps -= part;
+        }
+    }
+    lua_pushvalue(L, lua_upvalueindex(1));
+    lua_insert(L, 1);
+    lua_call(L, lua_gettop(L) - 1, 0);
+    return 0;
+}
+
 static int sb_collectgarbage(lua_State *L)
 {
     static const char *const allowed[] = {"collect", "count", "step", "isrunning", NULL};
@@ -655,6 +706,12 @@ static int open_sandbox(lua_State *L)
     lua_getfield(L, g, LUA_STRLIBNAME);
     static const char *const unsafe_string[] = {"dump", NULL};
     remove_fields(L, lua_gettop(L), unsafe_string);
+    /* Pattern matching whose work counts against the budget. */
+    dp_lpattern_install(L, lua_gettop(L), sb_charge);
+    lua_pop(L, 1);
+
+    lua_getfield(L, g, LUA_TABLIBNAME);
+    wrap_upvalue(L, lua_gettop(L), "sort", sb_sort);
     lua_pop(L, 1);
 
     lua_getfield(L, g, LUA_COLIBNAME);

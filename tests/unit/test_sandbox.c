@@ -125,6 +125,50 @@ Test(sandbox, pcall_cannot_swallow_the_budget)
     run_ok("assert(pcall(error, 'fine') == false)");
 }
 
+/* Pattern matching and sorting run in C, where the count hook does not: their
+ * steps are charged to the budget instead (runtime/lpattern.c, sb_sort).
+ * Stock string.find runs these backtracking searches for days. */
+Test(sandbox, library_work_in_c_is_budgeted)
+{
+    const char *attempts[] = {
+        "string.find(string.rep('a', 3000), '.-.-.-.-b')",
+        "local s = string.rep('a', 3000) s:match('(.-)(.-)(.-)b')",
+        "for _ in string.gmatch(string.rep('a', 3000), '.-.-.-b') do end",
+        "string.gsub(string.rep('a', 3000), '.-.-.-b', 'x')",
+        "while true do pcall(string.find, string.rep('a', 3000), '.-.-.-.-b') end",
+        "coroutine.wrap(function() string.find(string.rep('a', 3000), '.-.-.-.-b') end)()",
+    };
+    for (size_t i = 0; i < sizeof attempts / sizeof attempts[0]; i++) {
+        char *msg = NULL;
+        dp_sb_status_t st = run(attempts[i], &msg);
+        cr_expect_eq(st, DP_SB_BUDGET, "not stopped: %s (%d: %s)", attempts[i], st, msg);
+        cr_expect(msg != NULL && strstr(msg, "instruction budget") != NULL, "%s", msg);
+        free(msg);
+    }
+    /* The fault names the script line that called the library. */
+    char *msg = NULL;
+    cr_expect_eq(run("local s = string.rep('a', 3000)\nreturn s:find('.-.-.-.-b')", &msg),
+                 DP_SB_BUDGET);
+    cr_expect(msg != NULL && strstr(msg, "exceeded at test:2") != NULL, "%s", msg);
+    free(msg);
+    /* table.sort, in C too, is charged n log2 n steps: 200,000 elements are
+     * 3.6 million, over this budget. */
+    msg = NULL;
+    cr_expect_eq(run("local t = { string.byte(string.rep('a', 200000), 1, -1) }\n"
+                     "table.sort(t)",
+                     &msg),
+                 DP_SB_BUDGET);
+    cr_expect(msg != NULL && strstr(msg, "exceeded at test:2") != NULL, "%s", msg);
+    free(msg);
+    run_ok("local t = { 3, 1, 2 } table.sort(t) assert(t[1] == 1 and t[3] == 3)\n"
+           "table.sort(t, function(a, b) return a > b end) assert(t[1] == 3)\n"
+           "assert(not pcall(table.sort, nil))");
+    /* Ordinary matching is unaffected, and method calls use the same functions. */
+    run_ok("assert(('key = value'):match('^(%w+)%s*=%s*(%w+)$') == 'key')\n"
+           "assert(string.gsub('a,b,c', ',', ';') == 'a;b;c')\n"
+           "assert(('x').find == string.find)");
+}
+
 Test(sandbox, coroutines_behave_as_in_lua)
 {
     run_ok(
