@@ -9,7 +9,7 @@
 #include "alarms.h"
 #include "command.h"
 #include "http.h"
-#include "http_json.h"
+#include "json.h"
 #include "plant.h"
 
 /* The plant's guard and alarm list (NULL-safe wrappers). */

@@ -355,7 +355,7 @@ typedef struct {
 typedef struct {
     char *topic;
     int qos;
-    dp_mqtt_buf_t items;
+    dp_jbuf_t items;
     size_t n;
     uint64_t last;
 } bucket_t;
@@ -410,7 +410,7 @@ struct mqtt {
     size_t nbuckets;
     uint32_t *bidx; /* bucket index + 1, 0: free */
     size_t bcap;
-    dp_mqtt_buf_t msg;
+    dp_jbuf_t msg;
     uint64_t age_seq; /* cached oldest-unsent timestamp for this acked seq */
     dp_time_t age_ts;
     /* commands */
@@ -669,8 +669,7 @@ static int flush_bucket(mqtt_t *m, bucket_t *b, round_t *r)
     dp_mqtt_encode_message(&m->msg, m->cfg->format, m->cfg->batch > 1, b->last, &b->items, b->n);
     int mid = 0;
     m->in_publish = true;
-    int rc =
-        dp_mqtt_client_publish(m->client, b->topic, m->msg.data, m->msg.len, b->qos, false, &mid);
+    int rc = dp_mqtt_client_publish(m->client, b->topic, m->msg.p, m->msg.len, b->qos, false, &mid);
     m->in_publish = false;
     size_t n = b->n;
     b->items.len = 0;
@@ -798,36 +797,35 @@ static void publish_status(mqtt_t *m, bool online)
 {
     dp_plant_t *p = m->dev->host->plant;
     dp_store_t *store = m->dev->host->store;
-    dp_mqtt_buf_t b = {0};
+    dp_jbuf_t b = {0};
     char topic[512], tmp[128];
     int nt = p ? dp_plant_twin_count(p) : 0;
     for (int i = 0; i < nt; i++) {
         const char *tw = dp_twin_name(dp_plant_twin_at(p, i));
         size_t tl = strlen(tw);
         b.len = 0;
-        dp_mqtt_buf_add(&b,
-                        online ? "{\"status\":\"online\",\"tags\":[" : "{\"status\":\"offline\"",
-                        online ? 27 : 19);
+        dp_jb_raw(&b, online ? "{\"status\":\"online\",\"tags\":[" : "{\"status\":\"offline\"",
+                  online ? 27 : 19);
         if (online) {
             bool first = true;
             for (int k = 0; k < dp_store_count(store); k++) {
                 const dp_tag_t *t = dp_store_get(store, k);
                 if (strncmp(t->name, tw, tl) != 0 || t->name[tl] != '.')
                     continue;
-                dp_mqtt_buf_add(&b, first ? "{\"name\":" : ",{\"name\":", first ? 8 : 9);
+                dp_jb_raw(&b, first ? "{\"name\":" : ",{\"name\":", first ? 8 : 9);
                 first = false;
-                dp_mqtt_json_string(&b, t->name + tl + 1);
-                dp_mqtt_buf_add(&b, ",\"unit\":", 8);
-                dp_mqtt_json_string(&b, t->unit);
+                dp_jb_str(&b, t->name + tl + 1);
+                dp_jb_raw(&b, ",\"unit\":", 8);
+                dp_jb_str(&b, t->unit);
                 snprintf(tmp, sizeof tmp, ",\"writable\":%s}",
                          (t->flags & DP_TAG_WRITABLE) ? "true" : "false");
-                dp_mqtt_buf_add(&b, tmp, strlen(tmp));
+                dp_jb_raw(&b, tmp, strlen(tmp));
             }
-            dp_mqtt_buf_add(&b, "]", 1);
+            dp_jb_raw(&b, "]", 1);
         }
-        dp_mqtt_buf_add(&b, "}", 1);
+        dp_jb_raw(&b, "}", 1);
         snprintf(topic, sizeof topic, "%s/%s/status", m->prefix, tw);
-        dp_mqtt_client_publish(m->client, topic, b.data, b.len, 1, true, NULL);
+        dp_mqtt_client_publish(m->client, topic, b.p, b.len, 1, true, NULL);
     }
     b.len = 0;
     /* `seq`: the journal's last record; a consumer that kept a higher one
@@ -836,16 +834,16 @@ static void publish_status(mqtt_t *m, bool online)
              "{\"status\":\"%s\",\"ts\":%" PRId64 ",\"seq\":%" PRIu64 ",\"twins\":[",
              online ? "online" : "offline", now(m),
              m->journal ? dp_journal_last_seq(m->journal) : (uint64_t)0);
-    dp_mqtt_buf_add(&b, tmp, strlen(tmp));
+    dp_jb_raw(&b, tmp, strlen(tmp));
     for (int i = 0; i < nt; i++) {
         if (i)
-            dp_mqtt_buf_add(&b, ",", 1);
-        dp_mqtt_json_string(&b, dp_twin_name(dp_plant_twin_at(p, i)));
+            dp_jb_raw(&b, ",", 1);
+        dp_jb_str(&b, dp_twin_name(dp_plant_twin_at(p, i)));
     }
-    dp_mqtt_buf_add(&b, "]}", 2);
+    dp_jb_raw(&b, "]}", 2);
     snprintf(topic, sizeof topic, "%s/status", m->prefix);
-    dp_mqtt_client_publish(m->client, topic, b.data, b.len, 1, true, NULL);
-    dp_mqtt_buf_free(&b);
+    dp_mqtt_client_publish(m->client, topic, b.p, b.len, 1, true, NULL);
+    dp_jb_free(&b);
 }
 
 /* ---- Commands in -------------------------------------------------------- */
@@ -868,23 +866,23 @@ static void send_reply(mqtt_t *m, const char *topic, const void *corr, size_t co
         dp_log_warn(NULL, "mqtt: reply to %s not sent (not connected): %s", topic, outcome);
         return;
     }
-    dp_mqtt_buf_t b = {0};
+    dp_jbuf_t b = {0};
     char tmp[64];
-    dp_mqtt_buf_add(&b, "{\"id\":", 6);
+    dp_jb_raw(&b, "{\"id\":", 6);
     if (id)
-        dp_mqtt_json_string(&b, id);
+        dp_jb_str(&b, id);
     else
-        dp_mqtt_buf_add(&b, "null", 4);
+        dp_jb_raw(&b, "null", 4);
     snprintf(tmp, sizeof tmp, ",\"cmd\":%" PRIu64 ",\"tag\":", cmd);
-    dp_mqtt_buf_add(&b, tmp, strlen(tmp));
-    dp_mqtt_json_string(&b, tag ? tag : "");
-    dp_mqtt_buf_add(&b, ",\"outcome\":", 11);
-    dp_mqtt_json_string(&b, outcome);
-    dp_mqtt_buf_add(&b, ",\"reason\":", 10);
-    dp_mqtt_json_string(&b, reason ? reason : "");
-    dp_mqtt_buf_add(&b, "}", 1);
-    dp_mqtt_client_publish_reply(m->client, topic, b.data, b.len, corr, corr_len);
-    dp_mqtt_buf_free(&b);
+    dp_jb_raw(&b, tmp, strlen(tmp));
+    dp_jb_str(&b, tag ? tag : "");
+    dp_jb_raw(&b, ",\"outcome\":", 11);
+    dp_jb_str(&b, outcome);
+    dp_jb_raw(&b, ",\"reason\":", 10);
+    dp_jb_str(&b, reason ? reason : "");
+    dp_jb_raw(&b, "}", 1);
+    dp_mqtt_client_publish_reply(m->client, topic, b.p, b.len, corr, corr_len);
+    dp_jb_free(&b);
 }
 
 static void req_free(req_t *r)
@@ -1338,11 +1336,11 @@ static void mqtt_close(dp_device_t *dev)
         m->saving->m = NULL;
     for (size_t i = 0; i < m->nbuckets; i++) {
         free(m->buckets[i].topic);
-        dp_mqtt_buf_free(&m->buckets[i].items);
+        dp_jb_free(&m->buckets[i].items);
     }
     free(m->buckets);
     free(m->bidx);
-    dp_mqtt_buf_free(&m->msg);
+    dp_jb_free(&m->msg);
     free(m->rounds);
     free(m->mid_round);
     for (size_t i = 0; i < m->nsouth; i++)

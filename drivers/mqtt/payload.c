@@ -33,182 +33,78 @@ static int quality_parse(const char *s)
 
 /* ---- Buffers ------------------------------------------------------------ */
 
-void dp_mqtt_buf_add(dp_mqtt_buf_t *b, const void *p, size_t n)
-{
-    if (b->len + n > b->cap) {
-        size_t cap = b->cap ? b->cap : 256;
-        while (cap < b->len + n)
-            cap *= 2;
-        b->data = dp_xrealloc(b->data, cap);
-        b->cap = cap;
-    }
-    if (n > 0)
-        memcpy(b->data + b->len, p, n);
-    b->len += n;
-}
-
-void dp_mqtt_buf_free(dp_mqtt_buf_t *b)
-{
-    free(b->data);
-    *b = (dp_mqtt_buf_t){0};
-}
-
-static void add_str(dp_mqtt_buf_t *b, const char *s)
-{
-    dp_mqtt_buf_add(b, s, strlen(s));
-}
-
 static int buf_write(void *data, const char *p, size_t n)
 {
-    dp_mqtt_buf_add(data, p, n);
+    dp_jb_raw(data, p, n);
     return 0;
 }
 
 /* ---- JSON writing ------------------------------------------------------- */
 
-void dp_mqtt_json_string(dp_mqtt_buf_t *b, const char *s)
-{
-    dp_mqtt_buf_add(b, "\"", 1);
-    const char *run = s;
-    for (; *s; s++) {
-        unsigned char c = (unsigned char)*s;
-        if (c >= 0x20 && c != '"' && c != '\\')
-            continue;
-        dp_mqtt_buf_add(b, run, (size_t)(s - run));
-        char esc[8];
-        switch (c) {
-        case '"':
-            add_str(b, "\\\"");
-            break;
-        case '\\':
-            add_str(b, "\\\\");
-            break;
-        case '\n':
-            add_str(b, "\\n");
-            break;
-        case '\t':
-            add_str(b, "\\t");
-            break;
-        case '\r':
-            add_str(b, "\\r");
-            break;
-        default:
-            snprintf(esc, sizeof esc, "\\u%04x", c);
-            add_str(b, esc);
-        }
-        run = s + 1;
-    }
-    dp_mqtt_buf_add(b, run, (size_t)(s - run));
-    dp_mqtt_buf_add(b, "\"", 1);
-}
-
-static void json_number(dp_mqtt_buf_t *b, double n)
-{
-    char tmp[DP_FMTNUM_SIZE];
-    if (!isfinite(n))
-        add_str(b, "null");
-    else
-        dp_mqtt_buf_add(b, tmp, dp_fmtnum(n, tmp));
-}
-
-static void json_u64(dp_mqtt_buf_t *b, uint64_t n)
-{
-    char tmp[24];
-    snprintf(tmp, sizeof tmp, "%llu", (unsigned long long)n);
-    add_str(b, tmp);
-}
-
-static void json_i64(dp_mqtt_buf_t *b, int64_t n)
-{
-    char tmp[24];
-    snprintf(tmp, sizeof tmp, "%lld", (long long)n);
-    add_str(b, tmp);
-}
-
-static void json_value(dp_mqtt_buf_t *b, const dp_value_t *v)
-{
-    switch (v->type) {
-    case DP_NUM:
-        json_number(b, v->u.n);
-        break;
-    case DP_BOOL:
-        add_str(b, v->u.b ? "true" : "false");
-        break;
-    case DP_STR:
-        dp_mqtt_json_string(b, v->u.s ? v->u.s : "");
-        break;
-    default:
-        add_str(b, "null");
-    }
-}
-
 /* A msgpack object as JSON (event payloads). Binary and ext become strings
  * of their bytes' count; map keys that are not strings are written as text. */
-static void json_msgpack(dp_mqtt_buf_t *b, const msgpack_object *o, int depth)
+static void json_msgpack(dp_jbuf_t *b, const msgpack_object *o, int depth)
 {
-    char tmp[64];
     if (depth > 32) {
-        add_str(b, "null");
+        dp_jb_puts(b, "null");
         return;
     }
     switch (o->type) {
     case MSGPACK_OBJECT_NIL:
-        add_str(b, "null");
+        dp_jb_puts(b, "null");
         break;
     case MSGPACK_OBJECT_BOOLEAN:
-        add_str(b, o->via.boolean ? "true" : "false");
+        dp_jb_puts(b, o->via.boolean ? "true" : "false");
         break;
     case MSGPACK_OBJECT_POSITIVE_INTEGER:
-        json_u64(b, o->via.u64);
+        dp_jb_printf(b, "%llu", (unsigned long long)o->via.u64);
         break;
     case MSGPACK_OBJECT_NEGATIVE_INTEGER:
-        json_i64(b, o->via.i64);
+        dp_jb_printf(b, "%lld", (long long)o->via.i64);
         break;
     case MSGPACK_OBJECT_FLOAT32:
     case MSGPACK_OBJECT_FLOAT64:
-        json_number(b, o->via.f64);
+        dp_jb_num(b, o->via.f64);
         break;
     case MSGPACK_OBJECT_STR:
     case MSGPACK_OBJECT_BIN: {
         char *s = strndup(o->via.str.ptr, o->via.str.size);
-        dp_mqtt_json_string(b, s);
+        dp_jb_str(b, s);
         free(s);
         break;
     }
     case MSGPACK_OBJECT_ARRAY:
-        add_str(b, "[");
+        dp_jb_puts(b, "[");
         for (uint32_t i = 0; i < o->via.array.size; i++) {
             if (i)
-                add_str(b, ",");
+                dp_jb_puts(b, ",");
             json_msgpack(b, &o->via.array.ptr[i], depth + 1);
         }
-        add_str(b, "]");
+        dp_jb_puts(b, "]");
         break;
     case MSGPACK_OBJECT_MAP:
-        add_str(b, "{");
+        dp_jb_puts(b, "{");
         for (uint32_t i = 0; i < o->via.map.size; i++) {
             const msgpack_object *k = &o->via.map.ptr[i].key;
             if (i)
-                add_str(b, ",");
+                dp_jb_puts(b, ",");
             if (k->type == MSGPACK_OBJECT_STR) {
                 char *s = strndup(k->via.str.ptr, k->via.str.size);
-                dp_mqtt_json_string(b, s);
+                dp_jb_str(b, s);
                 free(s);
             } else {
-                dp_mqtt_buf_t kb = {0};
-                json_msgpack(&kb, k, depth + 1);
-                dp_mqtt_buf_add(&kb, "", 1);
-                dp_mqtt_json_string(b, kb.data);
-                dp_mqtt_buf_free(&kb);
+                dp_jbuf_t kb = {0};
+                json_msgpack(&kb, k, depth + 1); /* NUL-terminated */
+                dp_jb_str(b, kb.p);
+                dp_jb_free(&kb);
             }
-            add_str(b, ":");
+            dp_jb_puts(b, ":");
             json_msgpack(b, &o->via.map.ptr[i].val, depth + 1);
         }
-        add_str(b, "}");
+        dp_jb_puts(b, "}");
         break;
     default:
-        snprintf(tmp, sizeof tmp, "null");
-        add_str(b, tmp);
+        dp_jb_puts(b, "null");
     }
 }
 
@@ -226,7 +122,7 @@ static void mp_value(msgpack_packer *pk, const dp_value_t *v)
         dp_mp_pack_value(pk, v);
 }
 
-static void encode_item_msgpack(dp_mqtt_buf_t *b, const dp_jrec_t *r, const char *tag)
+static void encode_item_msgpack(dp_jbuf_t *b, const dp_jrec_t *r, const char *tag)
 {
     msgpack_packer pk;
     msgpack_packer_init(&pk, b, buf_write);
@@ -246,7 +142,7 @@ static void encode_item_msgpack(dp_mqtt_buf_t *b, const dp_jrec_t *r, const char
         dp_mp_pack_str(&pk, "text"), dp_mp_pack_str(&pk, r->text ? r->text : "");
         dp_mp_pack_str(&pk, "data");
         if (r->payload != NULL && r->payload_len > 0)
-            dp_mqtt_buf_add(b, r->payload, r->payload_len);
+            dp_jb_raw(b, r->payload, r->payload_len);
         else
             msgpack_pack_nil(&pk);
         break;
@@ -264,76 +160,75 @@ static void encode_item_msgpack(dp_mqtt_buf_t *b, const dp_jrec_t *r, const char
     }
 }
 
-static void encode_item_json(dp_mqtt_buf_t *b, const dp_jrec_t *r, const char *tag)
+static void encode_item_json(dp_jbuf_t *b, const dp_jrec_t *r, const char *tag)
 {
-    add_str(b, "{\"seq\":");
-    json_u64(b, r->seq);
-    add_str(b, ",\"ts\":");
-    json_i64(b, r->ts);
+    dp_jb_puts(b, "{\"seq\":");
+    dp_jb_printf(b, "%llu", (unsigned long long)r->seq);
+    dp_jb_puts(b, ",\"ts\":");
+    dp_jb_printf(b, "%lld", (long long)r->ts);
     switch (r->type) {
     case DP_JREC_SAMPLE:
-        add_str(b, ",\"v\":");
-        json_value(b, &r->value);
-        add_str(b, ",\"q\":");
-        dp_mqtt_json_string(b, quality_name(r->quality));
+        dp_jb_puts(b, ",\"v\":");
+        dp_jb_value(b, &r->value);
+        dp_jb_puts(b, ",\"q\":");
+        dp_jb_str(b, quality_name(r->quality));
         break;
     case DP_JREC_EVENT:
-        add_str(b, ",\"kind\":");
-        dp_mqtt_json_string(b, r->kind ? r->kind : "");
-        add_str(b, ",\"text\":");
-        dp_mqtt_json_string(b, r->text ? r->text : "");
-        add_str(b, ",\"data\":");
+        dp_jb_puts(b, ",\"kind\":");
+        dp_jb_str(b, r->kind ? r->kind : "");
+        dp_jb_puts(b, ",\"text\":");
+        dp_jb_str(b, r->text ? r->text : "");
+        dp_jb_puts(b, ",\"data\":");
         if (r->payload != NULL && r->payload_len > 0) {
             msgpack_unpacked u;
             msgpack_unpacked_init(&u);
             if (msgpack_unpack_next(&u, r->payload, r->payload_len, NULL) == MSGPACK_UNPACK_SUCCESS)
                 json_msgpack(b, &u.data, 0);
             else
-                add_str(b, "null");
+                dp_jb_puts(b, "null");
             msgpack_unpacked_destroy(&u);
         } else {
-            add_str(b, "null");
+            dp_jb_puts(b, "null");
         }
         break;
     case DP_JREC_COMMAND:
-        add_str(b, ",\"tag\":");
-        dp_mqtt_json_string(b, tag ? tag : "");
-        add_str(b, ",\"value\":");
-        json_value(b, &r->value);
-        add_str(b, ",\"outcome\":");
-        dp_mqtt_json_string(b, r->kind ? r->kind : "");
-        add_str(b, ",\"detail\":");
-        dp_mqtt_json_string(b, r->text ? r->text : "");
-        add_str(b, ",\"by\":");
+        dp_jb_puts(b, ",\"tag\":");
+        dp_jb_str(b, tag ? tag : "");
+        dp_jb_puts(b, ",\"value\":");
+        dp_jb_value(b, &r->value);
+        dp_jb_puts(b, ",\"outcome\":");
+        dp_jb_str(b, r->kind ? r->kind : "");
+        dp_jb_puts(b, ",\"detail\":");
+        dp_jb_str(b, r->text ? r->text : "");
+        dp_jb_puts(b, ",\"by\":");
         if (r->twin)
-            dp_mqtt_json_string(b, r->twin);
+            dp_jb_str(b, r->twin);
         else
-            add_str(b, "null");
+            dp_jb_puts(b, "null");
         break;
     }
-    add_str(b, "}");
+    dp_jb_puts(b, "}");
 }
 
-void dp_mqtt_encode_item(dp_mqtt_buf_t *b, dp_mqtt_format_t f, const dp_jrec_t *rec,
-                         const char *tag)
+void dp_mqtt_encode_item(dp_jbuf_t *b, dp_mqtt_format_t f, const dp_jrec_t *rec, const char *tag)
 {
     if (f == DP_MQTT_MSGPACK) {
         encode_item_msgpack(b, rec, tag);
     } else {
         /* JSON items in a batch are separated by commas. */
         encode_item_json(b, rec, tag);
-        add_str(b, ",");
+        dp_jb_puts(b, ",");
     }
 }
 
-void dp_mqtt_encode_message(dp_mqtt_buf_t *b, dp_mqtt_format_t f, bool batched, uint64_t last_seq,
-                            const dp_mqtt_buf_t *items, size_t n)
+void dp_mqtt_encode_message(dp_jbuf_t *b, dp_mqtt_format_t f, bool batched, uint64_t last_seq,
+                            const dp_jbuf_t *items, size_t n)
 {
     size_t body = items->len;
     if (f != DP_MQTT_MSGPACK && body > 0)
         body--; /* the trailing comma */
     if (!batched) {
-        dp_mqtt_buf_add(b, items->data, body);
+        dp_jb_raw(b, items->p, body);
         return;
     }
     if (f == DP_MQTT_MSGPACK) {
@@ -342,13 +237,13 @@ void dp_mqtt_encode_message(dp_mqtt_buf_t *b, dp_mqtt_format_t f, bool batched, 
         msgpack_pack_map(&pk, 2);
         dp_mp_pack_str(&pk, "seq"), msgpack_pack_uint64(&pk, last_seq);
         dp_mp_pack_str(&pk, "items"), msgpack_pack_array(&pk, n);
-        dp_mqtt_buf_add(b, items->data, body);
+        dp_jb_raw(b, items->p, body);
     } else {
-        add_str(b, "{\"seq\":");
-        json_u64(b, last_seq);
-        add_str(b, ",\"items\":[");
-        dp_mqtt_buf_add(b, items->data, body);
-        add_str(b, "]}");
+        dp_jb_puts(b, "{\"seq\":");
+        dp_jb_printf(b, "%llu", (unsigned long long)last_seq);
+        dp_jb_puts(b, ",\"items\":[");
+        dp_jb_raw(b, items->p, body);
+        dp_jb_puts(b, "]}");
     }
 }
 

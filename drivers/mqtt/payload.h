@@ -16,6 +16,7 @@
 #include <stdint.h>
 
 #include "../../runtime/journal.h"
+#include "../../runtime/json.h"
 #include "../../runtime/store.h"
 
 typedef enum {
@@ -25,25 +26,13 @@ typedef enum {
     DP_MQTT_DOPPEL = 3, /* south only: another doppel's data topic (JSON or msgpack) */
 } dp_mqtt_format_t;
 
-/* A growable byte buffer. */
-typedef struct {
-    char *data;
-    size_t len, cap;
-} dp_mqtt_buf_t;
-
-void dp_mqtt_buf_add(dp_mqtt_buf_t *b, const void *p, size_t n);
-void dp_mqtt_buf_free(dp_mqtt_buf_t *b);
-
 /* Appends the item for `rec` (format JSON or MSGPACK). `tag` is the tag name
  * within its twin (samples and commands). */
-void dp_mqtt_encode_item(dp_mqtt_buf_t *b, dp_mqtt_format_t f, const dp_jrec_t *rec,
-                         const char *tag);
+void dp_mqtt_encode_item(dp_jbuf_t *b, dp_mqtt_format_t f, const dp_jrec_t *rec, const char *tag);
 /* Appends a whole message from `n` items encoded back to back in `items`:
  * the item itself when `batched` is false (n must be 1), else the batch map. */
-void dp_mqtt_encode_message(dp_mqtt_buf_t *b, dp_mqtt_format_t f, bool batched, uint64_t last_seq,
-                            const dp_mqtt_buf_t *items, size_t n);
-/* Appends a JSON string literal (quoted, escaped). */
-void dp_mqtt_json_string(dp_mqtt_buf_t *b, const char *s);
+void dp_mqtt_encode_message(dp_jbuf_t *b, dp_mqtt_format_t f, bool batched, uint64_t last_seq,
+                            const dp_jbuf_t *items, size_t n);
 
 /* ---- South ------------------------------------------------------------- */
 

@@ -65,18 +65,18 @@ static void round_trip(const dp_mqtt_sample_t *s, void *ud)
                          .ts = s->ts,
                          .value = s->v,
                          .quality = (uint8_t)s->quality};
-        dp_mqtt_buf_t items = {0}, msg = {0};
+        dp_jbuf_t items = {0}, msg = {0};
         dp_mqtt_encode_item(&items, (dp_mqtt_format_t)f, &rec, "t");
         dp_mqtt_encode_message(&msg, (dp_mqtt_format_t)f, true, s->seq, &items, 1);
         dp_mqtt_decode_opts_t o = {.format = DP_MQTT_DOPPEL};
         check_t c = {s, 0};
         char *err = NULL;
-        if (dp_mqtt_decode(&o, msg.data, msg.len, check_again, &c, &err) != 0 || c.n != 1) {
+        if (dp_mqtt_decode(&o, msg.p, msg.len, check_again, &c, &err) != 0 || c.n != 1) {
             fprintf(stderr, "%s\n", err ? err : "");
             fail("a re-encoded sample is refused");
         }
-        dp_mqtt_buf_free(&items);
-        dp_mqtt_buf_free(&msg);
+        dp_jb_free(&items);
+        dp_jb_free(&msg);
     }
 }
 

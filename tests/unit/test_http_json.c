@@ -1,5 +1,5 @@
 /* Unit tests for the HTTP server's pure parts: the JSON writer and body
- * parser (runtime/http_json.c), token files, roles and SHA-256
+ * parser (runtime/json.c), token files, roles and SHA-256
  * (runtime/http_cfg.c). The server itself is tested over real sockets by
  * tests/integration/test_http.sh. */
 #include <arpa/inet.h>
@@ -11,7 +11,7 @@
 #include <unistd.h>
 
 #include "runtime/http.h"
-#include "runtime/http_json.h"
+#include "runtime/json.h"
 
 #ifdef __SANITIZE_ADDRESS__
 #include <sanitizer/lsan_interface.h>

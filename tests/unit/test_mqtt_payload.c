@@ -36,10 +36,10 @@ static int decode(dp_mqtt_format_t f, const char *field, const char *ts_field, c
     return dp_mqtt_decode(&o, p, len, collect, g, err);
 }
 
-static char *as_string(const dp_mqtt_buf_t *b)
+static char *as_string(const dp_jbuf_t *b)
 {
     char *s = malloc(b->len + 1);
-    memcpy(s, b->data, b->len);
+    memcpy(s, b->p, b->len);
     s[b->len] = '\0';
     return s;
 }
@@ -52,7 +52,7 @@ Test(mqtt_payload, json_items_and_batches)
                    .ts = 2000,
                    .value = dp_str("a\"b\n"),
                    .quality = DP_Q_BAD};
-    dp_mqtt_buf_t items = {0}, msg = {0};
+    dp_jbuf_t items = {0}, msg = {0};
     dp_mqtt_encode_item(&items, DP_MQTT_JSON, &a, "flow");
     dp_mqtt_encode_message(&msg, DP_MQTT_JSON, false, 7, &items, 1);
     char *s = as_string(&msg);
@@ -66,7 +66,7 @@ Test(mqtt_payload, json_items_and_batches)
                         "{\"seq\":9,\"ts\":2000,\"v\":\"a\\\"b\\n\",\"q\":\"bad\"}]}");
     /* A doppel consumer reads both items back. */
     got_t g;
-    cr_assert_eq(decode(DP_MQTT_DOPPEL, NULL, NULL, msg.data, msg.len, &g, NULL), 0);
+    cr_assert_eq(decode(DP_MQTT_DOPPEL, NULL, NULL, msg.p, msg.len, &g, NULL), 0);
     cr_assert_eq(g.n, 2);
     cr_assert_eq(g.s[0].seq, 7);
     cr_assert_eq(g.s[0].ts, 1000);
@@ -74,13 +74,13 @@ Test(mqtt_payload, json_items_and_batches)
     cr_assert_eq(g.s[1].quality, DP_Q_BAD);
     cr_assert_str_eq(g.s[1].v.u.s, "a\"b\n");
     free(s);
-    dp_mqtt_buf_free(&items);
-    dp_mqtt_buf_free(&msg);
+    dp_jb_free(&items);
+    dp_jb_free(&msg);
 }
 
 Test(mqtt_payload, msgpack_batch_round_trip)
 {
-    dp_mqtt_buf_t items = {0}, msg = {0};
+    dp_jbuf_t items = {0}, msg = {0};
     for (int i = 1; i <= 3; i++) {
         dp_jrec_t r = {.type = DP_JREC_SAMPLE,
                        .seq = (uint64_t)i,
@@ -91,18 +91,18 @@ Test(mqtt_payload, msgpack_batch_round_trip)
     dp_mqtt_encode_message(&msg, DP_MQTT_MSGPACK, true, 3, &items, 3);
     got_t g;
     char *err = NULL;
-    cr_assert_eq(decode(DP_MQTT_DOPPEL, NULL, NULL, msg.data, msg.len, &g, &err), 0, "%s", err);
+    cr_assert_eq(decode(DP_MQTT_DOPPEL, NULL, NULL, msg.p, msg.len, &g, &err), 0, "%s", err);
     cr_assert_eq(g.n, 3);
     cr_assert_eq(g.s[1].v.type, DP_BOOL);
     cr_assert_float_eq(g.s[2].v.u.n, 3.25, 0);
     cr_assert_eq(g.s[2].seq, 3);
     /* Truncated: refused as a whole, nothing delivered. */
-    cr_assert_eq(decode(DP_MQTT_DOPPEL, NULL, NULL, msg.data, msg.len - 1, &g, &err), DP_EINVAL);
+    cr_assert_eq(decode(DP_MQTT_DOPPEL, NULL, NULL, msg.p, msg.len - 1, &g, &err), DP_EINVAL);
     cr_assert_eq(g.n, 0);
     free(err);
     err = NULL;
-    dp_mqtt_buf_free(&items);
-    dp_mqtt_buf_free(&msg);
+    dp_jb_free(&items);
+    dp_jb_free(&msg);
 }
 
 Test(mqtt_payload, events_and_commands_json)
@@ -130,7 +130,7 @@ Test(mqtt_payload, events_and_commands_json)
                      .value = dp_num(50),
                      .kind = "done",
                      .text = "ok"};
-    dp_mqtt_buf_t items = {0}, msg = {0};
+    dp_jbuf_t items = {0}, msg = {0};
     dp_mqtt_encode_item(&items, DP_MQTT_JSON, &ev, NULL);
     dp_mqtt_encode_message(&msg, DP_MQTT_JSON, false, 3, &items, 1);
     char *s = as_string(&msg);
@@ -145,8 +145,8 @@ Test(mqtt_payload, events_and_commands_json)
                         "\"detail\":\"ok\",\"by\":null}");
     free(s);
     msgpack_sbuffer_destroy(&sb);
-    dp_mqtt_buf_free(&items);
-    dp_mqtt_buf_free(&msg);
+    dp_jb_free(&items);
+    dp_jb_free(&msg);
 }
 
 Test(mqtt_payload, json_paths_and_timestamps)

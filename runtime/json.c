@@ -1,4 +1,4 @@
-#include "http_json.h"
+#include "json.h"
 
 #include <math.h>
 #include <stdarg.h>

@@ -1,7 +1,8 @@
-/* JSON for the HTTP API: a growing output buffer with escaping, and a small
- * parser for request bodies (one object of scalar fields). */
-#ifndef DP_HTTP_JSON_H
-#define DP_HTTP_JSON_H
+/* JSON: a growing output buffer with escaping, the one writer of the HTTP
+ * API and the MQTT payloads (it holds binary data as well, for msgpack), and
+ * a small parser for request bodies (one object of scalar fields). */
+#ifndef DP_JSON_H
+#define DP_JSON_H
 
 #include <stdbool.h>
 #include <stddef.h>

@@ -1,22 +1,22 @@
 /* libFuzzer target for the HTTP API's request-body parser
- * (runtime/http_json.c).
+ * (runtime/json.c).
  *
  * Any input must be either refused with a message or accepted; an accepted
  * object, written back with the JSON writer, must parse again to the same
  * fields (same keys, types and values, in order).
  *
- * Built by `make build-fuzz` (DP_FUZZ=ON) with runtime/http_json.c and
- * runtime/common.c; run by `make test-fuzz` from tests/fuzz/corpus/fuzz_http_json. */
+ * Built by `make build-fuzz` (DP_FUZZ=ON) with runtime/json.c and
+ * runtime/common.c; run by `make test-fuzz` from tests/fuzz/corpus/fuzz_json. */
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
-#include "http_json.h"
+#include "json.h"
 
 static void fail(const char *what)
 {
-    fprintf(stderr, "fuzz_http_json: %s\n", what);
+    fprintf(stderr, "fuzz_json: %s\n", what);
     abort();
 }
 
