@@ -433,26 +433,88 @@ static int sb_load(lua_State *L)
     return 1;
 }
 
-/* table.sort runs in C: sorting n elements is charged n * log2(n) steps up
- * front, as the budget would count the work of a sort written in Lua. */
+/* ---- library loops in C ------------------------------------------------
+ *
+ * Some library functions loop in C as many times as their arguments say,
+ * where no hook runs and, when the loop allocates nothing, no memory cap
+ * stops it either: string.rep("", 1e12), table.move over 1e12 absent keys,
+ * table.insert into a table whose __len says 1e12 run for hours. Their work
+ * is charged to the budget before the original runs, one step per iteration
+ * (n log2 n for a sort); a count over what is left of the budget is the
+ * budget fault at once. (The charge reads #t through __len when the table
+ * has one, so a __len metamethod runs twice.) */
+
+static void charge_count(lua_State *L, uint64_t steps)
+{
+    dp_sandbox_t *sb = dp_sandbox_of(L);
+    if (!sb->in_call || steps == 0)
+        return;
+    uint64_t left = sb->used < sb->budget ? sb->budget - sb->used : 0;
+    if (steps > left) {
+        sb->used = sb->budget + 1;
+        budget_fault(L, sb);
+    }
+    sb->used += steps;
+}
+
+/* Runs the original (upvalue 1, a C function without upvalues of its own)
+ * in this call's frame, so its argument errors name the function as the
+ * script called it ("bad argument #3 to 'move'"). */
+static int call_original(lua_State *L)
+{
+    return lua_tocfunction(L, lua_upvalueindex(1))(L);
+}
+
+/* #t when t's length comes from a __len metamethod (else it is bounded by
+ * the table's memory), 0 otherwise. */
+static lua_Integer meta_len(lua_State *L, int idx)
+{
+    if (luaL_getmetafield(L, idx, "__len") == LUA_TNIL)
+        return 0;
+    lua_pop(L, 1);
+    return luaL_len(L, idx);
+}
+
+/* Only repeating nothing is unbounded: a longer result meets the memory cap. */
+static int sb_rep(lua_State *L)
+{
+    size_t ls = 0, lsep = 0;
+    luaL_checklstring(L, 1, &ls);
+    lua_Integer n = luaL_checkinteger(L, 2);
+    luaL_optlstring(L, 3, "", &lsep);
+    if (n > 0 && ls + lsep == 0)
+        charge_count(L, (uint64_t)n / 4); /* an iteration copies nothing */
+    return call_original(L);
+}
+
+static int sb_move(lua_State *L)
+{
+    lua_Integer f = luaL_checkinteger(L, 2), e = luaL_checkinteger(L, 3);
+    /* A span move refuses itself ("too many elements to move") is not charged. */
+    if (e >= f && (f > 0 || e < LUA_MAXINTEGER + f))
+        charge_count(L, (uint64_t)((lua_Unsigned)e - (lua_Unsigned)f) + 1);
+    return call_original(L);
+}
+
+/* table.insert and table.remove shift up to #t elements. */
+static int sb_shift(lua_State *L)
+{
+    lua_Integer n = meta_len(L, 1);
+    if (n > 0)
+        charge_count(L, (uint64_t)n);
+    return call_original(L);
+}
+
 static int sb_sort(lua_State *L)
 {
     lua_Integer n = lua_type(L, 1) == LUA_TTABLE ? luaL_len(L, 1) : 0; /* else sort says why */
     if (n > 1) {
-        uint64_t steps = (uint64_t)n, log2n = 0;
-        while ((UINT64_C(1) << log2n) < steps && log2n < 63)
+        uint64_t log2n = 0;
+        while ((UINT64_C(1) << log2n) < (uint64_t)n && log2n < 63)
             log2n++;
-        steps *= log2n;
-        while (steps > 0) {
-            unsigned part = steps > UINT_MAX ? UINT_MAX : (unsigned)steps;
-            sb_charge(L, part);
-            steps -= part;
-        }
+        charge_count(L, (uint64_t)n > UINT64_MAX / log2n ? UINT64_MAX : (uint64_t)n * log2n);
     }
-    lua_pushvalue(L, lua_upvalueindex(1));
-    lua_insert(L, 1);
-    lua_call(L, lua_gettop(L) - 1, 0);
-    return 0;
+    return call_original(L);
 }
 
 static int sb_collectgarbage(lua_State *L)
@@ -708,10 +770,14 @@ static int open_sandbox(lua_State *L)
     remove_fields(L, lua_gettop(L), unsafe_string);
     /* Pattern matching whose work counts against the budget. */
     dp_lpattern_install(L, lua_gettop(L), sb_charge);
+    wrap_upvalue(L, lua_gettop(L), "rep", sb_rep);
     lua_pop(L, 1);
 
     lua_getfield(L, g, LUA_TABLIBNAME);
     wrap_upvalue(L, lua_gettop(L), "sort", sb_sort);
+    wrap_upvalue(L, lua_gettop(L), "move", sb_move);
+    wrap_upvalue(L, lua_gettop(L), "insert", sb_shift);
+    wrap_upvalue(L, lua_gettop(L), "remove", sb_shift);
     lua_pop(L, 1);
 
     lua_getfield(L, g, LUA_COLIBNAME);

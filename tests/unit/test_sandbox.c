@@ -125,9 +125,10 @@ Test(sandbox, pcall_cannot_swallow_the_budget)
     run_ok("assert(pcall(error, 'fine') == false)");
 }
 
-/* Pattern matching and sorting run in C, where the count hook does not: their
- * steps are charged to the budget instead (runtime/lpattern.c, sb_sort).
- * Stock string.find runs these backtracking searches for days. */
+/* Pattern matching, sorting and a few other library loops run in C, where the
+ * count hook does not: their steps are charged to the budget instead
+ * (runtime/lpattern.c, sandbox.c). Stock string.find runs these backtracking
+ * searches for days, and the empty loops for hours. */
 Test(sandbox, library_work_in_c_is_budgeted)
 {
     const char *attempts[] = {
@@ -137,6 +138,13 @@ Test(sandbox, library_work_in_c_is_budgeted)
         "string.gsub(string.rep('a', 3000), '.-.-.-b', 'x')",
         "while true do pcall(string.find, string.rep('a', 3000), '.-.-.-.-b') end",
         "coroutine.wrap(function() string.find(string.rep('a', 3000), '.-.-.-.-b') end)()",
+        /* Loops that allocate nothing, so no memory cap stops them either. */
+        "string.rep('', 1e12)",
+        "local s = '' s:rep(1e12, '')",
+        "table.move({}, 1, 1e12, 1, {})",
+        "table.move({}, 1, math.maxinteger, 1, {})",
+        "table.insert(setmetatable({}, { __len = function() return 1e12 end }), 1, 'x')",
+        "table.remove(setmetatable({}, { __len = function() return 1e12 end }), 1)",
     };
     for (size_t i = 0; i < sizeof attempts / sizeof attempts[0]; i++) {
         char *msg = NULL;
@@ -160,6 +168,16 @@ Test(sandbox, library_work_in_c_is_budgeted)
                  DP_SB_BUDGET);
     cr_expect(msg != NULL && strstr(msg, "exceeded at test:2") != NULL, "%s", msg);
     free(msg);
+    run_ok("assert(string.rep('ab', 3, ',') == 'ab,ab,ab' and ('x'):rep(0) == '')\n"
+           "local m = table.move({ 1, 2, 3 }, 1, 3, 2) assert(m[1] == 1 and m[4] == 3)\n"
+           "local t = { 1, 3 } table.insert(t, 2, 2) table.insert(t, 4)\n"
+           "assert(#t == 4 and t[2] == 2 and table.remove(t) == 4 and table.remove(t, 1) == 1)\n"
+           "local ok, e = pcall(table.move, {}, math.mininteger, math.maxinteger, 1)\n"
+           "assert(not ok and e:find('too many elements to move'), e)\n"
+           "ok, e = pcall(function() table.insert({}, 1, 2, 3) end)\n"
+           "assert(not ok and e:find(\"wrong number of arguments to 'insert'\"), e)\n"
+           "ok, e = pcall(function() table.move({}, 1, 'x') end)\n"
+           "assert(not ok and e:find(\"bad argument #3 to 'move'\"), e)");
     run_ok("local t = { 3, 1, 2 } table.sort(t) assert(t[1] == 1 and t[3] == 3)\n"
            "table.sort(t, function(a, b) return a > b end) assert(t[1] == 3)\n"
            "assert(not pcall(table.sort, nil))");
