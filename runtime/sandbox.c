@@ -327,19 +327,24 @@ static int sb_xpcall(lua_State *L)
     return finish_pcall(L, status, 2);
 }
 
+/* Runs the original (upvalue 1, a C function without upvalues of its own)
+ * in this call's frame, so its argument errors name the function as the
+ * script called it ("bad argument #3 to 'move'"). */
+static int call_original(lua_State *L)
+{
+    return lua_tocfunction(L, lua_upvalueindex(1))(L);
+}
+
 /* coroutine.create and coroutine.wrap through the library's own (upvalue
  * 1), then the count hook on the new coroutine's thread (a signal cannot find
  * the coroutine that runs, so coroutines are always counted). */
 static int sb_cocreate(lua_State *L)
 {
-    int n = lua_gettop(L);
-    lua_pushvalue(L, lua_upvalueindex(1));
-    lua_insert(L, 1);
-    lua_call(L, n, 1);
+    int n = call_original(L);
     lua_State *co = lua_tothread(L, -1);
     if (co != NULL)
         lua_sethook(co, sb_hook, LUA_MASKCOUNT, HOOK_STEP);
-    return 1;
+    return n;
 }
 
 /* A coroutine.wrap function: resumes its coroutine (upvalue 1) and returns
@@ -385,15 +390,12 @@ static int sb_cowrap(lua_State *L)
 
 static int sb_resume(lua_State *L)
 {
-    /* Upvalue 1 is the library's coroutine.resume. */
-    int n = lua_gettop(L);
-    lua_pushvalue(L, lua_upvalueindex(1));
-    lua_insert(L, 1);
-    lua_call(L, n, LUA_MULTRET);
-    dp_sandbox_t *sb = dp_sandbox_of(L);
-    if (sb->aborting && lua_toboolean(L, 1) == 0)
+    /* Upvalue 1 is the library's coroutine.resume: true and results, or
+     * false and the error, which is raised again while a fault unwinds. */
+    int n = call_original(L);
+    if (dp_sandbox_of(L)->aborting && !lua_toboolean(L, -n))
         return lua_error(L);
-    return lua_gettop(L);
+    return n;
 }
 
 static int sb_print(lua_State *L)
@@ -413,24 +415,15 @@ static int sb_print(lua_State *L)
     return 0;
 }
 
-/* load() restricted to text chunks: binary chunks can break the VM. */
+/* load() restricted to text chunks: binary chunks can break the VM. An env
+ * argument, when given, stays where it was. */
 static int sb_load(lua_State *L)
 {
-    lua_settop(L, 4);
-    lua_pushvalue(L, lua_upvalueindex(1));
-    lua_pushvalue(L, 1);
-    lua_pushvalue(L, 2);
+    if (lua_gettop(L) < 3)
+        lua_settop(L, 3);
     lua_pushliteral(L, "t");
-    if (lua_isnone(L, 4) || lua_isnil(L, 4)) {
-        lua_call(L, 3, 2);
-    } else {
-        lua_pushvalue(L, 4);
-        lua_call(L, 4, 2);
-    }
-    if (lua_isnil(L, -2))
-        return 2;
-    lua_pop(L, 1);
-    return 1;
+    lua_replace(L, 3);
+    return call_original(L);
 }
 
 /* ---- library loops in C ------------------------------------------------
@@ -455,14 +448,6 @@ static void charge_count(lua_State *L, uint64_t steps)
         budget_fault(L, sb);
     }
     sb->used += steps;
-}
-
-/* Runs the original (upvalue 1, a C function without upvalues of its own)
- * in this call's frame, so its argument errors name the function as the
- * script called it ("bad argument #3 to 'move'"). */
-static int call_original(lua_State *L)
-{
-    return lua_tocfunction(L, lua_upvalueindex(1))(L);
 }
 
 /* #t when t's length comes from a __len metamethod (else it is bounded by
@@ -521,11 +506,7 @@ static int sb_collectgarbage(lua_State *L)
 {
     static const char *const allowed[] = {"collect", "count", "step", "isrunning", NULL};
     luaL_checkoption(L, 1, "collect", allowed);
-    int n = lua_gettop(L);
-    lua_pushvalue(L, lua_upvalueindex(1));
-    lua_insert(L, 1);
-    lua_call(L, n, LUA_MULTRET);
-    return lua_gettop(L);
+    return call_original(L);
 }
 
 static double clock_seconds(lua_State *L)
@@ -542,24 +523,18 @@ static int sb_os_time(lua_State *L)
         lua_pushinteger(L, (lua_Integer)clock_seconds(L));
         return 1;
     }
-    lua_pushvalue(L, lua_upvalueindex(1));
-    lua_pushvalue(L, 1);
-    lua_call(L, 1, 1);
-    return 1;
+    lua_settop(L, 1);
+    return call_original(L);
 }
 
 static int sb_os_date(lua_State *L)
 {
-    const char *fmt = luaL_optstring(L, 1, "%c");
-    bool now = lua_isnoneornil(L, 2);
-    lua_pushvalue(L, lua_upvalueindex(1));
-    lua_pushstring(L, fmt);
-    if (now)
+    if (lua_isnoneornil(L, 2)) {
+        lua_settop(L, 2);
         lua_pushinteger(L, (lua_Integer)clock_seconds(L));
-    else
-        lua_pushvalue(L, 2);
-    lua_call(L, 2, 1);
-    return 1;
+        lua_replace(L, 2);
+    }
+    return call_original(L);
 }
 
 char *dp_source_read(const char *path, size_t *len, char **err)
@@ -716,10 +691,7 @@ static int sb_setmetatable(lua_State *L)
             return luaL_error(L, "setmetatable: a __gc finalizer is not allowed in a twin "
                                  "(it would run outside the instruction budget)");
     }
-    lua_pushvalue(L, lua_upvalueindex(1));
-    lua_insert(L, 1);
-    lua_call(L, lua_gettop(L) - 1, 1);
-    return 1;
+    return call_original(L);
 }
 
 static void wrap_upvalue(lua_State *L, int table, const char *field, lua_CFunction fn)

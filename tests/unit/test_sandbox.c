@@ -177,7 +177,9 @@ Test(sandbox, library_work_in_c_is_budgeted)
            "ok, e = pcall(function() table.insert({}, 1, 2, 3) end)\n"
            "assert(not ok and e:find(\"wrong number of arguments to 'insert'\"), e)\n"
            "ok, e = pcall(function() table.move({}, 1, 'x') end)\n"
-           "assert(not ok and e:find(\"bad argument #3 to 'move'\"), e)");
+           "assert(not ok and e:find(\"bad argument #3 to 'move'\"), e)\n"
+           "ok, e = pcall(function() table.sort(1) end)\n"
+           "assert(not ok and e:find(\"test:11: bad argument #1 to 'sort'\"), e)");
     run_ok("local t = { 3, 1, 2 } table.sort(t) assert(t[1] == 1 and t[3] == 3)\n"
            "table.sort(t, function(a, b) return a > b end) assert(t[1] == 3)\n"
            "assert(not pcall(table.sort, nil))");
@@ -217,6 +219,28 @@ Test(sandbox, ordinary_errors_are_still_catchable)
     run_ok("local ok, err = pcall(error, 'boom'); assert(not ok and err:find('boom'))");
     run_ok("local ok, err = xpcall(error, function(e) return 'handled ' .. e end, 'x');"
            "assert(not ok and err == 'handled x')");
+}
+
+/* The functions the sandbox wraps behave as Lua's, argument errors included
+ * (named as the script called them, at the script's line). */
+Test(sandbox, wrapped_functions_behave_as_in_lua)
+{
+    run_ok("local function err(f, ...) local ok, e = pcall(f, ...) assert(not ok) return e end\n"
+           "local function named(name, f)\n"
+           "  local e = err(f) assert(e:find('^test:%d+: bad argument #1 to \\'' .. name .. "
+           "'\\''), e)\n"
+           "end\n"
+           "named('setmetatable', function() setmetatable(1, {}) end)\n"
+           "named('resume', function() coroutine.resume(1) end)\n"
+           "named('create', function() coroutine.create(1) end)\n"
+           "named('time', function() os.time(1) end)\n"
+           "named('collectgarbage', function() collectgarbage('stop') end)\n"
+           "assert(load('return x', 'c', 't', { x = 5 })() == 5)\n"
+           "assert(load('return 1', 'c', 'b')() == 1)\n"
+           "local f, e = load('\\27Lua') assert(f == nil and e:find('binary'), e)\n"
+           "assert(select(2, coroutine.resume(coroutine.create(function(a) return a + 1 end), 1)) "
+           "== 2)\n"
+           "assert(os.date('!%Y', 0) == '1970')");
 }
 
 Test(sandbox, memory_cap_stops_a_blowup)
