@@ -190,12 +190,32 @@ static bool class_at(const pm_t *m, const char *s, const char *p, const char *ep
 
 static const char *match_here(pm_t *m, const char *s, const char *p);
 
+/* How many subject characters from s are in the class from p to ep. */
+static ptrdiff_t run_length(const pm_t *m, const char *s, const char *p, const char *ep)
+{
+    const char *e = s;
+    switch (*p) {
+    case '.':
+        return m->s_end - s;
+    case ESC:
+        while (e < m->s_end && in_class((unsigned char)*e, (unsigned char)p[1]))
+            e++;
+        break;
+    case '[':
+        while (e < m->s_end && in_set((unsigned char)*e, p, ep - 1))
+            e++;
+        break;
+    default:
+        while (e < m->s_end && *e == *p)
+            e++;
+    }
+    return e - s;
+}
+
 /* Longest run first, then shorter ones. */
 static const char *match_greedy(pm_t *m, const char *s, const char *p, const char *ep)
 {
-    ptrdiff_t n = 0;
-    while (class_at(m, s + n, p, ep))
-        n++;
+    ptrdiff_t n = run_length(m, s, p, ep);
     step(m, (unsigned)(n < UINT_MAX ? n : UINT_MAX));
     for (; n >= 0; n--) {
         const char *e = match_here(m, s + n, ep + 1);
