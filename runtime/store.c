@@ -29,6 +29,13 @@ typedef struct {
 typedef struct {
     uint32_t ring_cap;
     uint32_t nwatches;
+    /* Every watch has been shown the current value and quality, with its
+     * current deadband. A sample repeating them gets the same answer from
+     * each watch as the one before (a watch's `last` changes only when it
+     * passes), so it skips them without reading them: most polled values
+     * do not change. Cleared when a watch is added or its deadband changes;
+     * a quality change shows the value to the watches again. */
+    bool seen;
     dp_tag_t pub; /* what dp_store_get() hands out; points into the fields below */
     char *name;
     char *unit; /* NULL: none (pub.unit is then "") */
@@ -500,6 +507,23 @@ static void sub_enqueue(dp_store_t *store, dp_sub_t *sub, int tag, const dp_valu
     }
 }
 
+/* Whether a and b are the same value (NaN is NaN). */
+static bool value_same(const dp_value_t *a, const dp_value_t *b)
+{
+    if (a->type != b->type)
+        return false;
+    switch (a->type) {
+    case DP_NUM:
+        return a->u.n == b->u.n || (isnan(a->u.n) && isnan(b->u.n));
+    case DP_BOOL:
+        return a->u.b == b->u.b;
+    case DP_STR:
+        return strcmp(a->u.s, b->u.s) == 0;
+    default:
+        return true;
+    }
+}
+
 static void notify(dp_store_t *store, tag_t *t, int tag, const dp_value_t *v, dp_time_t ts,
                    uint8_t quality)
 {
@@ -518,6 +542,7 @@ static void notify(dp_store_t *store, tag_t *t, int tag, const dp_value_t *v, dp
         w->last_quality = quality;
         w->has_last = true;
     }
+    t->seen = true;
 }
 
 int dp_store_write(dp_store_t *store, int tag, const dp_value_t *v, dp_time_t ts, int quality)
@@ -526,6 +551,7 @@ int dp_store_write(dp_store_t *store, int tag, const dp_value_t *v, dp_time_t ts
     if (t == NULL || v == NULL || quality < DP_Q_GOOD || quality > DP_Q_BAD || !valid_value(v))
         return DP_EINVAL;
     uint8_t q = (uint8_t)quality;
+    bool repeat = t->seen && q == t->pub.quality && value_same(v, &t->pub.v);
     if (v->type == DP_STR || t->pub.v.type == DP_STR) {
         /* Copy before freeing: v may be the tag's own current value. */
         dp_value_t copy = value_copy(v);
@@ -540,7 +566,7 @@ int dp_store_write(dp_store_t *store, int tag, const dp_value_t *v, dp_time_t ts
     t->pub.writes++;
     if (t->ring_cap > 0)
         ring_push(t, &t->pub.v, ts, q);
-    if (t->nwatches > 0)
+    if (t->nwatches > 0 && !repeat)
         notify(store, t, tag, &t->pub.v, ts, q);
     if (store->on_write != NULL)
         store->on_write(tag, &t->pub.v, ts, q, store->on_write_ud);
@@ -679,6 +705,7 @@ int dp_store_watch(dp_store_t *store, dp_sub_t *sub, int tag, double deadband)
     for (uint32_t i = 0; i < t->nwatches; i++) {
         if (t->watches[i].sub == sub) {
             t->watches[i].deadband = deadband;
+            t->seen = false;
             return DP_OK;
         }
     }
@@ -706,6 +733,7 @@ int dp_store_watch(dp_store_t *store, dp_sub_t *sub, int tag, double deadband)
         w.has_last = true;
     }
     t->watches[t->nwatches++] = w;
+    t->seen = false;
     if (sub->nwatched == sub->watched_cap) {
         sub->watched_cap = sub->watched_cap ? sub->watched_cap * 2 : 8;
         sub->watched = dp_xrealloc(sub->watched, sub->watched_cap * sizeof(int));

@@ -425,6 +425,66 @@ Test(store, deadband_and_quality_triggers)
     assert_no_leaks();
 }
 
+/* A sample that repeats the current value and quality skips the watches
+ * (store.c, `seen`): it must be exactly as if they had been asked. */
+Test(store, repeated_samples_notify_as_if_each_watch_were_asked)
+{
+    dp_store_t *s = dp_store_new();
+    int x = add(s, "t.x", 0);
+    log_t l0 = {0}, l1 = {0}, l2 = {0};
+    dp_sub_t *s0 = dp_store_sub_new(s, log_cb, &l0);
+    dp_sub_t *s1 = dp_store_sub_new(s, log_cb, &l1);
+    dp_sub_t *s2 = dp_store_sub_new(s, log_cb, &l2);
+    cr_assert_eq(dp_store_watch(s, s0, x, 0.0), DP_OK);
+    cr_assert_eq(dp_store_watch(s, s1, x, 1.0), DP_OK);
+
+    write_num(s, x, 10.0, 1, DP_Q_GOOD); /* both */
+    write_num(s, x, 10.0, 2, DP_Q_GOOD); /* a repeat: neither */
+    write_num(s, x, 10.5, 3, DP_Q_GOOD); /* s0 only (s1 holds 10) */
+    write_num(s, x, 10.5, 4, DP_Q_GOOD); /* neither */
+    /* A smaller deadband: the held-back 10.5 now passes s1 on its repeat. */
+    cr_assert_eq(dp_store_watch(s, s1, x, 0.25), DP_OK);
+    write_num(s, x, 10.5, 5, DP_Q_GOOD);                       /* s1 only */
+    cr_assert_eq(dp_store_set_quality(s, x, DP_Q_BAD), DP_OK); /* both (ts 5) */
+    write_num(s, x, 10.5, 6, DP_Q_BAD);                        /* neither */
+    write_num(s, x, 10.5, 7, DP_Q_GOOD);                       /* both: quality */
+    /* A watcher added now starts from the current value. */
+    cr_assert_eq(dp_store_watch(s, s2, x, 0.0), DP_OK);
+    write_num(s, x, 10.5, 8, DP_Q_GOOD);  /* nobody */
+    write_num(s, x, NAN, 9, DP_Q_GOOD);   /* all three */
+    write_num(s, x, NAN, 10, DP_Q_GOOD);  /* nobody */
+    write_str(s, x, "on", 11, DP_Q_GOOD); /* all three */
+    char on[] = "on";
+    write_str(s, x, on, 12, DP_Q_GOOD); /* nobody */
+    /* Unwatching keeps the others' answers. */
+    dp_store_unwatch_all(s, s0);
+    write_str(s, x, "on", 13, DP_Q_GOOD);  /* nobody */
+    write_str(s, x, "off", 14, DP_Q_GOOD); /* s1 and s2 */
+    dp_store_flush(s, 1);
+
+    dp_time_t want0[] = {1, 3, 5, 7, 9, 11};
+    dp_time_t want1[] = {1, 5, 5, 7, 9, 11, 14};
+    dp_time_t want2[] = {9, 11, 14};
+    const struct {
+        log_t *log;
+        const dp_time_t *ts;
+        size_t n;
+    } subs[] = {{&l0, want0, 6}, {&l1, want1, 7}, {&l2, want2, 3}};
+    for (size_t k = 0; k < 3; k++) {
+        cr_assert_eq(subs[k].log->n, subs[k].n, "subscriber %zu got %zu changes", k,
+                     subs[k].log->n);
+        for (size_t i = 0; i < subs[k].n; i++)
+            cr_assert_eq(subs[k].log->recs[i].ts, subs[k].ts[i],
+                         "subscriber %zu change %zu has ts %lld", k, i,
+                         (long long)subs[k].log->recs[i].ts);
+    }
+    dp_store_free(s);
+    log_reset(&l0);
+    log_reset(&l1);
+    log_reset(&l2);
+    assert_no_leaks();
+}
+
 Test(store, one_flush_one_batch_in_write_order)
 {
     dp_store_t *s = dp_store_new();
