@@ -507,8 +507,7 @@ static void sub_enqueue(dp_store_t *store, dp_sub_t *sub, int tag, const dp_valu
     }
 }
 
-/* Whether a and b are the same value (NaN is NaN). */
-static bool value_same(const dp_value_t *a, const dp_value_t *b)
+bool dp_value_same(const dp_value_t *a, const dp_value_t *b)
 {
     if (a->type != b->type)
         return false;
@@ -551,7 +550,7 @@ int dp_store_write(dp_store_t *store, int tag, const dp_value_t *v, dp_time_t ts
     if (t == NULL || v == NULL || quality < DP_Q_GOOD || quality > DP_Q_BAD || !valid_value(v))
         return DP_EINVAL;
     uint8_t q = (uint8_t)quality;
-    bool repeat = t->seen && q == t->pub.quality && value_same(v, &t->pub.v);
+    bool repeat = t->seen && q == t->pub.quality && dp_value_same(v, &t->pub.v);
     if (v->type == DP_STR || t->pub.v.type == DP_STR) {
         /* Copy before freeing: v may be the tag's own current value. */
         dp_value_t copy = value_copy(v);

@@ -50,6 +50,10 @@ static inline dp_value_t dp_str(const char *s)
     return v;
 }
 
+/* Whether a and b are the same value: same type and equal, a NaN the same as
+ * a NaN, strings by content. */
+bool dp_value_same(const dp_value_t *a, const dp_value_t *b);
+
 const char *dp_quality_name(int quality); /* "good", "uncertain", "bad" */
 int dp_quality_parse(const char *s);      /* DP_Q_* or DP_EINVAL */
 

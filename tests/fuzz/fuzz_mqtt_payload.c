@@ -23,22 +23,6 @@ static void fail(const char *what)
     abort();
 }
 
-static bool same(const dp_value_t *a, const dp_value_t *b)
-{
-    if (a->type != b->type)
-        return false;
-    switch (a->type) {
-    case DP_NUM:
-        return a->u.n == b->u.n || (isnan(a->u.n) && isnan(b->u.n));
-    case DP_BOOL:
-        return a->u.b == b->u.b;
-    case DP_STR:
-        return strcmp(a->u.s, b->u.s) == 0;
-    default:
-        return true;
-    }
-}
-
 typedef struct {
     const dp_mqtt_sample_t *want;
     int n;
@@ -48,7 +32,7 @@ static void check_again(const dp_mqtt_sample_t *s, void *ud)
 {
     check_t *c = ud;
     c->n++;
-    if (!same(&s->v, &c->want->v) || s->ts != c->want->ts || s->seq != c->want->seq ||
+    if (!dp_value_same(&s->v, &c->want->v) || s->ts != c->want->ts || s->seq != c->want->seq ||
         s->quality != c->want->quality)
         fail("a re-encoded sample decodes differently");
 }
