@@ -12,11 +12,12 @@
 #define DP_LPATTERN_H
 
 #include <lua.h>
+#include <stdint.h>
 
 #define DP_LPATTERN_STEP 4096
 
 /* Charges `steps` of work; may raise a Lua error (which unwinds the match). */
-typedef void (*dp_lpattern_charge_cb)(lua_State *L, unsigned steps);
+typedef void (*dp_lpattern_charge_cb)(lua_State *L, uint64_t steps);
 
 /* Sets find, match, gmatch and gsub in the table at `idx` (the string
  * library). `charge` may be NULL (nothing is charged). */

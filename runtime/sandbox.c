@@ -159,15 +159,17 @@ static void sb_hook(lua_State *L, lua_Debug *ar)
     budget_fault(L, sb);
 }
 
-/* Charges the steps of a pattern match (see lpattern.h), which no count hook
- * sees, to the current entry: from the start of the call, one step as one
- * instruction. */
-static void sb_charge(lua_State *L, unsigned steps)
+/* Charges `steps` of library work done in C, which no count hook sees (the
+ * steps of a pattern match, see lpattern.h; the iterations of the loops
+ * below), to the current entry from the start of the call, one step as one
+ * instruction. A count over what is left of the budget is the fault at once. */
+static void sb_charge(lua_State *L, uint64_t steps)
 {
     dp_sandbox_t *sb = dp_sandbox_of(L);
     if (!sb->in_call)
         return;
-    sb->used += steps;
+    uint64_t left = sb->used < sb->budget ? sb->budget - sb->used : 0;
+    sb->used = steps > left ? sb->budget + 1 : sb->used + steps;
     if (sb->used > sb->budget || sb->aborting)
         budget_fault(L, sb);
 }
@@ -432,23 +434,9 @@ static int sb_load(lua_State *L)
  * where no hook runs and, when the loop allocates nothing, no memory cap
  * stops it either: string.rep("", 1e12), table.move over 1e12 absent keys,
  * table.insert into a table whose __len says 1e12 run for hours. Their work
- * is charged to the budget before the original runs, one step per iteration
- * (n log2 n for a sort); a count over what is left of the budget is the
- * budget fault at once. (The charge reads #t through __len when the table
- * has one, so a __len metamethod runs twice.) */
-
-static void charge_count(lua_State *L, uint64_t steps)
-{
-    dp_sandbox_t *sb = dp_sandbox_of(L);
-    if (!sb->in_call || steps == 0)
-        return;
-    uint64_t left = sb->used < sb->budget ? sb->budget - sb->used : 0;
-    if (steps > left) {
-        sb->used = sb->budget + 1;
-        budget_fault(L, sb);
-    }
-    sb->used += steps;
-}
+ * is charged to the budget (sb_charge) before the original runs, one step
+ * per iteration (n log2 n for a sort). (The charge reads #t through __len when
+ * the table has one, so a __len metamethod runs twice.) */
 
 /* #t when t's length comes from a __len metamethod (else it is bounded by
  * the table's memory), 0 otherwise. */
@@ -468,7 +456,7 @@ static int sb_rep(lua_State *L)
     lua_Integer n = luaL_checkinteger(L, 2);
     luaL_optlstring(L, 3, "", &lsep);
     if (n > 0 && ls + lsep == 0)
-        charge_count(L, (uint64_t)n / 4); /* an iteration copies nothing */
+        sb_charge(L, (uint64_t)n / 4); /* an iteration copies nothing */
     return call_original(L);
 }
 
@@ -477,7 +465,7 @@ static int sb_move(lua_State *L)
     lua_Integer f = luaL_checkinteger(L, 2), e = luaL_checkinteger(L, 3);
     /* A span move refuses itself ("too many elements to move") is not charged. */
     if (e >= f && (f > 0 || e < LUA_MAXINTEGER + f))
-        charge_count(L, (uint64_t)((lua_Unsigned)e - (lua_Unsigned)f) + 1);
+        sb_charge(L, (uint64_t)((lua_Unsigned)e - (lua_Unsigned)f) + 1);
     return call_original(L);
 }
 
@@ -486,7 +474,7 @@ static int sb_shift(lua_State *L)
 {
     lua_Integer n = meta_len(L, 1);
     if (n > 0)
-        charge_count(L, (uint64_t)n);
+        sb_charge(L, (uint64_t)n);
     return call_original(L);
 }
 
@@ -497,7 +485,7 @@ static int sb_sort(lua_State *L)
         uint64_t log2n = 0;
         while ((UINT64_C(1) << log2n) < (uint64_t)n && log2n < 63)
             log2n++;
-        charge_count(L, (uint64_t)n > UINT64_MAX / log2n ? UINT64_MAX : (uint64_t)n * log2n);
+        sb_charge(L, (uint64_t)n > UINT64_MAX / log2n ? UINT64_MAX : (uint64_t)n * log2n);
     }
     return call_original(L);
 }

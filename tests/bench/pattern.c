@@ -15,7 +15,7 @@
 
 #define ROUNDS 5
 
-static void charge(lua_State *L, unsigned steps)
+static void charge(lua_State *L, uint64_t steps)
 {
     (void)L;
     (void)steps;

@@ -22,9 +22,9 @@
 #define STEPS 2000000u
 
 static lua_State *L;
-static unsigned charged;
+static uint64_t charged;
 
-static void charge(lua_State *L1, unsigned steps)
+static void charge(lua_State *L1, uint64_t steps)
 {
     charged += steps;
     if (charged > STEPS)

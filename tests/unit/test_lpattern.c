@@ -11,9 +11,9 @@
 
 #include "runtime/lpattern.h"
 
-static unsigned charged;
+static uint64_t charged;
 
-static void count_charge(lua_State *L, unsigned steps)
+static void count_charge(lua_State *L, uint64_t steps)
 {
     (void)L;
     charged += steps;
@@ -162,7 +162,7 @@ Test(lpattern, agrees_on_chosen_cases)
 
 /* An error from the charge callback unwinds the match: the sandbox stops a
  * backtracking pattern this way. */
-static void stop_after_a_million(lua_State *L, unsigned steps)
+static void stop_after_a_million(lua_State *L, uint64_t steps)
 {
     charged += steps;
     if (charged > 1000000)
