@@ -708,6 +708,14 @@ static int write_round(dp_journal_t *j, batch_t *list, uint64_t *last, bool *did
     return rc;
 }
 
+/* CLOCK_MONOTONIC in ns: the clock cond_work's timed waits use. */
+static uint64_t mono_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
 static uint64_t batches_bytes(const batch_t *b)
 {
     uint64_t n = 0;
@@ -744,27 +752,21 @@ static void *writer_main(void *arg)
      * follows a rotation, left for the next round, and after a failed round
      * that round and all behind it, tried again at retry_at. */
     batch_t *kept = NULL;
-    uint64_t retry_at = 0; /* uv_hrtime() of the next attempt; 0: not failing */
+    uint64_t retry_at = 0; /* mono_ns() of the next attempt; 0: not failing */
     uint64_t gap_end = 0;  /* the last seq dropped at the cap */
     pthread_mutex_lock(&j->mu);
     for (;;) {
         while (!j->stop) {
             if (retry_at == 0 && (j->head != NULL || kept != NULL))
                 break;
-            if (retry_at != 0 && uv_hrtime() >= retry_at)
+            if (retry_at != 0 && mono_ns() >= retry_at)
                 break;
             if (retry_at == 0) {
                 pthread_cond_wait(&j->cond_work, &j->mu);
             } else {
-                struct timespec ts;
-                clock_gettime(CLOCK_REALTIME, &ts);
-                ts.tv_sec += RETRY_MS / 1000;
-                ts.tv_nsec += (long)(RETRY_MS % 1000) * 1000000L;
-                if (ts.tv_nsec >= 1000000000L) {
-                    ts.tv_sec++;
-                    ts.tv_nsec -= 1000000000L;
-                }
-                pthread_cond_timedwait(&j->cond_work, &j->mu, &ts);
+                struct timespec until = {.tv_sec = (time_t)(retry_at / 1000000000u),
+                                         .tv_nsec = (long)(retry_at % 1000000000u)};
+                pthread_cond_timedwait(&j->cond_work, &j->mu, &until);
             }
         }
         if (j->head == NULL && kept == NULL && j->stop)
@@ -811,7 +813,7 @@ static void *writer_main(void *arg)
             }
             if (drop_to != 0)
                 dropped_records = drop_to - drop_from + 1;
-            retry_at = uv_hrtime() + (uint64_t)RETRY_MS * 1000000u;
+            retry_at = mono_ns() + (uint64_t)RETRY_MS * 1000000u;
         }
         uint64_t freed = batches_bytes(list);
         batches_free(list);
@@ -1080,7 +1082,12 @@ dp_journal_t *dp_journal_open(const char *dir, uv_loop_t *loop, const dp_journal
     j->have_segment = false;
 
     pthread_mutex_init(&j->mu, NULL);
-    pthread_cond_init(&j->cond_work, NULL);
+    /* The writer's retry waits until a CLOCK_MONOTONIC deadline. */
+    pthread_condattr_t attr;
+    pthread_condattr_init(&attr);
+    pthread_condattr_setclock(&attr, CLOCK_MONOTONIC);
+    pthread_cond_init(&j->cond_work, &attr);
+    pthread_condattr_destroy(&attr);
     pthread_cond_init(&j->cond_done, NULL);
     if (loop != NULL) {
         uv_timer_init(loop, &j->timer);

@@ -715,6 +715,18 @@ Test(journal, follower_thread_while_writing_and_rotating)
     th_rmdir(dir);
 }
 
+/* Waits up to 10 s for the writer to write again after a failure (it retries
+ * every 2 s); returns the stats then. */
+static dp_journal_stats_t wait_writing(dp_journal_t *j)
+{
+    dp_journal_stats_t st = {.failed = true};
+    for (int i = 0; i < 100 && st.failed; i++) {
+        usleep(100000);
+        dp_journal_get_stats(j, &st);
+    }
+    return st;
+}
+
 /* A full disk (here the file size limit, which fails writes with EFBIG the
  * way ENOSPC would): what is appended is kept and written again once the
  * disk takes it, with nothing lost and no torn stretch left in between. */
@@ -747,10 +759,7 @@ Test(journal, writes_resume_after_the_disk_was_full)
     cr_assert_eq(setrlimit(RLIMIT_FSIZE, &was), 0);
     append_n(j, 601, 100);
     dp_journal_commit(j);
-    for (int i = 0; i < 100 && st.failed; i++) {
-        usleep(100000);
-        dp_journal_get_stats(j, &st);
-    }
+    st = wait_writing(j);
     cr_assert(!st.failed, "still failing after 10 s");
     cr_assert_eq(dp_journal_sync(j), 0);
     cr_assert(th_logged(&logs, "writing again"));
@@ -784,11 +793,7 @@ Test(journal, writes_resume_across_rotations_after_the_disk_was_full)
     }
     cr_assert_eq(dp_journal_sync(j), DP_EIO);
     cr_assert_eq(setrlimit(RLIMIT_FSIZE, &was), 0);
-    dp_journal_stats_t st = {.failed = true};
-    for (int i = 0; i < 100 && st.failed; i++) {
-        usleep(100000);
-        dp_journal_get_stats(j, &st);
-    }
+    dp_journal_stats_t st = wait_writing(j);
     cr_assert(!st.failed, "still failing after 10 s");
     cr_assert(!st.broken);
     cr_assert_eq(dp_journal_sync(j), 0);
