@@ -798,49 +798,45 @@ static void publish_status(mqtt_t *m, bool online)
     dp_plant_t *p = m->dev->host->plant;
     dp_store_t *store = m->dev->host->store;
     dp_jbuf_t b = {0};
-    char topic[512], tmp[128];
+    char topic[512];
     int nt = p ? dp_plant_twin_count(p) : 0;
     for (int i = 0; i < nt; i++) {
         const char *tw = dp_twin_name(dp_plant_twin_at(p, i));
         size_t tl = strlen(tw);
         b.len = 0;
-        dp_jb_raw(&b, online ? "{\"status\":\"online\",\"tags\":[" : "{\"status\":\"offline\"",
-                  online ? 27 : 19);
+        dp_jb_puts(&b, online ? "{\"status\":\"online\",\"tags\":[" : "{\"status\":\"offline\"");
         if (online) {
             bool first = true;
             for (int k = 0; k < dp_store_count(store); k++) {
                 const dp_tag_t *t = dp_store_get(store, k);
                 if (strncmp(t->name, tw, tl) != 0 || t->name[tl] != '.')
                     continue;
-                dp_jb_raw(&b, first ? "{\"name\":" : ",{\"name\":", first ? 8 : 9);
+                dp_jb_puts(&b, first ? "{\"name\":" : ",{\"name\":");
                 first = false;
                 dp_jb_str(&b, t->name + tl + 1);
-                dp_jb_raw(&b, ",\"unit\":", 8);
+                dp_jb_puts(&b, ",\"unit\":");
                 dp_jb_str(&b, t->unit);
-                snprintf(tmp, sizeof tmp, ",\"writable\":%s}",
-                         (t->flags & DP_TAG_WRITABLE) ? "true" : "false");
-                dp_jb_raw(&b, tmp, strlen(tmp));
+                dp_jb_puts(&b, (t->flags & DP_TAG_WRITABLE) ? ",\"writable\":true}"
+                                                            : ",\"writable\":false}");
             }
-            dp_jb_raw(&b, "]", 1);
+            dp_jb_puts(&b, "]");
         }
-        dp_jb_raw(&b, "}", 1);
+        dp_jb_puts(&b, "}");
         snprintf(topic, sizeof topic, "%s/%s/status", m->prefix, tw);
         dp_mqtt_client_publish(m->client, topic, b.p, b.len, 1, true, NULL);
     }
     b.len = 0;
     /* `seq`: the journal's last record; a consumer that kept a higher one
      * knows this plant's journal started over. */
-    snprintf(tmp, sizeof tmp,
-             "{\"status\":\"%s\",\"ts\":%" PRId64 ",\"seq\":%" PRIu64 ",\"twins\":[",
-             online ? "online" : "offline", now(m),
-             m->journal ? dp_journal_last_seq(m->journal) : (uint64_t)0);
-    dp_jb_raw(&b, tmp, strlen(tmp));
+    dp_jb_printf(&b, "{\"status\":\"%s\",\"ts\":%" PRId64 ",\"seq\":%" PRIu64 ",\"twins\":[",
+                 online ? "online" : "offline", now(m),
+                 m->journal ? dp_journal_last_seq(m->journal) : (uint64_t)0);
     for (int i = 0; i < nt; i++) {
         if (i)
-            dp_jb_raw(&b, ",", 1);
+            dp_jb_puts(&b, ",");
         dp_jb_str(&b, dp_twin_name(dp_plant_twin_at(p, i)));
     }
-    dp_jb_raw(&b, "]}", 2);
+    dp_jb_puts(&b, "]}");
     snprintf(topic, sizeof topic, "%s/status", m->prefix);
     dp_mqtt_client_publish(m->client, topic, b.p, b.len, 1, true, NULL);
     dp_jb_free(&b);
@@ -867,20 +863,15 @@ static void send_reply(mqtt_t *m, const char *topic, const void *corr, size_t co
         return;
     }
     dp_jbuf_t b = {0};
-    char tmp[64];
-    dp_jb_raw(&b, "{\"id\":", 6);
-    if (id)
-        dp_jb_str(&b, id);
-    else
-        dp_jb_raw(&b, "null", 4);
-    snprintf(tmp, sizeof tmp, ",\"cmd\":%" PRIu64 ",\"tag\":", cmd);
-    dp_jb_raw(&b, tmp, strlen(tmp));
+    dp_jb_puts(&b, "{\"id\":");
+    dp_jb_str(&b, id); /* NULL: null */
+    dp_jb_printf(&b, ",\"cmd\":%" PRIu64 ",\"tag\":", cmd);
     dp_jb_str(&b, tag ? tag : "");
-    dp_jb_raw(&b, ",\"outcome\":", 11);
+    dp_jb_puts(&b, ",\"outcome\":");
     dp_jb_str(&b, outcome);
-    dp_jb_raw(&b, ",\"reason\":", 10);
+    dp_jb_puts(&b, ",\"reason\":");
     dp_jb_str(&b, reason ? reason : "");
-    dp_jb_raw(&b, "}", 1);
+    dp_jb_puts(&b, "}");
     dp_mqtt_client_publish_reply(m->client, topic, b.p, b.len, corr, corr_len);
     dp_jb_free(&b);
 }

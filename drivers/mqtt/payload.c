@@ -162,10 +162,7 @@ static void encode_item_msgpack(dp_jbuf_t *b, const dp_jrec_t *r, const char *ta
 
 static void encode_item_json(dp_jbuf_t *b, const dp_jrec_t *r, const char *tag)
 {
-    dp_jb_puts(b, "{\"seq\":");
-    dp_jb_printf(b, "%llu", (unsigned long long)r->seq);
-    dp_jb_puts(b, ",\"ts\":");
-    dp_jb_printf(b, "%lld", (long long)r->ts);
+    dp_jb_printf(b, "{\"seq\":%llu,\"ts\":%lld", (unsigned long long)r->seq, (long long)r->ts);
     switch (r->type) {
     case DP_JREC_SAMPLE:
         dp_jb_puts(b, ",\"v\":");
@@ -201,10 +198,7 @@ static void encode_item_json(dp_jbuf_t *b, const dp_jrec_t *r, const char *tag)
         dp_jb_puts(b, ",\"detail\":");
         dp_jb_str(b, r->text ? r->text : "");
         dp_jb_puts(b, ",\"by\":");
-        if (r->twin)
-            dp_jb_str(b, r->twin);
-        else
-            dp_jb_puts(b, "null");
+        dp_jb_str(b, r->twin); /* NULL: null */
         break;
     }
     dp_jb_puts(b, "}");
