@@ -14,7 +14,6 @@
 
 #include <ctype.h>
 #include <lauxlib.h>
-#include <limits.h>
 #include <stdbool.h>
 #include <string.h> /* memmem (the build defines _GNU_SOURCE): a linear-time plain search */
 
@@ -29,7 +28,7 @@ typedef struct {
     const char *p_end;     /* the pattern's end */
     lua_State *L;
     dp_lpattern_charge_cb charge;
-    unsigned steps; /* not yet charged */
+    uint64_t steps; /* not yet charged */
     int depth;      /* attempts left to nest */
     int level;      /* captures opened so far */
     struct {
@@ -45,13 +44,13 @@ typedef struct {
 
 static void charge_now(pm_t *m)
 {
-    unsigned n = m->steps;
+    uint64_t n = m->steps;
     m->steps = 0;
     if (m->charge != NULL && n > 0)
         m->charge(m->L, n);
 }
 
-static inline void step(pm_t *m, unsigned n)
+static inline void step(pm_t *m, uint64_t n)
 {
     m->steps += n;
     if (m->steps >= DP_LPATTERN_STEP)
@@ -216,7 +215,7 @@ static ptrdiff_t run_length(const pm_t *m, const char *s, const char *p, const c
 static const char *match_greedy(pm_t *m, const char *s, const char *p, const char *ep)
 {
     ptrdiff_t n = run_length(m, s, p, ep);
-    step(m, (unsigned)(n < UINT_MAX ? n : UINT_MAX));
+    step(m, (uint64_t)n);
     for (; n >= 0; n--) {
         const char *e = match_here(m, s + n, ep + 1);
         if (e != NULL)
@@ -255,7 +254,7 @@ static const char *match_balance(pm_t *m, const char *s, const char *p)
             depth++;
         }
     }
-    step(m, (unsigned)((s - from) < UINT_MAX ? s - from : UINT_MAX));
+    step(m, (uint64_t)(s - from));
     return s < m->s_end ? s + 1 : NULL;
 }
 
@@ -301,7 +300,7 @@ static const char *match_backref(pm_t *m, const char *s, int digit)
     ptrdiff_t len = m->cap[l].len;
     if (len < 0)
         return NULL;
-    step(m, 1 + (unsigned)(len / 16));
+    step(m, 1 + (uint64_t)len / 16);
     if (m->s_end - s >= len && memcmp(m->cap[l].at, s, (size_t)len) == 0)
         return s + len;
     return NULL;
@@ -316,9 +315,7 @@ static const char *match_here(pm_t *m, const char *s, const char *p)
         luaL_error(m->L, "pattern too complex");
     step(m, 1);
     const char *ep;
-    for (;;) {
-        if (p == m->p_end)
-            break;
+    while (p != m->p_end) {
         switch (*p) {
         case '(':
             if (p + 1 < m->p_end && p[1] == ')')
