@@ -4,10 +4,11 @@
  *
  * The devices are a libmodbus server in this process (one thread, select()
  * over every connection) on 127.0.0.1, each connection a device with its own
- * registers. Every request it answers changes all that device's registers, so every sample passes
- * the rule's zero deadband (the worst case, and the figure the aim is about); a last figure has it
- * change one register in ten per request, as a plant's slower-moving values do, and the rule then
- * sees one sample in ten. Each simulated device is one connection serving 125 holding registers.
+ * 125 holding registers. Every request changes all of that device's
+ * registers, so every sample passes the rule's zero deadband (the worst case,
+ * and the figure the aim is about); a last figure has each request change
+ * one register in ten, as a plant's slower-moving values do, and the rule
+ * then sees one sample in ten.
  *
  * - bare: one thread per device, modbus_read_registers(125) back to back.
  * - doppel, no rule: a plant with one modbus device per connection, 125 u16
