@@ -177,8 +177,18 @@ static double run(const char *dir, int mode)
     return ok ? ns : -1;
 }
 
-int main(void)
+int main(int argc, char **argv)
 {
+    /* `bench_rule MODE` runs that rule alone (its rounds), for profiling. */
+    int only = -1;
+    for (int m = 0; argc > 1 && m < NMODES; m++) {
+        if (strcmp(argv[1], names[m]) == 0)
+            only = m;
+    }
+    if (argc > 2 || (argc == 2 && only < 0)) {
+        fprintf(stderr, "usage: bench_rule [none|empty|values|.value|still]\n");
+        return 2;
+    }
     dp_log_set_level(DP_LOG_WARN);
     char dir[] = "/tmp/doppel-bench-rule-XXXXXX";
     if (mkdtemp(dir) == NULL) {
@@ -193,6 +203,8 @@ int main(void)
     int status = 0;
     for (int r = 0; r < ROUNDS && status == 0; r++) {
         for (int m = 0; m < NMODES; m++) {
+            if (only >= 0 && m != only)
+                continue;
             double ns = run(dir, m);
             if (ns < 0)
                 status = 1;
@@ -208,7 +220,12 @@ int main(void)
     if (status != 0)
         return 1;
     printf("%-8s %14s %16s\n", "rule", "ns/sample", "over none");
-    for (int m = 0; m < NMODES; m++)
-        printf("%-8s %14.1f %16.1f\n", names[m], sum[m] / ROUNDS, (sum[m] - sum[NONE]) / ROUNDS);
+    for (int m = 0; m < NMODES; m++) {
+        if (only < 0)
+            printf("%-8s %14.1f %16.1f\n", names[m], sum[m] / ROUNDS,
+                   (sum[m] - sum[NONE]) / ROUNDS);
+        else if (m == only)
+            printf("%-8s %14.1f\n", names[m], sum[m] / ROUNDS);
+    }
     return 0;
 }

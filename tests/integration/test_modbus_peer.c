@@ -246,6 +246,65 @@ Test(modbus_peer, peer_killed_and_restarted)
     mb_kill(&peer);
 }
 
+/* When each failed connection attempt happened (the device's `errors`
+ * count going up), seen from the loop every 10 ms. */
+typedef struct {
+    uint64_t at_ns[8];
+    int n;
+    double errors;
+} attempts_t;
+
+static double stat_of(mb_run_t *r, int dev, const char *name);
+
+static bool attempts_seen(mb_run_t *r, void *ud)
+{
+    attempts_t *a = ud;
+    double e = stat_of(r, 0, "errors");
+    if (e > a->errors) {
+        /* One tick may see two attempts only if the loop stalled: the
+         * gap between them then reads 0 and fails the test, as it should. */
+        for (; a->errors < e && a->n < (int)DP_ARRAY_LEN(a->at_ns); a->errors++)
+            a->at_ns[a->n++] = uv_hrtime();
+    }
+    return a->n == (int)DP_ARRAY_LEN(a->at_ns);
+}
+
+Test(modbus_peer, reconnect_backs_off_exponentially_up_to_the_maximum)
+{
+    dp_log_set_level(DP_LOG_ERROR);
+    int port = mb_free_port(); /* nobody listens: every connect is refused at once */
+    mb_run_t r;
+    char *plant = dp_xasprintf(
+        "device 'peer' { driver = 'modbus', host = '127.0.0.1', port = %d, timeout = '300ms',\n"
+        "                reconnect_min = '40ms', reconnect_max = '160ms' }\n"
+        "twin 'm' { script = 't.lua', tags = { u = { device = 'peer', address = 0 } } }\n",
+        port);
+    mb_open(&r, plant);
+    free(plant);
+    attempts_t a = {0};
+    mb_run_until(&r, attempts_seen, &a, 20, "8 connection attempts");
+    /* The waits double from reconnect_min and stop at reconnect_max:
+     * 40, 80, 160, 160, ... ms. A loaded machine can only make them
+     * longer, so each is checked from below (less the 10 ms the loop's
+     * view can be late by, on either end), and the capped ones from above
+     * with room for a slow machine: uncapped they would be 320, 640, 1280
+     * and 2560 ms. */
+    static const double want_ms[] = {40, 80, 160, 160, 160, 160, 160};
+    double sum_capped = 0;
+    for (int k = 0; k < 7; k++) {
+        double gap = (double)(a.at_ns[k + 1] - a.at_ns[k]) / 1e6;
+        cr_assert_geq(gap, want_ms[k] - 20, "wait %d before attempt %d: %.1f ms, want %.0f", k + 1,
+                      k + 2, gap, want_ms[k]);
+        if (k >= 3)
+            sum_capped += gap;
+    }
+    cr_assert_lt(sum_capped, 4 * 160 + 1000, "capped waits took %.0f ms in all, want 640",
+                 sum_capped);
+    cr_assert_eq(mb_tag(&r, "m.u")->quality, DP_Q_BAD);
+    cr_assert_str_eq(mb_tag(&r, "m.u")->reason, "disconnected");
+    mb_close(&r);
+}
+
 typedef struct {
     mb_run_t *r;
     uint64_t timeouts;
