@@ -14,6 +14,7 @@
 #include "clock.h"
 #include "fmtnum.h"
 #include "journal.h"
+#include "json.h"
 #include "log.h"
 #include "snapshot.h"
 
@@ -99,77 +100,18 @@ static void on_warn(const char *msg, void *ud)
 
 static void json_str(FILE *out, const char *s, size_t n)
 {
-    fputc('"', out);
-    for (size_t i = 0; i < n; i++) {
-        unsigned char c = (unsigned char)s[i];
-        if (c == '"' || c == '\\')
-            fprintf(out, "\\%c", c);
-        else if (c < 0x20)
-            fprintf(out, "\\u%04x", c);
-        else
-            fputc(c, out);
-    }
-    fputc('"', out);
+    dp_jbuf_t b = {0};
+    dp_jb_strn(&b, s, n);
+    fwrite(b.p, 1, b.len, out);
+    dp_jb_free(&b);
 }
 
-static void json_obj(FILE *out, const msgpack_object *o, int depth)
+static void json_obj(FILE *out, const msgpack_object *o)
 {
-    switch (o->type) {
-    case MSGPACK_OBJECT_NIL:
-        fputs("null", out);
-        break;
-    case MSGPACK_OBJECT_BOOLEAN:
-        fputs(o->via.boolean ? "true" : "false", out);
-        break;
-    case MSGPACK_OBJECT_POSITIVE_INTEGER:
-        fprintf(out, "%" PRIu64, o->via.u64);
-        break;
-    case MSGPACK_OBJECT_NEGATIVE_INTEGER:
-        fprintf(out, "%" PRId64, o->via.i64);
-        break;
-    case MSGPACK_OBJECT_FLOAT32:
-    case MSGPACK_OBJECT_FLOAT64:
-        print_number(out, o->via.f64, true);
-        break;
-    case MSGPACK_OBJECT_STR:
-    case MSGPACK_OBJECT_BIN:
-        json_str(out, o->via.str.ptr, o->via.str.size);
-        break;
-    case MSGPACK_OBJECT_ARRAY:
-        fputc('[', out);
-        for (uint32_t i = 0; i < o->via.array.size; i++) {
-            if (i)
-                fputs(", ", out);
-            json_obj(out, &o->via.array.ptr[i], depth + 1);
-        }
-        fputc(']', out);
-        break;
-    case MSGPACK_OBJECT_MAP:
-        fputc('{', out);
-        for (uint32_t i = 0; i < o->via.map.size; i++) {
-            const msgpack_object_kv *kv = &o->via.map.ptr[i];
-            if (i)
-                fputs(", ", out);
-            if (kv->key.type == MSGPACK_OBJECT_STR) {
-                json_str(out, kv->key.via.str.ptr, kv->key.via.str.size);
-            } else {
-                /* JSON keys are strings: other keys are written as their JSON text. */
-                char *text = NULL;
-                size_t len = 0;
-                FILE *m = open_memstream(&text, &len);
-                json_obj(m, &kv->key, depth + 1);
-                fclose(m);
-                json_str(out, text, len);
-                free(text);
-            }
-            fputs(": ", out);
-            json_obj(out, &kv->val, depth + 1);
-        }
-        fputc('}', out);
-        break;
-    default:
-        fputs("null", out);
-    }
+    dp_jbuf_t b = {0};
+    dp_jb_msgpack(&b, o);
+    fwrite(b.p, 1, b.len, out);
+    dp_jb_free(&b);
 }
 
 static int export_state(const char *data_dir)
@@ -198,7 +140,7 @@ static int export_state(const char *data_dir)
         printf(": ");
         if (msgpack_unpack(s->twins[i].state, s->twins[i].len, &off, &zone, &obj) ==
             MSGPACK_UNPACK_SUCCESS)
-            json_obj(stdout, &obj, 0);
+            json_obj(stdout, &obj);
         else
             printf("null");
         msgpack_zone_destroy(&zone);

@@ -6,6 +6,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <msgpack.h>
+
 #include "fmtnum.h"
 
 static void reserve(dp_jbuf_t *b, size_t extra)
@@ -60,20 +62,64 @@ void dp_jb_printf(dp_jbuf_t *b, const char *fmt, ...)
     b->len += (size_t)n;
 }
 
-void dp_jb_str(dp_jbuf_t *b, const char *s)
+/* The length of the well-formed UTF-8 sequence that starts with the
+ * non-ASCII byte s[0] (of n bytes left), or 0 with *bad set to the length of its maximal ill-formed
+ * prefix: the bytes one U+FFFD stands for (Unicode's "maximal subpart" practice, as browsers and
+ * Python decode). Overlong forms, surrogates and code points above U+10FFFF are ill-formed (RFC
+ * 3629). */
+static size_t utf8_seq(const unsigned char *s, size_t n, size_t *bad)
 {
-    if (s == NULL) {
-        dp_jb_puts(b, "null");
-        return;
+    unsigned char c = s[0];
+    size_t len;
+    unsigned char lo = 0x80, hi = 0xBF; /* what the second byte may be */
+    if (c >= 0xC2 && c <= 0xDF) {
+        len = 2;
+    } else if (c >= 0xE0 && c <= 0xEF) {
+        len = 3;
+        if (c == 0xE0)
+            lo = 0xA0; /* overlong below */
+        else if (c == 0xED)
+            hi = 0x9F; /* surrogates above */
+    } else if (c >= 0xF0 && c <= 0xF4) {
+        len = 4;
+        if (c == 0xF0)
+            lo = 0x90;
+        else if (c == 0xF4)
+            hi = 0x8F; /* above U+10FFFF */
+    } else {
+        *bad = 1;
+        return 0;
     }
-    reserve(b, strlen(s) + 2);
+    for (size_t k = 1; k < len; k++) {
+        if (k >= n || s[k] < (k == 1 ? lo : 0x80) || s[k] > (k == 1 ? hi : 0xBF)) {
+            *bad = k;
+            return 0;
+        }
+    }
+    return len;
+}
+
+void dp_jb_strn(dp_jbuf_t *b, const char *s, size_t n)
+{
+    reserve(b, n + 2);
     dp_jb_raw(b, "\"", 1);
-    const char *run = s;
-    for (const unsigned char *c = (const unsigned char *)s; *c; c++) {
-        if (*c >= 0x20 && *c != '"' && *c != '\\')
+    const unsigned char *u = (const unsigned char *)s;
+    size_t run = 0; /* start of the bytes to copy as they are */
+    for (size_t i = 0; i < n;) {
+        unsigned char c = u[i];
+        size_t bad = 1; /* bytes the escape below stands for */
+        if (c >= 0x80) {
+            size_t len = utf8_seq(u + i, n - i, &bad);
+            if (len > 0) {
+                i += len;
+                continue;
+            }
+        } else if (c >= 0x20 && c != '"' && c != '\\') {
+            i++;
             continue;
-        dp_jb_raw(b, run, (size_t)((const char *)c - run));
-        switch (*c) {
+        }
+        dp_jb_raw(b, s + run, i - run);
+        switch (c) {
         case '"':
             dp_jb_puts(b, "\\\"");
             break;
@@ -90,12 +136,24 @@ void dp_jb_str(dp_jbuf_t *b, const char *s)
             dp_jb_puts(b, "\\t");
             break;
         default:
-            dp_jb_printf(b, "\\u%04x", *c);
+            if (c < 0x20)
+                dp_jb_printf(b, "\\u%04x", c);
+            else
+                dp_jb_puts(b, "\\ufffd"); /* not UTF-8: JSON text must be */
         }
-        run = (const char *)c + 1;
+        i += bad;
+        run = i;
     }
-    dp_jb_puts(b, run);
+    dp_jb_raw(b, s + run, n - run);
     dp_jb_raw(b, "\"", 1);
+}
+
+void dp_jb_str(dp_jbuf_t *b, const char *s)
+{
+    if (s == NULL)
+        dp_jb_puts(b, "null");
+    else
+        dp_jb_strn(b, s, strlen(s));
 }
 
 void dp_jb_num(dp_jbuf_t *b, double v)
@@ -131,6 +189,71 @@ void dp_jb_value(dp_jbuf_t *b, const dp_value_t *v)
     default:
         dp_jb_puts(b, "null");
     }
+}
+
+static void msgpack_depth(dp_jbuf_t *b, const msgpack_object *o, int depth)
+{
+    if (depth > 32) {
+        dp_jb_puts(b, "null");
+        return;
+    }
+    switch (o->type) {
+    case MSGPACK_OBJECT_NIL:
+        dp_jb_puts(b, "null");
+        break;
+    case MSGPACK_OBJECT_BOOLEAN:
+        dp_jb_puts(b, o->via.boolean ? "true" : "false");
+        break;
+    case MSGPACK_OBJECT_POSITIVE_INTEGER:
+        dp_jb_printf(b, "%llu", (unsigned long long)o->via.u64);
+        break;
+    case MSGPACK_OBJECT_NEGATIVE_INTEGER:
+        dp_jb_printf(b, "%lld", (long long)o->via.i64);
+        break;
+    case MSGPACK_OBJECT_FLOAT32:
+    case MSGPACK_OBJECT_FLOAT64:
+        dp_jb_num(b, o->via.f64);
+        break;
+    case MSGPACK_OBJECT_STR:
+    case MSGPACK_OBJECT_BIN:
+        dp_jb_strn(b, o->via.str.ptr, o->via.str.size);
+        break;
+    case MSGPACK_OBJECT_ARRAY:
+        dp_jb_puts(b, "[");
+        for (uint32_t i = 0; i < o->via.array.size; i++) {
+            if (i)
+                dp_jb_puts(b, ",");
+            msgpack_depth(b, &o->via.array.ptr[i], depth + 1);
+        }
+        dp_jb_puts(b, "]");
+        break;
+    case MSGPACK_OBJECT_MAP:
+        dp_jb_puts(b, "{");
+        for (uint32_t i = 0; i < o->via.map.size; i++) {
+            const msgpack_object *k = &o->via.map.ptr[i].key;
+            if (i)
+                dp_jb_puts(b, ",");
+            if (k->type == MSGPACK_OBJECT_STR) {
+                dp_jb_strn(b, k->via.str.ptr, k->via.str.size);
+            } else {
+                dp_jbuf_t kb = {0};
+                msgpack_depth(&kb, k, depth + 1);
+                dp_jb_strn(b, kb.p, kb.len);
+                dp_jb_free(&kb);
+            }
+            dp_jb_puts(b, ":");
+            msgpack_depth(b, &o->via.map.ptr[i].val, depth + 1);
+        }
+        dp_jb_puts(b, "}");
+        break;
+    default:
+        dp_jb_puts(b, "null");
+    }
+}
+
+void dp_jb_msgpack(dp_jbuf_t *b, const struct msgpack_object *o)
+{
+    msgpack_depth(b, o, 0);
 }
 
 /* ---- parser ------------------------------------------------------------ */
@@ -178,6 +301,26 @@ static void put_utf8(dp_jbuf_t *b, unsigned cp)
     dp_jb_raw(b, u, n);
 }
 
+/* Four hex digits at p->i (consumed), or -1. */
+static long hex4(parser_t *p)
+{
+    if (p->len - p->i < 4)
+        return -1;
+    long v = 0;
+    for (int k = 0; k < 4; k++) {
+        char c = p->s[p->i + (size_t)k];
+        int d = c >= '0' && c <= '9'   ? c - '0'
+                : c >= 'a' && c <= 'f' ? c - 'a' + 10
+                : c >= 'A' && c <= 'F' ? c - 'A' + 10
+                                       : -1;
+        if (d < 0)
+            return -1;
+        v = v * 16 + d;
+    }
+    p->i += 4;
+    return v;
+}
+
 static int parse_string(parser_t *p, char **out)
 {
     if (p->i >= p->len || p->s[p->i] != '"')
@@ -195,6 +338,18 @@ static int parse_string(parser_t *p, char **out)
             dp_jb_free(&b);
             return fail(p, "control character in a string");
         }
+        if (c >= 0x80) {
+            size_t at = p->i - 1, bad = 0;
+            size_t len = utf8_seq((const unsigned char *)p->s + at, p->len - at, &bad);
+            if (len == 0) {
+                p->i = at;
+                dp_jb_free(&b);
+                return fail(p, "bytes that are not UTF-8 in a string");
+            }
+            dp_jb_raw(&b, p->s + at, len);
+            p->i = at + len;
+            continue;
+        }
         if (c != '\\') {
             dp_jb_raw(&b, (const char *)&c, 1);
             continue;
@@ -206,16 +361,31 @@ static int parse_string(parser_t *p, char **out)
         const char *k = e != '\0' ? strchr(from, e) : NULL;
         if (k != NULL) {
             dp_jb_raw(&b, &to[k - from], 1);
-        } else if (e == 'u' && p->i + 4 <= p->len) {
-            char hex[5] = {0};
-            memcpy(hex, p->s + p->i, 4);
-            char *end = NULL;
-            unsigned long cp = strtoul(hex, &end, 16);
-            if (end != hex + 4 || cp == 0) {
-                dp_jb_free(&b);
-                return fail(p, "bad \\u escape");
+        } else if (e == 'u') {
+            const char *why = NULL;
+            long cp = hex4(p);
+            if (cp >= 0xD800 && cp <= 0xDBFF) {
+                /* A UTF-16 surrogate pair: one code point above U+FFFF. */
+                long lo = -1;
+                if (p->i + 2 <= p->len && p->s[p->i] == '\\' && p->s[p->i + 1] == 'u') {
+                    p->i += 2;
+                    lo = hex4(p);
+                }
+                if (lo >= 0xDC00 && lo <= 0xDFFF)
+                    cp = 0x10000 + ((cp - 0xD800) << 10) + (lo - 0xDC00);
+                else
+                    why = "\\u escape: a high surrogate without its low one";
+            } else if (cp >= 0xDC00 && cp <= 0xDFFF) {
+                why = "\\u escape: a low surrogate without its high one";
             }
-            p->i += 4;
+            if (cp < 0)
+                why = "bad \\u escape (want 4 hex digits)";
+            else if (cp == 0)
+                why = "\\u0000 is not accepted in a string";
+            if (why != NULL) {
+                dp_jb_free(&b);
+                return fail(p, why);
+            }
             put_utf8(&b, (unsigned)cp);
         } else {
             dp_jb_free(&b);

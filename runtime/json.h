@@ -20,12 +20,21 @@ void dp_jb_puts(dp_jbuf_t *b, const char *s);
 void dp_jb_printf(dp_jbuf_t *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 /* A JSON string with quotes; NULL writes null. */
 void dp_jb_str(dp_jbuf_t *b, const char *s);
+/* The n bytes at s as a JSON string: control characters (NUL too) escaped,
+ * and bytes that are not well-formed UTF-8 written as U+FFFD, since JSON
+ * text must be UTF-8 (a device's string registers may hold anything). */
+void dp_jb_strn(dp_jbuf_t *b, const char *s, size_t n);
 /* A number; NaN and infinities write null. */
 void dp_jb_num(dp_jbuf_t *b, double v);
 /* "key": (with a leading comma unless `first`). */
 void dp_jb_key(dp_jbuf_t *b, const char *key, bool first);
 /* A store value as JSON (null, number, true/false, string). */
 void dp_jb_value(dp_jbuf_t *b, const dp_value_t *v);
+/* A msgpack object as JSON (event payloads, twin state): strings and
+ * binary as strings (through dp_jb_strn), map keys that are not strings as
+ * their JSON text, ext values and what is nested deeper than 32 as null. */
+struct msgpack_object;
+void dp_jb_msgpack(dp_jbuf_t *b, const struct msgpack_object *o);
 
 /* One field of a parsed body. Strings are NUL-terminated copies. */
 typedef struct {

@@ -41,73 +41,6 @@ static int buf_write(void *data, const char *p, size_t n)
 
 /* ---- JSON writing ------------------------------------------------------- */
 
-/* A msgpack object as JSON (event payloads). Binary and ext become strings
- * of their bytes' count; map keys that are not strings are written as text. */
-static void json_msgpack(dp_jbuf_t *b, const msgpack_object *o, int depth)
-{
-    if (depth > 32) {
-        dp_jb_puts(b, "null");
-        return;
-    }
-    switch (o->type) {
-    case MSGPACK_OBJECT_NIL:
-        dp_jb_puts(b, "null");
-        break;
-    case MSGPACK_OBJECT_BOOLEAN:
-        dp_jb_puts(b, o->via.boolean ? "true" : "false");
-        break;
-    case MSGPACK_OBJECT_POSITIVE_INTEGER:
-        dp_jb_printf(b, "%llu", (unsigned long long)o->via.u64);
-        break;
-    case MSGPACK_OBJECT_NEGATIVE_INTEGER:
-        dp_jb_printf(b, "%lld", (long long)o->via.i64);
-        break;
-    case MSGPACK_OBJECT_FLOAT32:
-    case MSGPACK_OBJECT_FLOAT64:
-        dp_jb_num(b, o->via.f64);
-        break;
-    case MSGPACK_OBJECT_STR:
-    case MSGPACK_OBJECT_BIN: {
-        char *s = strndup(o->via.str.ptr, o->via.str.size);
-        dp_jb_str(b, s);
-        free(s);
-        break;
-    }
-    case MSGPACK_OBJECT_ARRAY:
-        dp_jb_puts(b, "[");
-        for (uint32_t i = 0; i < o->via.array.size; i++) {
-            if (i)
-                dp_jb_puts(b, ",");
-            json_msgpack(b, &o->via.array.ptr[i], depth + 1);
-        }
-        dp_jb_puts(b, "]");
-        break;
-    case MSGPACK_OBJECT_MAP:
-        dp_jb_puts(b, "{");
-        for (uint32_t i = 0; i < o->via.map.size; i++) {
-            const msgpack_object *k = &o->via.map.ptr[i].key;
-            if (i)
-                dp_jb_puts(b, ",");
-            if (k->type == MSGPACK_OBJECT_STR) {
-                char *s = strndup(k->via.str.ptr, k->via.str.size);
-                dp_jb_str(b, s);
-                free(s);
-            } else {
-                dp_jbuf_t kb = {0};
-                json_msgpack(&kb, k, depth + 1); /* NUL-terminated */
-                dp_jb_str(b, kb.p);
-                dp_jb_free(&kb);
-            }
-            dp_jb_puts(b, ":");
-            json_msgpack(b, &o->via.map.ptr[i].val, depth + 1);
-        }
-        dp_jb_puts(b, "}");
-        break;
-    default:
-        dp_jb_puts(b, "null");
-    }
-}
-
 /* ---- Items ------------------------------------------------------------- */
 
 /* lmsgpack's packer, with whole numbers as integers (shorter north
@@ -180,7 +113,7 @@ static void encode_item_json(dp_jbuf_t *b, const dp_jrec_t *r, const char *tag)
             msgpack_unpacked u;
             msgpack_unpacked_init(&u);
             if (msgpack_unpack_next(&u, r->payload, r->payload_len, NULL) == MSGPACK_UNPACK_SUCCESS)
-                json_msgpack(b, &u.data, 0);
+                dp_jb_msgpack(b, &u.data);
             else
                 dp_jb_puts(b, "null");
             msgpack_unpacked_destroy(&u);

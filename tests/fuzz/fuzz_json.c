@@ -1,9 +1,12 @@
-/* libFuzzer target for the HTTP API's request-body parser
- * (runtime/json.c).
+/* libFuzzer target for the JSON writer and the HTTP API's request-body
+ * parser (runtime/json.c).
  *
  * Any input must be either refused with a message or accepted; an accepted
  * object, written back with the JSON writer, must parse again to the same
- * fields (same keys, types and values, in order).
+ * fields (same keys, types and values, in order). And the input's bytes up
+ * to a NUL (which the parser refuses, as \u0000) as a string, whatever they
+ * are, must be written as JSON the parser takes: back unchanged when they
+ * were UTF-8.
  *
  * Built by `make build-fuzz` (DP_FUZZ=ON) with runtime/json.c and
  * runtime/common.c; run by `make test-fuzz` from tests/fuzz/corpus/fuzz_json. */
@@ -37,8 +40,34 @@ static bool same(const dp_value_t *a, const dp_value_t *b)
     }
 }
 
+/* The input as a string value: always valid JSON, and the same bytes back
+ * unless some had to be written as U+FFFD (not UTF-8). */
+static void string_round_trip(const uint8_t *data, size_t size)
+{
+    const uint8_t *nul = memchr(data, 0, size);
+    if (nul != NULL)
+        size = (size_t)(nul - data);
+    dp_jbuf_t b = {0};
+    dp_jb_puts(&b, "{\"s\":");
+    dp_jb_strn(&b, (const char *)data, size);
+    dp_jb_puts(&b, "}");
+    dp_jobj_t o;
+    char *err = NULL;
+    if (dp_json_parse_object(b.p, b.len, &o, &err) < 0)
+        fail(err);
+    const dp_value_t *v = dp_jobj_get(&o, "s");
+    if (v == NULL || v->type != DP_STR)
+        fail("the string did not come back");
+    bool changed = strlen(v->u.s) != size || memcmp(v->u.s, data, size) != 0;
+    if (changed && strstr(v->u.s, "\xef\xbf\xbd") == NULL) /* U+FFFD */
+        fail("a string of UTF-8 changed on the round trip");
+    dp_jobj_free(&o);
+    dp_jb_free(&b);
+}
+
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
+    string_round_trip(data, size);
     dp_jobj_t o;
     char *err = NULL;
     if (dp_json_parse_object((const char *)data, size, &o, &err) < 0) {

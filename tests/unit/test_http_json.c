@@ -5,6 +5,7 @@
 #include <arpa/inet.h>
 #include <criterion/criterion.h>
 #include <math.h>
+#include <msgpack.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -65,6 +66,91 @@ Test(http_json, parses_flat_objects)
     dp_jobj_free(&o);
 }
 
+Test(http_json, writes_utf8_only)
+{
+    static const struct {
+        const char *in;
+        size_t n;
+        const char *out;
+    } cases[] = {
+        {"caf\xc3\xa9 \xe2\x82\xac \xf0\x9f\x98\x80", 14,
+         "\"caf\xc3\xa9 \xe2\x82\xac \xf0\x9f\x98\x80\""},
+        {"a\0b", 3, "\"a\\u0000b\""},
+        {"\xff", 1, "\"\\ufffd\""},
+        {"x\xe2\x82", 3, "\"x\\ufffd\""}, /* cut short: one U+FFFD */
+        {"\xe2\x82"
+         "A",
+         3, "\"\\ufffdA\""},
+        {"\xc0\x80", 2, "\"\\ufffd\\ufffd\""},            /* overlong: each byte */
+        {"\xed\xa0\x80", 3, "\"\\ufffd\\ufffd\\ufffd\""}, /* surrogate */
+        {"\xf4\x90\x80\x80", 4, "\"\\ufffd\\ufffd\\ufffd\\ufffd\""},
+        {"\xf0\x9f\x98\"", 4, "\"\\ufffd\\\"\""},
+        {"\x80\xbf", 2, "\"\\ufffd\\ufffd\""},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        dp_jbuf_t b = {0};
+        dp_jb_strn(&b, cases[i].in, cases[i].n);
+        cr_assert_str_eq(b.p, cases[i].out, "case %zu", i);
+        dp_jb_free(&b);
+    }
+    /* What the writer writes, the parser takes back. */
+    dp_jbuf_t b = {0};
+    dp_jb_puts(&b, "{");
+    dp_jb_key(&b, "k", true);
+    dp_jb_strn(&b, "\xff\xc3\xa9\xf0\x9f\x98\x80\x01", 8);
+    dp_jb_puts(&b, "}");
+    dp_jobj_t o;
+    cr_assert_eq(dp_json_parse_object(b.p, b.len, &o, NULL), 0, "%s", b.p);
+    cr_assert_str_eq(dp_jobj_get(&o, "k")->u.s, "\xef\xbf\xbd\xc3\xa9\xf0\x9f\x98\x80\x01");
+    dp_jobj_free(&o);
+    dp_jb_free(&b);
+}
+
+Test(http_json, parses_escapes_to_utf8)
+{
+    const char *body = "{\"a\":\"\\u00e9\\u20AC\\ud83d\\ude00\\/\",\"b\":\"\xc3\xa9\"}";
+    dp_jobj_t o;
+    char *err = NULL;
+    cr_assert_eq(dp_json_parse_object(body, strlen(body), &o, &err), 0, "%s", err);
+    cr_assert_str_eq(dp_jobj_get(&o, "a")->u.s, "\xc3\xa9\xe2\x82\xac\xf0\x9f\x98\x80/");
+    cr_assert_str_eq(dp_jobj_get(&o, "b")->u.s, "\xc3\xa9");
+    dp_jobj_free(&o);
+    const char *bad = "{\"a\":\"ok\xff\"}";
+    cr_assert_eq(dp_json_parse_object(bad, strlen(bad), &o, &err), DP_EINVAL);
+    cr_assert_str_eq(err, "malformed JSON at byte 8: bytes that are not UTF-8 in a string");
+    free(err);
+}
+
+Test(http_json, msgpack_as_json)
+{
+    msgpack_sbuffer sb;
+    msgpack_sbuffer_init(&sb);
+    msgpack_packer pk;
+    msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
+    msgpack_pack_map(&pk, 4);
+    msgpack_pack_str_with_body(&pk, "a\0b", 3); /* a key with a NUL in it */
+    msgpack_pack_array(&pk, 3);
+    msgpack_pack_int(&pk, -3);
+    msgpack_pack_uint64(&pk, UINT64_MAX);
+    msgpack_pack_double(&pk, 0.0 / 0.0);
+    msgpack_pack_int(&pk, 7); /* a key that is not a string */
+    msgpack_pack_bin_with_body(&pk, "\x01\xff", 2);
+    msgpack_pack_str_with_body(&pk, "t", 1);
+    msgpack_pack_true(&pk);
+    msgpack_pack_str_with_body(&pk, "n", 1);
+    msgpack_pack_nil(&pk);
+    msgpack_unpacked u;
+    msgpack_unpacked_init(&u);
+    cr_assert_eq(msgpack_unpack_next(&u, sb.data, sb.size, NULL), MSGPACK_UNPACK_SUCCESS);
+    dp_jbuf_t b = {0};
+    dp_jb_msgpack(&b, &u.data);
+    cr_assert_str_eq(b.p, "{\"a\\u0000b\":[-3,18446744073709551615,null],\"7\":\"\\u0001\\ufffd\","
+                          "\"t\":true,\"n\":null}");
+    dp_jb_free(&b);
+    msgpack_unpacked_destroy(&u);
+    msgpack_sbuffer_destroy(&sb);
+}
+
 Test(http_json, refuses_malformed_bodies_naming_the_byte)
 {
     static const char *const bad[] = {
@@ -85,6 +171,19 @@ Test(http_json, refuses_malformed_bodies_naming_the_byte)
         "{\"a\":\"\\u0000\"}",
         "{\"a\":-}",
         "{\"a\":\"open",
+        "{\"a\":\"\xff\"}",             /* not UTF-8 */
+        "{\"a\":\"\xc3\"}",             /* a sequence cut short */
+        "{\"\xc0\x80\":1}",             /* overlong NUL, in a key */
+        "{\"a\":\"\xed\xa0\x80\"}",     /* a surrogate in UTF-8 */
+        "{\"a\":\"\xf4\x90\x80\x80\"}", /* above U+10FFFF */
+        "{\"a\":\"\\u-001\"}",          /* strtoul would take these */
+        "{\"a\":\"\\u+fff\"}",
+        "{\"a\":\"\\u 12a\"}",
+        "{\"a\":\"\\u12\"}",
+        "{\"a\":\"\\ud83d\"}", /* a high surrogate alone */
+        "{\"a\":\"\\ud83dx\"}",
+        "{\"a\":\"\\ud83d\\u0041\"}", /* ... or with no low one after it */
+        "{\"a\":\"\\ude00\"}",        /* a low surrogate alone */
     };
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
         dp_jobj_t o;
