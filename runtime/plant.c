@@ -744,11 +744,14 @@ static int check_commands(dp_plant_t *p, char **err)
             if (strcmp(*c, "*") == 0)
                 continue;
             if (n >= 2 && strcmp(*c + n - 2, ".*") == 0) {
-                char twin[256];
-                snprintf(twin, sizeof twin, "%.*s", (int)(n - 2), *c);
-                if (dp_plant_twin(p, twin) == NULL)
-                    return dp_fail(err, DP_EINVAL, "twin %s: commands: \"%s\": no twin %s", name,
-                                   *c, twin);
+                char *twin = dp_xasprintf("%.*s", (int)(n - 2), *c);
+                int rc = dp_plant_twin(p, twin) != NULL
+                             ? 0
+                             : dp_fail(err, DP_EINVAL, "twin %s: commands: \"%s\": no twin %s",
+                                       name, *c, twin);
+                free(twin);
+                if (rc < 0)
+                    return rc;
                 continue;
             }
             int id = dp_store_find(p->store, *c);

@@ -377,6 +377,16 @@ Test(twin_write, a_twin_commands_its_own_tags_and_those_it_is_given)
         free(err);
     }
     dp_plant_free(p);
+    /* "twin.*" finds a twin whatever the length of its name. */
+    char name[301];
+    memset(name, 'L', 300);
+    name[300] = '\0';
+    char *text = dp_xasprintf("twin 'A' { script = 'idle.lua', commands = '%s.*' }\n"
+                              "twin '%s' { script = 'idle.lua' }\n",
+                              name, name);
+    th_write(dir, "plant.lua", text);
+    free(text);
+    dp_plant_free(th_open(dir));
     th_rmdir(dir);
 }
 
