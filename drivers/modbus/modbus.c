@@ -518,9 +518,15 @@ static modbus_t *new_ctx(mb_dev_t *md)
     return ctx;
 }
 
+/* An exception response: the device answered, and refused. */
+static bool is_exception(int e)
+{
+    return e > MODBUS_ENOBASE && e <= EMBXGTAR;
+}
+
 static const char *error_reason(int e)
 {
-    if (e > MODBUS_ENOBASE && e <= EMBXGTAR)
+    if (is_exception(e))
         return R_EXCEPTION[e - MODBUS_ENOBASE];
     if (e == ETIMEDOUT)
         return R_TIMEOUT;
@@ -588,7 +594,7 @@ static void note_error(mb_dev_t *md, const char *what, int e)
     md->st.errors++;
     if (e == ETIMEDOUT)
         md->st.timeouts++;
-    if (e > MODBUS_ENOBASE && e <= EMBXGTAR)
+    if (is_exception(e))
         md->st.exceptions++;
     snprintf(md->st.last_error, sizeof md->st.last_error, "%s: %s", what, modbus_strerror(e));
     uv_mutex_unlock(&md->mu);
@@ -682,6 +688,24 @@ static int do_write(mb_dev_t *md, modbus_t *ctx, const wjob_t *j, char *why, siz
     return 0;
 }
 
+/* The wait before the next connection attempt after one that failed:
+ * doubled, up to reconnect_max. */
+static uint64_t next_backoff(const dp_mb_client_cfg_t *c, uint64_t backoff)
+{
+    uint64_t max = (uint64_t)c->reconnect_max * 1000;
+    return backoff * 2 > max ? max : backoff * 2;
+}
+
+/* Notes an answer on the current connection: it works, and the next
+ * reconnection starts from reconnect_min again. */
+static void got_answer(const dp_mb_client_cfg_t *c, bool *answered, uint64_t *backoff)
+{
+    if (!*answered) {
+        *answered = true;
+        *backoff = (uint64_t)c->reconnect_min * 1000;
+    }
+}
+
 static void worker(void *arg)
 {
     mb_dev_t *md = arg;
@@ -693,12 +717,22 @@ static void worker(void *arg)
     pthread_setname_np(pthread_self(), tname);
     uint64_t backoff = (uint64_t)c->reconnect_min * 1000;
     bool was_connected = false, warned = false;
+    /* A connection counts as made once a request has been answered on it:
+     * a device whose connection slots are taken accepts and closes at once,
+     * and reconnecting to it must back off as from a refused connect. */
+    bool answered = false, unanswered_close = false;
     uint16_t regs[DP_MB_MAX_READ_BITS];
     uint64_t now = uv_hrtime();
     for (size_t i = 0; i < md->nreq; i++)
         md->reqs[i].due_ns = now;
 
     while (!stopping(md)) {
+        if (ctx == NULL && unanswered_close) {
+            unanswered_close = false;
+            if (wait_until(md, uv_hrtime() + backoff))
+                break;
+            backoff = next_backoff(c, backoff);
+        }
         if (ctx == NULL) {
             ctx = new_ctx(md);
             int e = ctx == NULL ? errno : 0;
@@ -721,9 +755,7 @@ static void worker(void *arg)
                 was_connected = false;
                 if (wait_until(md, uv_hrtime() + backoff))
                     break;
-                backoff = backoff * 2 > (uint64_t)c->reconnect_max * 1000
-                              ? (uint64_t)c->reconnect_max * 1000
-                              : backoff * 2;
+                backoff = next_backoff(c, backoff);
                 continue;
             }
             set_sock(md, modbus_get_socket(ctx));
@@ -733,9 +765,9 @@ static void worker(void *arg)
                 md->st.reconnects++;
             wlog(md, DP_LOG_INFO, "connected to %s", md->target);
             uv_mutex_unlock(&md->mu);
-            backoff = (uint64_t)c->reconnect_min * 1000;
             was_connected = true;
             warned = false;
+            answered = false;
         }
 
         /* Writes first: a command should not wait behind a poll cycle. */
@@ -743,6 +775,8 @@ static void worker(void *arg)
         if (j != NULL) {
             char why[160] = "";
             int e = do_write(md, ctx, j, why, sizeof why);
+            if (e <= 0 || is_exception(e))
+                got_answer(c, &answered, &backoff);
             if (e == 0) {
                 complete(md, j, NULL);
                 continue;
@@ -754,6 +788,7 @@ static void worker(void *arg)
                 if (reason == R_DISCONNECTED || reason == R_BAD_RESPONSE ||
                     (reason == R_TIMEOUT && !md->rtu)) {
                     close_ctx(md, &ctx);
+                    unanswered_close = !answered;
                     mark_all_bad(md, R_DISCONNECTED);
                 } else if (e == ETIMEDOUT) {
                     modbus_flush(ctx);
@@ -785,7 +820,7 @@ static void worker(void *arg)
             double ms = (double)(uv_hrtime() - t0) / 1e6;
             uv_mutex_lock(&md->mu);
             md->st.requests++;
-            if (e == 0 || (e > MODBUS_ENOBASE && e <= EMBXGTAR)) {
+            if (e == 0 || is_exception(e)) {
                 md->st.latency_ms = ms;
                 md->st.latency_sum_ms += ms;
                 md->st.latency_n++;
@@ -798,6 +833,8 @@ static void worker(void *arg)
             /* A late answer would be taken for the next one: drop it. */
             modbus_flush(ctx);
         }
+        if (e == 0 || is_exception(e))
+            got_answer(c, &answered, &backoff);
         uint64_t every = (uint64_t)q->r.every * 1000;
         now = uv_hrtime();
         if (every == 0) {
@@ -834,6 +871,7 @@ static void worker(void *arg)
              * An RTU bus stays open (one silent unit must not take the
              * others down); a TCP peer that stopped answering is dropped. */
             close_ctx(md, &ctx);
+            unanswered_close = !answered;
             if (reason == R_DISCONNECTED) {
                 mark_all_bad(md, R_DISCONNECTED);
                 uv_mutex_lock(&md->mu);

@@ -4,6 +4,7 @@
     mb_peer.py tcp PORT [--delay SECONDS]   pymodbus TCP server on 127.0.0.1:PORT
     mb_peer.py rtu DEVICE                   pymodbus RTU server (units 1 and 2) on a serial port
     mb_peer.py garbage PORT                 answers every request with random bytes
+    mb_peer.py close PORT                   closes every connection as soon as it is made
 
 The TCP and RTU servers hold every data type in every word order, laid out
 as described in LAYOUT below (test_modbus_peer.c mirrors it), written with
@@ -133,11 +134,30 @@ def garbage(port):
         conn.close()
 
 
+def close(port):
+    """Accepts connections and closes each at once, as a device whose
+    connection slots are all taken does. Stops by itself after 60 s."""
+    srv = socket.socket()
+    srv.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    srv.bind(("127.0.0.1", port))
+    srv.listen(8)
+    srv.settimeout(1)
+    end = time.monotonic() + 60
+    while time.monotonic() < end:
+        try:
+            conn, _ = srv.accept()
+        except socket.timeout:
+            continue
+        conn.close()
+
+
 def main():
     mode, where = sys.argv[1], sys.argv[2]
     delay = float(sys.argv[4]) if len(sys.argv) > 4 and sys.argv[3] == "--delay" else 0.0
     if mode == "garbage":
         garbage(int(where))
+    elif mode == "close":
+        close(int(where))
     elif mode == "tcp":
         from pymodbus.server import StartTcpServer
 

@@ -394,6 +394,37 @@ Test(modbus_peer, garbage_bytes)
     mb_kill(&peer);
 }
 
+Test(modbus_peer, a_peer_that_closes_every_connection_is_not_hammered)
+{
+    dp_log_set_level(DP_LOG_ERROR);
+    int port = mb_free_port();
+    char p[16];
+    snprintf(p, sizeof p, "%d", port);
+    pid_t peer = mb_peer("close", p, NULL, NULL, "/dev/null");
+    mb_wait_port(port, peer);
+    mb_run_t r;
+    char *plant = dp_xasprintf(
+        "device 'peer' { driver = 'modbus', host = '127.0.0.1', port = %d, timeout = '300ms',\n"
+        "                reconnect_min = '40ms', reconnect_max = '160ms' }\n"
+        "twin 'm' { script = 't.lua', tags = {\n"
+        "  u = { device = 'peer', address = 0, every = '20ms' } } }\n",
+        port);
+    mb_open(&r, plant);
+    free(plant);
+    mb_run_for(&r, 1.5);
+    /* Every connection is accepted and its first request finds it closed:
+     * that is a failed attempt like a refused connect, and the next one
+     * waits as long (40, 80, 160, 160, ... ms: about 11 in 1.5 s), instead
+     * of reconnecting at once, thousands of times a second. */
+    double errors = stat_of(&r, 0, "errors");
+    cr_assert_geq(errors, 3, "doppel keeps trying");
+    cr_assert_leq(errors, 20, "%.0f failed attempts in 1.5 s", errors);
+    cr_assert_eq(mb_tag(&r, "m.u")->quality, DP_Q_BAD);
+    cr_assert_str_eq(mb_tag(&r, "m.u")->reason, "disconnected");
+    mb_close(&r);
+    mb_kill(&peer);
+}
+
 /* ---- writes ---------------------------------------------------------------- */
 
 typedef struct {
