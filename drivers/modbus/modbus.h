@@ -49,7 +49,8 @@ typedef struct {
     bool fallback_port;
     int64_t unit_id; /* 0: answer every unit id */
     int64_t max_clients;
-    char *origin; /* command origin prefix; default "modbus" */
+    dp_time_t idle_timeout; /* 0: never */
+    char *origin;           /* command origin prefix; default "modbus" */
     struct {
         dp_mb_point_t *items;
         size_t n;

@@ -12,7 +12,10 @@
  *
  * Hostile input: a stream that is not Modbus TCP (bad protocol id or length)
  * closes the connection; a well-framed request that cannot be served gets an
- * exception response. Connections beyond max_clients are closed at once. */
+ * exception response. Connections beyond max_clients are closed at once, and
+ * a connection that sends nothing for idle_timeout is closed, so that the
+ * half-open sockets a master leaves behind (a cable pulled, a master that
+ * restarted without closing) do not keep the slots until the plant stops. */
 #include "modbus.h"
 
 #include <lauxlib.h>
@@ -125,6 +128,13 @@ static const dp_setting_t device_settings[] = {
      .min = 1,
      .max = 1024,
      .doc = "Connections served at once; more are closed on arrival."},
+    {.name = "idle_timeout",
+     .type = DP_SET_DURATION,
+     .offset = SCFG(idle_timeout),
+     .def = "60s",
+     .min = 0,
+     .max = 86400,
+     .doc = "A connection that sends no request for this long is closed (0: never)."},
     {.name = "map",
      .type = DP_SET_CUSTOM,
      .offset = SCFG(map),
@@ -148,13 +158,14 @@ typedef struct srv {
     const dp_mb_server_cfg_t *cfg;
     int *tags; /* per map entry: store handle */
     uv_tcp_t *listener;
+    uv_timer_t *sweep; /* closes idle connections */
     int port;
     conn_t *conns;
     int nconns;
     bool started;
     struct srv *next; /* every server, for dp__mb_server_find() */
     struct {
-        uint64_t connections, requests, exceptions, writes, refused, closed_bad;
+        uint64_t connections, requests, exceptions, writes, refused, closed_bad, closed_idle;
     } st;
 } srv_t;
 
@@ -169,6 +180,7 @@ struct conn {
     bool closing;       /* closed (or closing): freed when pending reaches 0 */
     bool closed;        /* the close callback ran */
     bool paused;        /* reading stopped: the buffer is full */
+    uint64_t last_ms;   /* loop time of the last bytes received (or of the accept) */
     dp_mb_request_t req;
     uint8_t frame[DP_MB_MAX_ADU];
     size_t frame_len;
@@ -503,6 +515,7 @@ static void on_read(uv_stream_t *st, ssize_t n, const uv_buf_t *buf)
         return;
     }
     cn->len += (size_t)n;
+    cn->last_ms = uv_now(st->loop);
     process(cn);
     /* A client that pipelines faster than its writes complete is paused. */
     if (!cn->closing && cn->len == sizeof cn->buf) {
@@ -538,8 +551,25 @@ static void on_connection(uv_stream_t *server, int status)
         conn_close(cn, "too many clients");
         return;
     }
+    cn->last_ms = uv_now(server->loop);
     uv_tcp_nodelay(&cn->tcp, 1);
     uv_read_start((uv_stream_t *)&cn->tcp, on_alloc, on_read);
+}
+
+static void on_sweep(uv_timer_t *t)
+{
+    srv_t *s = t->data;
+    uint64_t now = uv_now(t->loop), idle_ms = (uint64_t)(s->cfg->idle_timeout / DP_US_PER_MS);
+    for (conn_t *cn = s->conns, *next; cn != NULL; cn = next) {
+        next = cn->next;
+        /* A write waiting for its outcome is the server's wait, not the client's. */
+        if (now - cn->last_ms < idle_ms || cn->wb.pending > 0)
+            continue;
+        s->st.closed_idle++;
+        dp_log_info(NULL, "device %s: closing connection from %s: no request for %.3g s",
+                    s->dev->name, cn->peer, (double)(now - cn->last_ms) / 1000);
+        conn_close(cn, NULL);
+    }
 }
 
 /* ---- lifecycle ------------------------------------------------------------------ */
@@ -590,7 +620,7 @@ static int srv_bind(dp_device_t *dev, char **err)
     return 0;
 }
 
-static void on_listener_closed(uv_handle_t *h)
+static void free_on_close(uv_handle_t *h)
 {
     free(h);
 }
@@ -629,7 +659,7 @@ static int srv_start(dp_device_t *dev, char **err)
     if (rc == UV_EADDRINUSE && s->cfg->fallback_port) {
         dp_log_warn(NULL, "device %s: port %d is taken; listening on a free port instead",
                     dev->name, port);
-        uv_close((uv_handle_t *)s->listener, on_listener_closed);
+        uv_close((uv_handle_t *)s->listener, free_on_close);
         s->listener = dp_xcalloc(1, sizeof *s->listener);
         uv_tcp_init(dev->host->loop, s->listener);
         s->listener->data = s;
@@ -642,7 +672,7 @@ static int srv_start(dp_device_t *dev, char **err)
             rc = uv_listen((uv_stream_t *)s->listener, 64, on_connection);
     }
     if (rc < 0) {
-        uv_close((uv_handle_t *)s->listener, on_listener_closed);
+        uv_close((uv_handle_t *)s->listener, free_on_close);
         s->listener = NULL;
         s->started = false;
         return dp_fail(err, rc, "listen: cannot listen on %s: %s", s->cfg->listen, uv_strerror(rc));
@@ -654,6 +684,14 @@ static int srv_start(dp_device_t *dev, char **err)
                                                : ((struct sockaddr_in6 *)&bound)->sin6_port);
     dp_log_info(NULL, "device %s: Modbus TCP server on %s:%d (%zu tags)", dev->name, host, s->port,
                 s->cfg->map.n);
+    if (s->cfg->idle_timeout > 0) {
+        /* Checked twice per timeout: a connection goes between 1 and 1.5 timeouts idle. */
+        uint64_t every = (uint64_t)(s->cfg->idle_timeout / DP_US_PER_MS / 2);
+        s->sweep = dp_xcalloc(1, sizeof *s->sweep);
+        uv_timer_init(dev->host->loop, s->sweep);
+        s->sweep->data = s;
+        uv_timer_start(s->sweep, on_sweep, every ? every : 1, every ? every : 1);
+    }
     if (!dp_is_loopback((const struct sockaddr *)&addr))
         dp_log_warn(NULL,
                     "device %s: Modbus TCP has no authentication or encryption: every host "
@@ -675,8 +713,12 @@ static void srv_stop(dp_device_t *dev)
         cn->srv = NULL;
     }
     if (s->listener != NULL) {
-        uv_close((uv_handle_t *)s->listener, on_listener_closed);
+        uv_close((uv_handle_t *)s->listener, free_on_close);
         s->listener = NULL;
+    }
+    if (s->sweep != NULL) {
+        uv_close((uv_handle_t *)s->sweep, free_on_close);
+        s->sweep = NULL;
     }
     s->port = 0;
 }
@@ -714,6 +756,7 @@ static size_t srv_stats(dp_device_t *dev, dp_stat_t *out, size_t max)
         {"writes", (double)s->st.writes, NULL},
         {"refused", (double)s->st.refused, NULL},
         {"closed_bad", (double)s->st.closed_bad, NULL},
+        {"closed_idle", (double)s->st.closed_idle, NULL},
     };
     size_t n = DP_ARRAY_LEN(st) < max ? DP_ARRAY_LEN(st) : max;
     memcpy(out, st, n * sizeof *out);

@@ -684,3 +684,61 @@ Test(modbus_peer, server_survives_hostile_clients)
     cr_assert_gt(stat_of(&r, 0, "exceptions"), 10);
     mb_close(&r);
 }
+
+static bool closed_idle_2(mb_run_t *r, void *ud)
+{
+    (void)ud;
+    return stat_of(r, 0, "closed_idle") >= 2;
+}
+
+/* Reads holding register 0 on `fd` (transaction `id`); returns its value. */
+static int read_reg0(mb_run_t *r, int fd, uint8_t id)
+{
+    const uint8_t req[] = {0, id, 0, 0, 0, 6, 1, 3, 0, 0, 0, 1};
+    cr_assert_eq(send(fd, req, sizeof req, MSG_NOSIGNAL), (ssize_t)sizeof req);
+    uint8_t in[11];
+    cr_assert_eq(recv_some(r, fd, in, sizeof in), (ssize_t)sizeof in, "no answer");
+    cr_assert_eq(in[1], id);
+    return in[9] << 8 | in[10];
+}
+
+Test(modbus_peer, server_closes_idle_connections_and_frees_their_slots)
+{
+    dp_log_set_level(DP_LOG_OFF);
+    mb_run_t r;
+    mb_open(&r, "device 'hmi' { driver = 'modbus_server', listen = '127.0.0.1:0',\n"
+                "               max_clients = 2, idle_timeout = '500ms',\n"
+                "               map = { { tag = 'm.a', address = 0 } } }\n"
+                "twin 'm' { script = 't.lua', tags = { a = {} } }\n");
+    int port = dp__mb_server_port(dp_plant_device_at(r.plant, 0));
+    dp_value_t v = dp_num(77);
+    dp_store_write(dp_plant_store(r.plant), dp_store_find(dp_plant_store(r.plant), "m.a"), &v, 0,
+                   DP_Q_GOOD);
+    /* Two silent clients take both slots (half-open sockets look like this
+     * to the server); a third is turned away. */
+    int silent[2] = {connect_to(port), connect_to(port)};
+    mb_run_for(&r, 0.05);
+    int third = connect_to(port);
+    uint8_t in[16];
+    cr_assert_eq(recv_some(&r, third, in, sizeof in), 0, "a third client is closed at once");
+    close(third);
+    /* After idle_timeout both are closed and the slots are free again. */
+    mb_run_until(&r, closed_idle_2, NULL, 10, "two idle connections closed");
+    for (int i = 0; i < 2; i++) {
+        cr_assert_eq(recv_some(&r, silent[i], in, sizeof in), 0, "closed");
+        close(silent[i]);
+    }
+    int busy = connect_to(port), quiet = connect_to(port);
+    cr_assert_eq(read_reg0(&r, busy, 1), 77);
+    /* A client that asks every 100 ms is never idle, however long it stays;
+     * the quiet one is closed meanwhile. */
+    for (uint8_t k = 2; k < 14; k++) {
+        mb_run_for(&r, 0.1);
+        cr_assert_eq(read_reg0(&r, busy, k), 77);
+    }
+    cr_assert_eq(stat_of(&r, 0, "closed_idle"), 3, "the quiet one went, the busy one stayed");
+    cr_assert_eq(recv_some(&r, quiet, in, sizeof in), 0);
+    close(quiet);
+    close(busy);
+    mb_close(&r);
+}
