@@ -109,7 +109,7 @@ static void json_str(FILE *out, const char *s, size_t n)
 static void json_obj(FILE *out, const msgpack_object *o)
 {
     dp_jbuf_t b = {0};
-    dp_jb_msgpack(&b, o);
+    dp_jb_msgpack(&b, o, true);
     fwrite(b.p, 1, b.len, out);
     dp_jb_free(&b);
 }

@@ -191,7 +191,7 @@ void dp_jb_value(dp_jbuf_t *b, const dp_value_t *v)
     }
 }
 
-static void msgpack_depth(dp_jbuf_t *b, const msgpack_object *o, int depth)
+static void msgpack_depth(dp_jbuf_t *b, const msgpack_object *o, bool spaced, int depth)
 {
     if (depth > 32) {
         dp_jb_puts(b, "null");
@@ -222,8 +222,8 @@ static void msgpack_depth(dp_jbuf_t *b, const msgpack_object *o, int depth)
         dp_jb_puts(b, "[");
         for (uint32_t i = 0; i < o->via.array.size; i++) {
             if (i)
-                dp_jb_puts(b, ",");
-            msgpack_depth(b, &o->via.array.ptr[i], depth + 1);
+                dp_jb_puts(b, spaced ? ", " : ",");
+            msgpack_depth(b, &o->via.array.ptr[i], spaced, depth + 1);
         }
         dp_jb_puts(b, "]");
         break;
@@ -232,17 +232,17 @@ static void msgpack_depth(dp_jbuf_t *b, const msgpack_object *o, int depth)
         for (uint32_t i = 0; i < o->via.map.size; i++) {
             const msgpack_object *k = &o->via.map.ptr[i].key;
             if (i)
-                dp_jb_puts(b, ",");
+                dp_jb_puts(b, spaced ? ", " : ",");
             if (k->type == MSGPACK_OBJECT_STR) {
                 dp_jb_strn(b, k->via.str.ptr, k->via.str.size);
             } else {
                 dp_jbuf_t kb = {0};
-                msgpack_depth(&kb, k, depth + 1);
+                msgpack_depth(&kb, k, spaced, depth + 1);
                 dp_jb_strn(b, kb.p, kb.len);
                 dp_jb_free(&kb);
             }
-            dp_jb_puts(b, ":");
-            msgpack_depth(b, &o->via.map.ptr[i].val, depth + 1);
+            dp_jb_puts(b, spaced ? ": " : ":");
+            msgpack_depth(b, &o->via.map.ptr[i].val, spaced, depth + 1);
         }
         dp_jb_puts(b, "}");
         break;
@@ -251,9 +251,9 @@ static void msgpack_depth(dp_jbuf_t *b, const msgpack_object *o, int depth)
     }
 }
 
-void dp_jb_msgpack(dp_jbuf_t *b, const struct msgpack_object *o)
+void dp_jb_msgpack(dp_jbuf_t *b, const struct msgpack_object *o, bool spaced)
 {
-    msgpack_depth(b, o, 0);
+    msgpack_depth(b, o, spaced, 0);
 }
 
 /* ---- parser ------------------------------------------------------------ */

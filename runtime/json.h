@@ -32,9 +32,10 @@ void dp_jb_key(dp_jbuf_t *b, const char *key, bool first);
 void dp_jb_value(dp_jbuf_t *b, const dp_value_t *v);
 /* A msgpack object as JSON (event payloads, twin state): strings and
  * binary as strings (through dp_jb_strn), map keys that are not strings as
- * their JSON text, ext values and what is nested deeper than 32 as null. */
+ * their JSON text, ext values and what is nested deeper than 32 as null.
+ * `spaced`: ", " and ": " between items, for people to read. */
 struct msgpack_object;
-void dp_jb_msgpack(dp_jbuf_t *b, const struct msgpack_object *o);
+void dp_jb_msgpack(dp_jbuf_t *b, const struct msgpack_object *o, bool spaced);
 
 /* One field of a parsed body. Strings are NUL-terminated copies. */
 typedef struct {

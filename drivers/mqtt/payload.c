@@ -113,7 +113,7 @@ static void encode_item_json(dp_jbuf_t *b, const dp_jrec_t *r, const char *tag)
             msgpack_unpacked u;
             msgpack_unpacked_init(&u);
             if (msgpack_unpack_next(&u, r->payload, r->payload_len, NULL) == MSGPACK_UNPACK_SUCCESS)
-                dp_jb_msgpack(b, &u.data);
+                dp_jb_msgpack(b, &u.data, false);
             else
                 dp_jb_puts(b, "null");
             msgpack_unpacked_destroy(&u);

@@ -143,9 +143,13 @@ Test(http_json, msgpack_as_json)
     msgpack_unpacked_init(&u);
     cr_assert_eq(msgpack_unpack_next(&u, sb.data, sb.size, NULL), MSGPACK_UNPACK_SUCCESS);
     dp_jbuf_t b = {0};
-    dp_jb_msgpack(&b, &u.data);
+    dp_jb_msgpack(&b, &u.data, false);
     cr_assert_str_eq(b.p, "{\"a\\u0000b\":[-3,18446744073709551615,null],\"7\":\"\\u0001\\ufffd\","
                           "\"t\":true,\"n\":null}");
+    dp_jb_free(&b);
+    dp_jb_msgpack(&b, &u.data, true); /* as doppel export --state writes it */
+    cr_assert_str_eq(b.p, "{\"a\\u0000b\": [-3, 18446744073709551615, null], \"7\": "
+                          "\"\\u0001\\ufffd\", \"t\": true, \"n\": null}");
     dp_jb_free(&b);
     msgpack_unpacked_destroy(&u);
     msgpack_sbuffer_destroy(&sb);
