@@ -696,13 +696,30 @@ static uint64_t next_backoff(const dp_mb_client_cfg_t *c, uint64_t backoff)
     return backoff * 2 > max ? max : backoff * 2;
 }
 
+/* How a worker reconnects. A connection counts as made once a request has
+ * been answered on it: a device whose connection slots are all taken
+ * accepts and closes at once, and reconnecting to it must back off (and
+ * log once) as for a refused connect, not follow the poll rate. */
+typedef struct {
+    uint64_t backoff;       /* the next wait before reconnecting, ns */
+    bool answered;          /* a request was answered on this connection */
+    bool closed_unanswered; /* the last one closed before that: wait first */
+    bool quiet;             /* and that was logged: nothing more until an answer */
+} reconn_t;
+
 /* Notes an answer on the current connection: it works, and the next
  * reconnection starts from reconnect_min again. */
-static void got_answer(const dp_mb_client_cfg_t *c, bool *answered, uint64_t *backoff)
+static void got_answer(mb_dev_t *md, reconn_t *rc)
 {
-    if (!*answered) {
-        *answered = true;
-        *backoff = (uint64_t)c->reconnect_min * 1000;
+    if (rc->answered)
+        return;
+    rc->answered = true;
+    rc->backoff = (uint64_t)md->cfg->reconnect_min * 1000;
+    if (rc->quiet) {
+        uv_mutex_lock(&md->mu);
+        wlog(md, DP_LOG_INFO, "connected to %s, which answers now", md->target);
+        uv_mutex_unlock(&md->mu);
+        rc->quiet = false;
     }
 }
 
@@ -715,23 +732,19 @@ static void worker(void *arg)
     char tname[16];
     snprintf(tname, sizeof tname, "mb:%s", md->dev->name);
     pthread_setname_np(pthread_self(), tname);
-    uint64_t backoff = (uint64_t)c->reconnect_min * 1000;
+    reconn_t rc = {.backoff = (uint64_t)c->reconnect_min * 1000};
     bool was_connected = false, warned = false;
-    /* A connection counts as made once a request has been answered on it:
-     * a device whose connection slots are taken accepts and closes at once,
-     * and reconnecting to it must back off as from a refused connect. */
-    bool answered = false, unanswered_close = false;
     uint16_t regs[DP_MB_MAX_READ_BITS];
     uint64_t now = uv_hrtime();
     for (size_t i = 0; i < md->nreq; i++)
         md->reqs[i].due_ns = now;
 
     while (!stopping(md)) {
-        if (ctx == NULL && unanswered_close) {
-            unanswered_close = false;
-            if (wait_until(md, uv_hrtime() + backoff))
+        if (ctx == NULL && rc.closed_unanswered) {
+            rc.closed_unanswered = false;
+            if (wait_until(md, uv_hrtime() + rc.backoff))
                 break;
-            backoff = next_backoff(c, backoff);
+            rc.backoff = next_backoff(c, rc.backoff);
         }
         if (ctx == NULL) {
             ctx = new_ctx(md);
@@ -753,9 +766,9 @@ static void worker(void *arg)
                 if (was_connected || !md->reqs[0].bad)
                     mark_all_bad(md, R_DISCONNECTED);
                 was_connected = false;
-                if (wait_until(md, uv_hrtime() + backoff))
+                if (wait_until(md, uv_hrtime() + rc.backoff))
                     break;
-                backoff = next_backoff(c, backoff);
+                rc.backoff = next_backoff(c, rc.backoff);
                 continue;
             }
             set_sock(md, modbus_get_socket(ctx));
@@ -763,11 +776,12 @@ static void worker(void *arg)
             md->st.connected = true;
             if (warned || was_connected)
                 md->st.reconnects++;
-            wlog(md, DP_LOG_INFO, "connected to %s", md->target);
+            if (!rc.quiet)
+                wlog(md, DP_LOG_INFO, "connected to %s", md->target);
             uv_mutex_unlock(&md->mu);
             was_connected = true;
             warned = false;
-            answered = false;
+            rc.answered = false;
         }
 
         /* Writes first: a command should not wait behind a poll cycle. */
@@ -776,7 +790,7 @@ static void worker(void *arg)
             char why[160] = "";
             int e = do_write(md, ctx, j, why, sizeof why);
             if (e <= 0 || is_exception(e))
-                got_answer(c, &answered, &backoff);
+                got_answer(md, &rc);
             if (e == 0) {
                 complete(md, j, NULL);
                 continue;
@@ -788,7 +802,7 @@ static void worker(void *arg)
                 if (reason == R_DISCONNECTED || reason == R_BAD_RESPONSE ||
                     (reason == R_TIMEOUT && !md->rtu)) {
                     close_ctx(md, &ctx);
-                    unanswered_close = !answered;
+                    rc.closed_unanswered = !rc.answered;
                     mark_all_bad(md, R_DISCONNECTED);
                 } else if (e == ETIMEDOUT) {
                     modbus_flush(ctx);
@@ -834,7 +848,7 @@ static void worker(void *arg)
             modbus_flush(ctx);
         }
         if (e == 0 || is_exception(e))
-            got_answer(c, &answered, &backoff);
+            got_answer(md, &rc);
         uint64_t every = (uint64_t)q->r.every * 1000;
         now = uv_hrtime();
         if (every == 0) {
@@ -871,11 +885,18 @@ static void worker(void *arg)
              * An RTU bus stays open (one silent unit must not take the
              * others down); a TCP peer that stopped answering is dropped. */
             close_ctx(md, &ctx);
-            unanswered_close = !answered;
+            rc.closed_unanswered = !rc.answered;
             if (reason == R_DISCONNECTED) {
                 mark_all_bad(md, R_DISCONNECTED);
                 uv_mutex_lock(&md->mu);
-                wlog(md, DP_LOG_WARN, "connection to %s lost", md->target);
+                if (rc.answered)
+                    wlog(md, DP_LOG_WARN, "connection to %s lost", md->target);
+                else if (!rc.quiet)
+                    wlog(md, DP_LOG_WARN,
+                         "%s closes the connection before answering (are all its "
+                         "connection slots taken?); retrying, backing off",
+                         md->target);
+                rc.quiet = !rc.answered;
                 uv_mutex_unlock(&md->mu);
             } else {
                 mark_bad(md, q, reason);
