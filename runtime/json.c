@@ -396,6 +396,15 @@ static int parse_string(parser_t *p, char **out)
     return fail(p, "unterminated string");
 }
 
+/* How many decimal digits start at s[i]. */
+static size_t digits(const parser_t *p, size_t i)
+{
+    size_t k = i;
+    while (k < p->len && p->s[k] >= '0' && p->s[k] <= '9')
+        k++;
+    return k - i;
+}
+
 static int parse_scalar(parser_t *p, dp_value_t *v)
 {
     if (p->i >= p->len)
@@ -422,20 +431,34 @@ static int parse_scalar(parser_t *p, dp_value_t *v)
         }
     }
     if (c == '-' || (c >= '0' && c <= '9')) {
-        char num[64];
-        size_t n = 0;
-        while (p->i + n < p->len && n < sizeof num - 1 &&
-               strchr("0123456789+-.eE", p->s[p->i + n]) != NULL && p->s[p->i + n] != '\0') {
-            num[n] = p->s[p->i + n];
-            n++;
+        /* RFC 8259: -?(0|[1-9][0-9]*)(.[0-9]+)?([eE][+-]?[0-9]+)?, and finite. */
+        const char *s = p->s;
+        size_t i = p->i + (c == '-'), d = digits(p, i);
+        if (d == 0 || (d > 1 && s[i] == '0'))
+            return fail(p, "bad number (digits, without leading zeros)");
+        i += d;
+        if (i < p->len && s[i] == '.') {
+            if ((d = digits(p, i + 1)) == 0)
+                return fail(p, "bad number (digits after the decimal point)");
+            i += 1 + d;
         }
+        if (i < p->len && (s[i] == 'e' || s[i] == 'E')) {
+            i += i + 1 < p->len && (s[i + 1] == '+' || s[i + 1] == '-') ? 2 : 1;
+            if ((d = digits(p, i)) == 0)
+                return fail(p, "bad number (digits after the exponent)");
+            i += d;
+        }
+        char num[64];
+        size_t n = i - p->i;
+        if (n >= sizeof num)
+            return fail(p, "number longer than 63 characters");
+        memcpy(num, s + p->i, n);
         num[n] = '\0';
-        char *end = NULL;
-        double d = strtod(num, &end);
-        if (end != num + n || n == 0)
-            return fail(p, "bad number");
-        p->i += n;
-        *v = dp_num(d);
+        double x = strtod(num, NULL);
+        if (!isfinite(x))
+            return fail(p, "number out of range");
+        p->i = i;
+        *v = dp_num(x);
         return 0;
     }
     if (c == '{' || c == '[')

@@ -155,6 +155,24 @@ Test(http_json, msgpack_as_json)
     msgpack_sbuffer_destroy(&sb);
 }
 
+Test(http_json, parses_every_json_number_form)
+{
+    static const struct {
+        const char *text;
+        double want;
+    } nums[] = {{"0", 0},      {"-0", -0.0},   {"7", 7},           {"-12", -12},    {"0.5", 0.5},
+                {"1E+2", 100}, {"2e-3", 2e-3}, {"10.25e1", 102.5}, {"1e308", 1e308}};
+    for (size_t i = 0; i < sizeof nums / sizeof nums[0]; i++) {
+        char body[64];
+        snprintf(body, sizeof body, "{\"n\":%s}", nums[i].text);
+        dp_jobj_t o;
+        char *err = NULL;
+        cr_assert_eq(dp_json_parse_object(body, strlen(body), &o, &err), 0, "%s: %s", body, err);
+        cr_assert_eq(dp_jobj_get(&o, "n")->u.n, nums[i].want, "%s", body);
+        dp_jobj_free(&o);
+    }
+}
+
 Test(http_json, refuses_malformed_bodies_naming_the_byte)
 {
     static const char *const bad[] = {
@@ -188,6 +206,16 @@ Test(http_json, refuses_malformed_bodies_naming_the_byte)
         "{\"a\":\"\\ud83dx\"}",
         "{\"a\":\"\\ud83d\\u0041\"}", /* ... or with no low one after it */
         "{\"a\":\"\\ude00\"}",        /* a low surrogate alone */
+        "{\"a\":+1}",                 /* numbers as RFC 8259 has them */
+        "{\"a\":01}",
+        "{\"a\":-01}",
+        "{\"a\":1.}",
+        "{\"a\":.5}",
+        "{\"a\":1e}",
+        "{\"a\":1e+}",
+        "{\"a\":--1}",
+        "{\"a\":1e999}", /* infinity */
+        "{\"a\":1.0000000000000000000000000000000000000000000000000000000000000001}",
     };
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
         dp_jobj_t o;
