@@ -704,7 +704,7 @@ typedef struct {
     uint64_t backoff;       /* the next wait before reconnecting, ns */
     bool answered;          /* a request was answered on this connection */
     bool closed_unanswered; /* the last one closed before that: wait first */
-    bool quiet;             /* and that was logged: nothing more until an answer */
+    bool quiet;             /* and that was said: no more "connected" until an answer */
 } reconn_t;
 
 /* Notes an answer on the current connection: it works, and the next
@@ -802,7 +802,7 @@ static void worker(void *arg)
                 if (reason == R_DISCONNECTED || reason == R_BAD_RESPONSE ||
                     (reason == R_TIMEOUT && !md->rtu)) {
                     close_ctx(md, &ctx);
-                    rc.closed_unanswered = !rc.answered;
+                    rc.closed_unanswered = rc.quiet = !rc.answered;
                     mark_all_bad(md, R_DISCONNECTED);
                 } else if (e == ETIMEDOUT) {
                     modbus_flush(ctx);
@@ -896,11 +896,11 @@ static void worker(void *arg)
                          "%s closes the connection before answering (are all its "
                          "connection slots taken?); retrying, backing off",
                          md->target);
-                rc.quiet = !rc.answered;
                 uv_mutex_unlock(&md->mu);
             } else {
                 mark_bad(md, q, reason);
             }
+            rc.quiet = !rc.answered; /* the failure is logged: not each retry */
             continue;
         }
         mark_bad(md, q, reason);
