@@ -180,7 +180,7 @@ struct conn {
     bool closing;       /* closed (or closing): freed when pending reaches 0 */
     bool closed;        /* the close callback ran */
     bool paused;        /* reading stopped: the buffer is full */
-    uint64_t last_ms;   /* loop time of the last bytes received (or of the accept) */
+    uint64_t last_ms;   /* loop time of the last whole request (or of the accept) */
     dp_mb_request_t req;
     uint8_t frame[DP_MB_MAX_ADU];
     size_t frame_len;
@@ -489,6 +489,9 @@ static void process(conn_t *cn)
             break;
         memcpy(cn->frame, cn->buf, (size_t)n);
         cn->frame_len = (size_t)n;
+        /* Only whole requests count: a frame trickled in a byte at a time
+         * does not keep a slot. */
+        cn->last_ms = uv_now(cn->tcp.loop);
         memmove(cn->buf, cn->buf + n, cn->len - (size_t)n);
         cn->len -= (size_t)n;
         handle_frame(cn);
@@ -515,7 +518,6 @@ static void on_read(uv_stream_t *st, ssize_t n, const uv_buf_t *buf)
         return;
     }
     cn->len += (size_t)n;
-    cn->last_ms = uv_now(st->loop);
     process(cn);
     /* A client that pipelines faster than its writes complete is paused. */
     if (!cn->closing && cn->len == sizeof cn->buf) {
