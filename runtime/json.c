@@ -63,10 +63,10 @@ void dp_jb_printf(dp_jbuf_t *b, const char *fmt, ...)
 }
 
 /* The length of the well-formed UTF-8 sequence that starts with the
- * non-ASCII byte s[0] (of n bytes left), or 0 with *bad set to the length of its maximal ill-formed
- * prefix: the bytes one U+FFFD stands for (Unicode's "maximal subpart" practice, as browsers and
- * Python decode). Overlong forms, surrogates and code points above U+10FFFF are ill-formed (RFC
- * 3629). */
+ * non-ASCII byte s[0] (n bytes left), or 0 with *bad set to the length of
+ * its maximal ill-formed prefix: the bytes one U+FFFD stands for (Unicode's
+ * "maximal subpart" practice, as browsers and Python decode). Overlong
+ * forms, surrogates and code points above U+10FFFF are ill-formed (RFC 3629). */
 static size_t utf8_seq(const unsigned char *s, size_t n, size_t *bad)
 {
     unsigned char c = s[0];

@@ -723,6 +723,15 @@ static void got_answer(mb_dev_t *md, reconn_t *rc)
     }
 }
 
+/* Drops the connection after a failure. One that closes before the device
+ * answered on it is a failed attempt: the next one waits, and its failure
+ * is not logged again until the device answers. */
+static void drop_ctx(mb_dev_t *md, modbus_t **ctx, reconn_t *rc)
+{
+    close_ctx(md, ctx);
+    rc->closed_unanswered = rc->quiet = !rc->answered;
+}
+
 static void worker(void *arg)
 {
     mb_dev_t *md = arg;
@@ -801,8 +810,7 @@ static void worker(void *arg)
                 note_error(md, "write", e);
                 if (reason == R_DISCONNECTED || reason == R_BAD_RESPONSE ||
                     (reason == R_TIMEOUT && !md->rtu)) {
-                    close_ctx(md, &ctx);
-                    rc.closed_unanswered = rc.quiet = !rc.answered;
+                    drop_ctx(md, &ctx, &rc);
                     mark_all_bad(md, R_DISCONNECTED);
                 } else if (e == ETIMEDOUT) {
                     modbus_flush(ctx);
@@ -884,14 +892,14 @@ static void worker(void *arg)
             /* The stream may be out of step: start over on a new connection.
              * An RTU bus stays open (one silent unit must not take the
              * others down); a TCP peer that stopped answering is dropped. */
-            close_ctx(md, &ctx);
-            rc.closed_unanswered = !rc.answered;
+            bool said = rc.quiet;
+            drop_ctx(md, &ctx, &rc);
             if (reason == R_DISCONNECTED) {
                 mark_all_bad(md, R_DISCONNECTED);
                 uv_mutex_lock(&md->mu);
                 if (rc.answered)
                     wlog(md, DP_LOG_WARN, "connection to %s lost", md->target);
-                else if (!rc.quiet)
+                else if (!said)
                     wlog(md, DP_LOG_WARN,
                          "%s closes the connection before answering (are all its "
                          "connection slots taken?); retrying, backing off",
@@ -900,7 +908,6 @@ static void worker(void *arg)
             } else {
                 mark_bad(md, q, reason);
             }
-            rc.quiet = !rc.answered; /* the failure is logged: not each retry */
             continue;
         }
         mark_bad(md, q, reason);

@@ -39,8 +39,6 @@ static int buf_write(void *data, const char *p, size_t n)
     return 0;
 }
 
-/* ---- JSON writing ------------------------------------------------------- */
-
 /* ---- Items ------------------------------------------------------------- */
 
 /* lmsgpack's packer, with whole numbers as integers (shorter north
@@ -166,9 +164,7 @@ void dp_mqtt_encode_message(dp_jbuf_t *b, dp_mqtt_format_t f, bool batched, uint
         dp_mp_pack_str(&pk, "items"), msgpack_pack_array(&pk, n);
         dp_jb_raw(b, items->p, body);
     } else {
-        dp_jb_puts(b, "{\"seq\":");
-        dp_jb_printf(b, "%llu", (unsigned long long)last_seq);
-        dp_jb_puts(b, ",\"items\":[");
+        dp_jb_printf(b, "{\"seq\":%llu,\"items\":[", (unsigned long long)last_seq);
         dp_jb_raw(b, items->p, body);
         dp_jb_puts(b, "]}");
     }

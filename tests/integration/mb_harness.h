@@ -108,14 +108,21 @@ static inline pid_t mb_peer(const char *mode, const char *where, const char *ext
     return mb_spawn(argv, log);
 }
 
-static inline pid_t mb_peer_tcp(int port, const char *delay)
+/* Starts mb_peer.py MODE PORT (tcp, garbage, close) on 127.0.0.1 and waits
+ * until it listens. */
+static inline pid_t mb_peer_port(const char *mode, int port, const char *delay)
 {
     char p[16];
     snprintf(p, sizeof p, "%d", port);
-    pid_t pid = delay != NULL ? mb_peer("tcp", p, "--delay", delay, "/dev/null")
-                              : mb_peer("tcp", p, NULL, NULL, "/dev/null");
+    pid_t pid = delay != NULL ? mb_peer(mode, p, "--delay", delay, "/dev/null")
+                              : mb_peer(mode, p, NULL, NULL, "/dev/null");
     mb_wait_port(port, pid);
     return pid;
+}
+
+static inline pid_t mb_peer_tcp(int port, const char *delay)
+{
+    return mb_peer_port("tcp", port, delay);
 }
 
 /* ---- plants in real time ------------------------------------------------- */

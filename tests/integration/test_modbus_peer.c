@@ -372,10 +372,7 @@ Test(modbus_peer, garbage_bytes)
 {
     dp_log_set_level(DP_LOG_ERROR);
     int port = mb_free_port();
-    char p[16];
-    snprintf(p, sizeof p, "%d", port);
-    pid_t peer = mb_peer("garbage", p, NULL, NULL, "/dev/null");
-    mb_wait_port(port, peer);
+    pid_t peer = mb_peer_port("garbage", port, NULL);
     mb_run_t r;
     char *plant = tcp_plant(port, NULL, NULL);
     mb_open(&r, plant);
@@ -408,10 +405,7 @@ Test(modbus_peer, a_peer_that_closes_every_connection_is_not_hammered)
     int lines = 0;
     dp_log_set_hook(count_peer_lines, &lines);
     int port = mb_free_port();
-    char p[16];
-    snprintf(p, sizeof p, "%d", port);
-    pid_t peer = mb_peer("close", p, NULL, NULL, "/dev/null");
-    mb_wait_port(port, peer);
+    pid_t peer = mb_peer_port("close", port, NULL);
     mb_run_t r;
     char *plant = dp_xasprintf(
         "device 'peer' { driver = 'modbus', host = '127.0.0.1', port = %d, timeout = '300ms',\n"
