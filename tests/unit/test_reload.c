@@ -1,6 +1,7 @@
 /* Hot reload on a real loop: file watching with debounce, and reloads while
  * samples stream in from another thread, with none lost or doubled. */
 #include <pthread.h>
+#include <stdatomic.h>
 #include <time.h>
 #include <uv.h>
 
@@ -122,10 +123,17 @@ Test(reload, editing_a_required_module_reloads_its_users)
 
 #define SAMPLES 200000
 
+/* The producer streams in chunks and, after each, waits (up to a second)
+ * until the loop has reloaded once more, so that reloads fall among the
+ * samples however fast either side runs: on a loaded machine or under a
+ * sanitizer a reload can take longer than the whole stream. */
+#define CHUNK 5000
+
 typedef struct {
     dp_ingest_t *in;
     int tag;
-    volatile int done;
+    const atomic_int *reloads;
+    atomic_int done;
 } producer_t;
 
 static void *produce(void *arg)
@@ -134,18 +142,21 @@ static void *produce(void *arg)
     for (int i = 1; i <= SAMPLES; i++) {
         dp_value_t v = dp_num(i);
         dp_ingest_push(pr->in, pr->tag, &v, T0 + i, DP_Q_GOOD);
-        if (i % 500 == 0) {
-            struct timespec ts = {0, 1000000};
-            nanosleep(&ts, NULL);
+        if (i % CHUNK == 0) {
+            int seen = atomic_load(pr->reloads);
+            for (int k = 0; k < 1000 && atomic_load(pr->reloads) == seen; k++) {
+                struct timespec ts = {0, 1000000};
+                nanosleep(&ts, NULL);
+            }
         }
     }
-    pr->done = 1;
+    atomic_store(&pr->done, 1);
     return NULL;
 }
 
 typedef struct {
     dp_plant_t *plant;
-    int reloads;
+    atomic_int reloads;
     int failures;
 } reloader_t;
 
@@ -159,12 +170,12 @@ static void do_reload(uv_timer_t *t)
              "state.n = state.n or 0; state.sum = state.sum or 0\n"
              "twin.on_change('x', function(v) state.n = state.n + 1; state.sum = state.sum + v "
              "end)\n",
-             r->reloads + 2);
+             atomic_load(&r->reloads) + 2);
     th_write(dir, "a.lua", code);
     if (dp_plant_reload(r->plant, "A", &err) < 0)
         r->failures++;
     free(err);
-    r->reloads++;
+    atomic_fetch_add(&r->reloads, 1);
 }
 
 Test(reload, no_sample_lost_or_doubled_while_reloading_under_load)
@@ -183,10 +194,12 @@ Test(reload, no_sample_lost_or_doubled_while_reloading_under_load)
     t.data = &r;
     uv_timer_start(&t, do_reload, 2, 2);
 
-    producer_t pr = {.in = dp_plant_ingest(p), .tag = dp_store_find(dp_plant_store(p), "A.x")};
+    producer_t pr = {.in = dp_plant_ingest(p),
+                     .tag = dp_store_find(dp_plant_store(p), "A.x"),
+                     .reloads = &r.reloads};
     pthread_t th;
     pthread_create(&th, NULL, produce, &pr);
-    while (!pr.done)
+    while (!atomic_load(&pr.done))
         uv_run(&loop, UV_RUN_ONCE);
     pthread_join(th, NULL);
     uv_timer_stop(&t);
@@ -194,8 +207,9 @@ Test(reload, no_sample_lost_or_doubled_while_reloading_under_load)
     dp_ingest_drain(dp_plant_ingest(p));
     dp_plant_flush(p);
 
-    cr_log_info("%d reloads while %d samples streamed", r.reloads, SAMPLES);
-    cr_assert_gt(r.reloads, 20, "too few reloads to mean anything (%d)", r.reloads);
+    int reloads = atomic_load(&r.reloads);
+    cr_log_info("%d reloads while %d samples streamed", reloads, SAMPLES);
+    cr_assert_gt(reloads, 20, "too few reloads to mean anything (%d)", reloads);
     cr_assert_eq(r.failures, 0);
     cr_assert_eq(th_eval(p, "A", "state.n"), SAMPLES, "samples lost or doubled");
     cr_assert_eq(th_eval(p, "A", "state.sum"), (double)SAMPLES * (SAMPLES + 1) / 2,
