@@ -36,6 +36,10 @@ struct conn {
     uv_tcp_t tcp; /* first: h2o hands this pointer back in the close callback */
     dp_http_t *http;
     struct conn *prev, *next;
+    /* A write libuv refused at once, whose callback is still owed to h2o. */
+    uv_write_t *refused;
+    uv_write_cb refused_cb;
+    int refused_status;
 };
 
 struct stream {
@@ -948,6 +952,59 @@ static int on_req(h2o_handler_t *self, h2o_req_t *req)
 
 static void finish_if_done(dp_http_t *h);
 
+/* Servers running in this process, for uv_write below. */
+static dp_http_t *servers;
+
+static void on_redo(uv_idle_t *idle)
+{
+    dp_http_t *h = idle->data;
+    uv_idle_stop(idle);
+    for (struct conn *c = h->conns; c != NULL; c = c->next) {
+        if (c->refused_cb != NULL) {
+            uv_write_cb cb = c->refused_cb;
+            c->refused_cb = NULL;
+            cb(c->refused, c->refused_status);
+        }
+    }
+}
+
+/* h2o 2.2 (Debian 12's libh2o) ignores the value uv_write() returns. When
+ * libuv refuses a write at once (the stream stopped being writable because
+ * a read failed: the peer reset the connection), h2o waits forever for the
+ * write's callback and never closes the connection: it stays open for as
+ * long as the plant runs and, at shutdown, keeps the loop from ending.
+ *
+ * This definition comes before libuv's in the process's symbol lookup, so
+ * h2o's calls land here. Every write goes to libuv's uv_write2() as before
+ * (uv_write is that call without a handle to send). When libuv refuses a
+ * write on one of our HTTP connections, the callback is delivered with the
+ * error on the loop's next turn, as libuv does for a write that fails later;
+ * h2o then closes the connection. On any other stream the refusal is
+ * returned unchanged. A connection that closes first takes the owed
+ * callback with it: h2o frees the write request before our close callback
+ * runs, and the callback is never called after that. */
+int uv_write(uv_write_t *req, uv_stream_t *stream, const uv_buf_t bufs[], unsigned int nbufs,
+             uv_write_cb cb)
+{
+    int rc = uv_write2(req, stream, bufs, nbufs, NULL, cb);
+    if (rc == 0 || cb == NULL)
+        return rc;
+    for (dp_http_t *h = servers; h != NULL; h = h->next_server) {
+        for (struct conn *c = h->conns; c != NULL; c = c->next) {
+            if ((uv_stream_t *)&c->tcp != stream || c->refused_cb != NULL)
+                continue;
+            req->handle = stream;
+            req->cb = cb;
+            c->refused = req;
+            c->refused_cb = cb;
+            c->refused_status = rc;
+            uv_idle_start(&h->redo, on_redo);
+            return 0;
+        }
+    }
+    return rc;
+}
+
 static void on_conn_closed(uv_handle_t *handle)
 {
     struct conn *c = (struct conn *)handle;
@@ -1122,6 +1179,10 @@ dp_http_t *dp_http_start(uv_loop_t *loop, dp_plant_t *plant, const dp_http_cfg_t
                 dp_guard_on_command(g, relay_cmd, r);
         }
     }
+    uv_idle_init(loop, &h->redo);
+    h->redo.data = h;
+    h->next_server = servers;
+    servers = h;
     uv_timer_init(loop, &h->tick);
     h->tick.data = h;
     uv_timer_start(&h->tick, on_tick, TICK_MS, TICK_MS);
@@ -1168,6 +1229,13 @@ static void finish_if_done(dp_http_t *h)
     if (!h->stopping || h->finishing || h->nconns > 0 || !h->listener_closed || !h->tick_closed)
         return;
     h->finishing = true;
+    for (dp_http_t **p = &servers; *p != NULL; p = &(*p)->next_server) {
+        if (*p == h) {
+            *p = h->next_server;
+            break;
+        }
+    }
+    uv_close((uv_handle_t *)&h->redo, NULL);
     h2o_context_dispose(&h->ctx);
     h2o_config_dispose(&h->config);
     SSL_CTX_free(h->ssl);

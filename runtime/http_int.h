@@ -53,6 +53,8 @@ struct dp_http {
     uv_timer_t tick; /* loop lag and samples/s */
     uv_idle_t reaper;
     int reaper_turns;
+    uv_idle_t redo; /* delivers the write callbacks libuv refused (see uv_write) */
+    struct dp_http *next_server;
     int port;
     bool stopping, listener_closed, tick_closed, finishing;
     int nconns;
