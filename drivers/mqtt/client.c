@@ -33,6 +33,7 @@ struct dp_mqtt_client {
     int unacked;        /* messages of this connection not yet acknowledged (QoS 0: not written) */
     dp_time_t backoff;  /* next delay */
     uint64_t attempt_t; /* uv_now at the start of the current attempt (ms) */
+    uint64_t connected_t; /* uv_now at the CONNACK of the current connection (ms) */
     sub_t *subs;
     size_t nsubs;
     dp_mqtt_client_stats_t st;
@@ -132,6 +133,14 @@ static void on_retry(uv_timer_t *t)
     connect_now(t->data);
 }
 
+/* How long (ms) a connection must last for the backoff to start again from
+ * reconnect_min when it is lost: 10 s, or reconnect_max if that is shorter. */
+static uint64_t stable_ms(const dp_mqtt_client_t *c)
+{
+    dp_time_t t = c->o.backoff_max < 10 * DP_US_PER_SEC ? c->o.backoff_max : 10 * DP_US_PER_SEC;
+    return (uint64_t)(t / DP_US_PER_MS);
+}
+
 /* Tears the connection down (outside libmosquitto's callbacks) and, unless
  * closing, schedules the next attempt. */
 static void drop(dp_mqtt_client_t *c, const char *why)
@@ -153,8 +162,30 @@ static void drop(dp_mqtt_client_t *c, const char *why)
     set_error(c, why);
     if (was) {
         c->st.disconnects++;
-        dp_log_warn(NULL, "mqtt %s: connection to %s:%d lost: %s", c->o.name, c->o.host, c->o.port,
-                    why);
+        /* The backoff starts again from the minimum only after a connection
+         * that lasted: a broker that accepts and then closes at once (most
+         * often because another client connected with the same client id,
+         * and the broker keeps one session per id) would otherwise be
+         * reconnected to every reconnect_min, forever, each new connection
+         * closing the other client's. */
+        uint64_t up = uv_now(c->loop) - c->connected_t;
+        if (up >= stable_ms(c)) {
+            c->backoff = c->o.backoff_min;
+            dp_log_warn(NULL, "mqtt %s: connection to %s:%d lost: %s", c->o.name, c->o.host,
+                        c->o.port, why);
+        } else if (c->o.client_id != NULL) {
+            dp_log_warn(NULL,
+                        "mqtt %s: connection to %s:%d lost %llu ms after connecting: %s (does "
+                        "another client use client id \"%s\"? the broker closes the older "
+                        "connection); retrying, backing off",
+                        c->o.name, c->o.host, c->o.port, (unsigned long long)up, why,
+                        c->o.client_id);
+        } else {
+            dp_log_warn(NULL,
+                        "mqtt %s: connection to %s:%d lost %llu ms after connecting: %s; "
+                        "retrying, backing off",
+                        c->o.name, c->o.host, c->o.port, (unsigned long long)up, why);
+        }
     } else {
         c->st.failures++;
         /* Repeated failures are logged once per backoff level to keep logs readable. */
@@ -193,8 +224,8 @@ static void on_connect(struct mosquitto *m, void *obj, int rc, int flags,
         return;
     }
     c->connected = true;
+    c->connected_t = uv_now(c->loop);
     c->st.connects++;
-    c->backoff = c->o.backoff_min;
     dp_log_info(NULL, "mqtt %s: connected to %s:%d (MQTT %s%s)", c->o.name, c->o.host, c->o.port,
                 c->o.protocol == 5 ? "5" : "3.1.1", c->o.tls ? ", TLS" : "");
     for (size_t i = 0; i < c->nsubs; i++)

@@ -199,7 +199,8 @@ static const dp_setting_t device_settings[] = {
      .type = DP_SET_DURATION,
      .offset = CFG(reconnect_min),
      .def = "500ms",
-     .doc = "First delay before reconnecting; doubles after each failure."},
+     .doc =
+         "First delay before reconnecting; doubles after each failure or short-lived connection."},
     {.name = "reconnect_max",
      .type = DP_SET_DURATION,
      .offset = CFG(reconnect_max),

@@ -397,6 +397,34 @@ check "store-and-forward: a backlog was resent after restart" \
 check "store-and-forward: at least 500 samples" test "$want" -ge 500
 kill "$SUB" 2>/dev/null
 
+# ---- 3b. two gateways with one client id ------------------------------------
+# The same plant file on two gateways gives both the same client id; the
+# broker keeps one session per id and closes the older connection whenever
+# the other connects. Each must back off (100 ms doubling to 800 ms) instead
+# of reconnecting every 100 ms: in 5 s that is at most about 8 connections
+# each (it was about 25 each, the two closing each other's in turn), and the
+# log says what is likely wrong.
+cat > dup.lua <<LUA
+plant { name = "dup" }
+device "broker" { driver = "mqtt", port = $PORT, publish = true, reconnect_min = "100ms",
+                  reconnect_max = "800ms" }
+twin "T" { script = "t.lua", tags = { x = { writable = true } } }
+LUA
+run_doppel dupa 5 dup.lua
+DUPA=$LAST
+run_doppel dupb 5 dup.lua
+DUPB=$LAST
+wait "$DUPA" "$DUPB" 2>/dev/null
+na=$(grep -ac 'mqtt broker: connected to' dupa.log)
+nb=$(grep -ac 'mqtt broker: connected to' dupb.log)
+echo "connections in 5 s with one client id: $na and $nb"
+check "one client id on two gateways: both were connected and closed in turn" \
+    test "$na" -ge 2 -a "$nb" -ge 2
+check "one client id on two gateways: each backs off (at most 12 connections in 5 s)" \
+    test "$na" -le 12 -a "$nb" -le 12
+check "one client id on two gateways: the log names the client id" \
+    grep -aqh 'lost [0-9]* ms after connecting: .*does another client use client id "doppel-dup-broker"' dupa.log dupb.log
+
 # ---- 4. fleet: one plant consuming another's published twins ----------------
 cat > gw3.lua <<LUA
 plant { name = "gw3" }
