@@ -1032,6 +1032,24 @@ static void on_accept(uv_stream_t *listener, int status)
         uv_close((uv_handle_t *)&c->tcp, (uv_close_cb)free);
         return;
     }
+    /* Each connection holds a descriptor and h2o's buffers (TLS: tens of
+     * KB): past the cap, new ones are closed as they come, so clients that
+     * open many (or hold them open) cannot take what the plant's devices,
+     * journal and REPL need. Logged at most once a minute. */
+    if (h->nconns >= h->cfg->max_conns) {
+        uv_close((uv_handle_t *)&c->tcp, (uv_close_cb)free);
+        h->conns_refused++;
+        uint64_t now = uv_now(h->loop);
+        if (h->refused_log_ms == 0 || now - h->refused_log_ms >= 60000) {
+            dp_log_warn(NULL,
+                        "http: %d connections open (max_connections): closing new ones "
+                        "(%llu since the last report)",
+                        h->nconns, (unsigned long long)(h->conns_refused - h->refused_logged));
+            h->refused_log_ms = now;
+            h->refused_logged = h->conns_refused;
+        }
+        return;
+    }
     uv_tcp_nodelay(&c->tcp, 1);
     c->next = h->conns;
     if (h->conns != NULL)

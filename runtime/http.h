@@ -45,6 +45,7 @@ typedef struct dp_http_cfg {
     double rate;         /* requests per second per client address; default 50 */
     double burst;        /* default 100 */
     int64_t max_streams; /* concurrent live streams; default 256 */
+    int64_t max_conns;   /* open connections; default 512 */
     int64_t history_max; /* samples per history request; default 10000 */
     char *dir;           /* folder for relative paths */
 } dp_http_cfg_t;

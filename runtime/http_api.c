@@ -824,6 +824,10 @@ void dp__http_metrics(dp__http_call_t *c)
     dp_jb_printf(&b, "doppel_http_stream_drops_total %llu\n", (unsigned long long)h->stream_drops);
     metric_head(&b, "doppel_http_connections", "gauge", "Open HTTP connections.");
     dp_jb_printf(&b, "doppel_http_connections %d\n", h->nconns);
+    metric_head(&b, "doppel_http_connections_refused_total", "counter",
+                "Connections closed as they came because max_connections were open.");
+    dp_jb_printf(&b, "doppel_http_connections_refused_total %llu\n",
+                 (unsigned long long)h->conns_refused);
 
     h2o_req_t *req = c->req;
     h->requests++;

@@ -158,7 +158,7 @@ static int parse_tls(lua_State *L, int idx, void *field, char **err)
 {
     dp_http_cfg_t *cfg = (dp_http_cfg_t *)((char *)field - offsetof(dp_http_cfg_t, cert));
     tls_cfg_t t = {0};
-    int rc = dp_settings_parse(L, idx, tls_settings, &t, NULL, "tls", err);
+    int rc = dp_settings_parse(L, idx, tls_settings, &t, NULL, NULL, err);
     if (rc == 0) {
         cfg->cert = t.cert;
         cfg->key = t.key;
@@ -241,6 +241,13 @@ static const dp_setting_t http_settings[] = {
      .min = 1,
      .max = 100000,
      .doc = "Concurrent live streams."},
+    {.name = "max_connections",
+     .type = DP_SET_INT,
+     .offset = offsetof(dp_http_cfg_t, max_conns),
+     .def = "512",
+     .min = 1,
+     .max = 100000,
+     .doc = "Open connections; more are closed as they come."},
     {.name = "history_max",
      .type = DP_SET_INT,
      .offset = offsetof(dp_http_cfg_t, history_max),
@@ -254,9 +261,8 @@ static const dp_setting_t http_settings[] = {
 int dp_http_cfg_parse(lua_State *L, int idx, void *field, char **err)
 {
     dp_http_cfg_t *cfg = dp_xcalloc(1, sizeof *cfg);
-    int rc = dp_settings_parse(L, idx, http_settings, cfg, NULL, "http", err);
+    int rc = dp_settings_parse(L, idx, http_settings, cfg, NULL, NULL, err);
     if (rc < 0) {
-        /* The message already says "http: field: ..."; drop our context. */
         dp_http_cfg_free(cfg);
         return rc;
     }

@@ -59,6 +59,9 @@ struct dp_http {
     bool stopping, listener_closed, tick_closed, finishing;
     int nconns;
     struct conn *conns;
+    uint64_t conns_refused;  /* connections closed at once: max_connections were open */
+    uint64_t refused_log_ms; /* uv_now of the last log line about them */
+    uint64_t refused_logged; /* conns_refused at that line */
     struct stream *streams;
     int nstreams;
     struct ticket *tickets;

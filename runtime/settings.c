@@ -138,13 +138,15 @@ static int parse_one(lua_State *L, int idx, const dp_setting_t *d, void *out, ch
     return dp_fail(err, DP_EINVAL, "unsupported setting type");
 }
 
-/* Adds "context: field: " in front of a message from parse_one. */
+/* Adds "context: field: " (or "field: " without a context) in front of a
+ * message from parse_one. */
 static int with_context(char **err, int rc, const char *context, const char *field)
 {
     if (err != NULL) {
         char *inner = *err;
         *err = NULL;
-        dp_fail(err, rc, "%s: %s: %s", context, field, inner != NULL ? inner : dp_strerror(rc));
+        dp_fail(err, rc, "%s%s%s: %s", context != NULL ? context : "", context != NULL ? ": " : "",
+                field, inner != NULL ? inner : dp_strerror(rc));
         free(inner);
     }
     return rc;
@@ -153,9 +155,12 @@ static int with_context(char **err, int rc, const char *context, const char *fie
 int dp_settings_parse(lua_State *L, int idx, const dp_setting_t *desc, void *out,
                       const char *const *ignore, const char *context, char **err)
 {
+    /* A table inside another setting (a DP_SET_CUSTOM field) has no context
+     * of its own: the outer field's name is already in front. */
+    const char *ctx = context != NULL ? context : "", *sep = context != NULL ? ": " : "";
     idx = lua_absindex(L, idx);
     if (!lua_istable(L, idx))
-        return dp_fail(err, DP_EINVAL, "%s: expected a table, got %s", context,
+        return dp_fail(err, DP_EINVAL, "%s%sexpected a table, got %s", ctx, sep,
                        luaL_typename(L, idx));
     /* Unknown fields first: a typo should be named, not silently ignored. */
     lua_pushnil(L);
@@ -163,12 +168,12 @@ int dp_settings_parse(lua_State *L, int idx, const dp_setting_t *desc, void *out
         lua_pop(L, 1);
         if (lua_type(L, -1) != LUA_TSTRING) {
             lua_pop(L, 1);
-            return dp_fail(err, DP_EINVAL, "%s: field names must be strings", context);
+            return dp_fail(err, DP_EINVAL, "%s%sfield names must be strings", ctx, sep);
         }
         const char *key = lua_tostring(L, -1);
         if (find_setting(desc, key) == NULL && !in_list(ignore, key)) {
             char *known = known_fields(desc);
-            int rc = dp_fail(err, DP_EINVAL, "%s: unknown field \"%s\" (known: %s)", context, key,
+            int rc = dp_fail(err, DP_EINVAL, "%s%sunknown field \"%s\" (known: %s)", ctx, sep, key,
                              known);
             free(known);
             lua_pop(L, 1);
@@ -181,7 +186,7 @@ int dp_settings_parse(lua_State *L, int idx, const dp_setting_t *desc, void *out
         if (!lua_isnil(L, -1)) {
             rc = parse_one(L, -1, d, out, err);
         } else if (d->required) {
-            rc = dp_fail(err, DP_EINVAL, "%s: missing required field \"%s\"", context, d->name);
+            rc = dp_fail(err, DP_EINVAL, "%s%smissing required field \"%s\"", ctx, sep, d->name);
             lua_pop(L, 1);
             return rc;
         } else if (d->def != NULL) {

@@ -43,7 +43,9 @@ typedef struct dp_setting {
     }
 
 /* Parses the table at `idx` into `out` (zeroed by the caller). Keys listed in
- * `ignore` (NULL-terminated, may be NULL) are skipped, not refused. */
+ * `ignore` (NULL-terminated, may be NULL) are skipped, not refused. Errors
+ * start with "context: "; a table parsed by a DP_SET_CUSTOM field's parser
+ * passes NULL, since the outer parse puts "context: field: " in front. */
 int dp_settings_parse(lua_State *L, int idx, const dp_setting_t *desc, void *out,
                       const char *const *ignore, const char *context, char **err);
 /* Frees strings and custom fields parsed into `out`. */

@@ -304,6 +304,49 @@ done
 [ $limited = 1 ] && grep -q '"error":"rate limit' <<<"$BODY" && pass "rate limit answers 429" ||
     fail "no 429 after 10 quick requests at rate 2/s burst 5"
 
+# ---- max_connections: more are closed as they come; idle ones go after 10 s ----------
+{
+    echo 'plant { name = "capped", http = { listen = "127.0.0.1:0", max_connections = 3 } }'
+    pump_twin
+} >capped.lua
+start capped capped.lua
+out=$(python3 - "${URL_capped##*:}" <<'PY'
+import socket, sys, time
+port = int(sys.argv[1])
+held = [socket.create_connection(("127.0.0.1", port)) for _ in range(3)]
+time.sleep(0.5)  # accepted, in order: the fourth is the one past the cap
+extra = socket.create_connection(("127.0.0.1", port))
+extra.settimeout(5)
+try:
+    extra.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+    print("fourth:", "closed" if extra.recv(100) == b"" else "answered")
+except (ConnectionResetError, BrokenPipeError):
+    print("fourth: closed")
+except socket.timeout:
+    print("fourth: no answer in 5 s")
+t0 = time.time()
+for s in held:
+    s.settimeout(max(0.1, 25 - (time.time() - t0)))
+    try:
+        s.recv(100)
+    except OSError:
+        pass
+print("idle closed after %.0f s" % (time.time() - t0))
+PY
+)
+echo "$out"
+grep -q 'fourth: closed' <<<"$out" && pass "a connection past max_connections is closed at once" ||
+    fail "max_connections = 3: the fourth connection was not closed: $out"
+secs=$(sed -n 's/idle closed after \([0-9]*\) s/\1/p' <<<"$out")
+[ -n "$secs" ] && [ "$secs" -le 20 ] && pass "idle connections closed by the server (after ${secs} s)" ||
+    fail "idle connections not closed within 25 s: $out"
+code=$(curl -s -o body -w '%{http_code}' --max-time 5 "$URL_capped/metrics")
+[ "$code" = 200 ] && grep -q '^doppel_http_connections_refused_total 1$' body &&
+    pass "the refused connection is counted, and the server answers again" ||
+    fail "after the cap: $code $(grep refused body)"
+grep -q 'http: 3 connections open (max_connections): closing new ones (1 since the last report)' capped.log &&
+    pass "the refusal is logged" || fail "no max_connections line: $(tail -3 capped.log)"
+
 # ---- HTTPS and HTTP/2 with a certificate made here ------------------------------------
 openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 1 \
     -subj /CN=localhost -addext subjectAltName=IP:127.0.0.1 \
@@ -392,12 +435,21 @@ out=$("$DOPPEL" check exposed3.lua 2>&1)
 [ $? -eq 0 ] && pass "beyond loopback with TLS and tokens accepted" || fail "exposed with TLS and tokens: $out"
 echo 'plant { http = { lisen = "127.0.0.1:1" } }' >typo.lua
 out=$("$DOPPEL" check typo.lua 2>&1)
-grep -q 'lisen' <<<"$out" && pass "unknown http field named" || fail "typo: $out"
+grep -q 'plant: http: unknown field "lisen"' <<<"$out" && pass "unknown http field named" ||
+    fail "typo: $out"
+echo 'plant { http = { max_connections = 0 } }' >range.lua
+out=$("$DOPPEL" check range.lua 2>&1)
+grep -q 'plant: http: max_connections: 0 is out of range \[1, 100000\]' <<<"$out" &&
+    pass "an http field out of range is named once" || fail "range: $out"
+echo 'plant { http = { tls = { cert = "server.crt" } } }' >tlskey.lua
+out=$("$DOPPEL" check tlskey.lua 2>&1)
+grep -q 'plant: http: tls: missing required field "key"' <<<"$out" &&
+    pass "a missing tls field is named" || fail "tls key: $out"
 
 # ---- clean shutdown with open streams and keep-alive connections -------------------------
 curl -sN --max-time 20 "$URL_secure/api/v1/stream?token=$VIEW" >/dev/null &
 sleep 0.3
-for name in secure open tls busy; do
+for name in secure open tls busy capped; do
     pid_var=PID_$name
     pid=${!pid_var}
     kill -TERM "$pid"
@@ -452,9 +504,9 @@ curl -s "${url%/}/metrics" | grep -q '^doppel_journal_failed 1$' &&
 kill -TERM "$(cat full.pid)"
 wait "$FULL"
 
-if grep -q 'ERROR\|runtime error\|AddressSanitizer' secure.log open.log tls.log busy.log; then
+if grep -q 'ERROR\|runtime error\|AddressSanitizer' secure.log open.log tls.log busy.log capped.log; then
     fail "errors in the server logs"
-    grep 'ERROR\|runtime error\|AddressSanitizer' secure.log open.log tls.log busy.log | head
+    grep 'ERROR\|runtime error\|AddressSanitizer' secure.log open.log tls.log busy.log capped.log | head
 fi
 
 echo "$passes passed, $failures failed"
