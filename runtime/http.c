@@ -952,7 +952,8 @@ static int on_req(h2o_handler_t *self, h2o_req_t *req)
 
 static void finish_if_done(dp_http_t *h);
 
-/* Servers running in this process, for uv_write below. */
+/* Servers running in this process, for uv_write below (all on the loop
+ * thread, as every caller of uv_write is: the list needs no lock). */
 static dp_http_t *servers;
 
 static void on_redo(uv_idle_t *idle)
