@@ -36,9 +36,9 @@ struct conn {
     uv_tcp_t tcp; /* first: h2o hands this pointer back in the close callback */
     dp_http_t *http;
     struct conn *prev, *next;
-    /* A write libuv refused at once, whose callback is still owed to h2o. */
+    /* A write libuv refused at once, whose callback (refused->cb) is still
+     * owed to h2o, with the status libuv gave. */
     uv_write_t *refused;
-    uv_write_cb refused_cb;
     int refused_status;
 };
 
@@ -961,12 +961,24 @@ static void on_redo(uv_idle_t *idle)
     dp_http_t *h = idle->data;
     uv_idle_stop(idle);
     for (struct conn *c = h->conns; c != NULL; c = c->next) {
-        if (c->refused_cb != NULL) {
-            uv_write_cb cb = c->refused_cb;
-            c->refused_cb = NULL;
-            cb(c->refused, c->refused_status);
+        uv_write_t *req = c->refused;
+        if (req != NULL) {
+            c->refused = NULL;
+            req->cb(req, c->refused_status);
         }
     }
+}
+
+/* Our HTTP connection whose handle is `stream`, or NULL. */
+static struct conn *conn_of(const uv_stream_t *stream)
+{
+    for (dp_http_t *h = servers; h != NULL; h = h->next_server) {
+        for (struct conn *c = h->conns; c != NULL; c = c->next) {
+            if ((const uv_stream_t *)&c->tcp == stream)
+                return c;
+        }
+    }
+    return NULL;
 }
 
 /* h2o 2.2 (Debian 12's libh2o) ignores the value uv_write() returns. When
@@ -988,22 +1000,15 @@ int uv_write(uv_write_t *req, uv_stream_t *stream, const uv_buf_t bufs[], unsign
              uv_write_cb cb)
 {
     int rc = uv_write2(req, stream, bufs, nbufs, NULL, cb);
-    if (rc == 0 || cb == NULL)
+    struct conn *c = rc != 0 && cb != NULL ? conn_of(stream) : NULL;
+    if (c == NULL || c->refused != NULL)
         return rc;
-    for (dp_http_t *h = servers; h != NULL; h = h->next_server) {
-        for (struct conn *c = h->conns; c != NULL; c = c->next) {
-            if ((uv_stream_t *)&c->tcp != stream || c->refused_cb != NULL)
-                continue;
-            req->handle = stream;
-            req->cb = cb;
-            c->refused = req;
-            c->refused_cb = cb;
-            c->refused_status = rc;
-            uv_idle_start(&h->redo, on_redo);
-            return 0;
-        }
-    }
-    return rc;
+    req->handle = stream;
+    req->cb = cb;
+    c->refused = req;
+    c->refused_status = rc;
+    uv_idle_start(&c->http->redo, on_redo);
+    return 0;
 }
 
 static void on_conn_closed(uv_handle_t *handle)

@@ -138,15 +138,14 @@ static int parse_one(lua_State *L, int idx, const dp_setting_t *d, void *out, ch
     return dp_fail(err, DP_EINVAL, "unsupported setting type");
 }
 
-/* Adds "context: field: " (or "field: " without a context) in front of a
- * message from parse_one. */
-static int with_context(char **err, int rc, const char *context, const char *field)
+/* Adds "context: field: " (ctx and sep as in dp_settings_parse) in front of
+ * a message from parse_one. */
+static int with_context(char **err, int rc, const char *ctx, const char *sep, const char *field)
 {
     if (err != NULL) {
         char *inner = *err;
         *err = NULL;
-        dp_fail(err, rc, "%s%s%s: %s", context != NULL ? context : "", context != NULL ? ": " : "",
-                field, inner != NULL ? inner : dp_strerror(rc));
+        dp_fail(err, rc, "%s%s%s: %s", ctx, sep, field, inner != NULL ? inner : dp_strerror(rc));
         free(inner);
     }
     return rc;
@@ -211,7 +210,7 @@ int dp_settings_parse(lua_State *L, int idx, const dp_setting_t *desc, void *out
         }
         lua_pop(L, 1);
         if (rc < 0)
-            return with_context(err, rc, context, d->name);
+            return with_context(err, rc, ctx, sep, d->name);
     }
     return 0;
 }

@@ -173,18 +173,16 @@ static void drop(dp_mqtt_client_t *c, const char *why)
             c->backoff = c->o.backoff_min;
             dp_log_warn(NULL, "mqtt %s: connection to %s:%d lost: %s", c->o.name, c->o.host,
                         c->o.port, why);
-        } else if (c->o.client_id != NULL) {
-            dp_log_warn(NULL,
-                        "mqtt %s: connection to %s:%d lost %llu ms after connecting: %s (does "
-                        "another client use client id \"%s\"? the broker closes the older "
-                        "connection); retrying, backing off",
-                        c->o.name, c->o.host, c->o.port, (unsigned long long)up, why,
-                        c->o.client_id);
         } else {
+            /* With a random client id (none set), no other client has it. */
+            const char *id = c->o.client_id;
             dp_log_warn(NULL,
-                        "mqtt %s: connection to %s:%d lost %llu ms after connecting: %s; "
+                        "mqtt %s: connection to %s:%d lost %llu ms after connecting: %s%s%s%s; "
                         "retrying, backing off",
-                        c->o.name, c->o.host, c->o.port, (unsigned long long)up, why);
+                        c->o.name, c->o.host, c->o.port, (unsigned long long)up, why,
+                        id != NULL ? " (does another client use client id \"" : "",
+                        id != NULL ? id : "",
+                        id != NULL ? "\"? the broker closes the older connection)" : "");
         }
     } else {
         c->st.failures++;
